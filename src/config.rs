@@ -1,0 +1,382 @@
+//! Configuration: one [`Issuer`] per trusted issuer, gathered by a [`VerifierBuilder`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::BuildError;
+use crate::fetch::{FetchLimits, Fetcher, parse_url};
+use crate::keystore::{KeyStore, RefreshPolicy};
+use crate::provider::Provider;
+use crate::token::Algorithm;
+use crate::verifier::{IssuerVerifier, TokenType, Verifier, VerifierInner};
+
+/// The largest leeway accepted for clock skew.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// One trusted issuer and the rules its tokens must meet.
+///
+/// ```
+/// use m2m_guard::{Issuer, Provider};
+/// use std::time::Duration;
+///
+/// let kinde = Issuer::new("https://acme.kinde.com")
+///     .audience("https://api.acme.com")
+///     .provider(Provider::Kinde)
+///     .leeway(Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    issuer: String,
+    jwks_url: Option<String>,
+    audiences: Vec<String>,
+    provider: Provider,
+    leeway: Duration,
+    policy: RefreshPolicy,
+    algorithms: Option<Vec<Algorithm>>,
+    max_lifetime: Option<Duration>,
+    max_age: Option<Duration>,
+    token_type: TokenType,
+    tenant_claim: Option<Option<String>>,
+    scope_claims: Option<Vec<String>>,
+    client_id_claims: Option<Vec<String>>,
+    allowed_client_ids: Option<Vec<String>>,
+}
+
+impl Issuer {
+    /// Trust `issuer` (its `iss` value, compared exactly). Keys are found by
+    /// discovery unless [`Issuer::jwks_url`] is set.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Issuer {
+            issuer: issuer.into(),
+            jwks_url: None,
+            audiences: Vec::new(),
+            provider: Provider::Generic,
+            leeway: Duration::from_secs(60),
+            policy: RefreshPolicy::default(),
+            algorithms: None,
+            max_lifetime: None,
+            max_age: None,
+            token_type: TokenType::Default,
+            tenant_claim: None,
+            scope_claims: None,
+            client_id_claims: None,
+            allowed_client_ids: None,
+        }
+    }
+
+    /// Fetch keys from this JWKS URL instead of discovering it.
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
+    }
+
+    /// Accept tokens whose `aud` contains `audience`. Call again to accept
+    /// several. At least one is required (except for [`Provider::Cognito`]).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Claim names and rules of a known provider. Defaults to [`Provider::Generic`].
+    pub fn provider(mut self, provider: Provider) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// Clock-skew allowance for `exp`, `nbf` and `iat`. Defaults to 60 s; at most [`MAX_LEEWAY`].
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// How long past its refresh time a key set is still used when the
+    /// issuer cannot be reached. Defaults to 12 hours.
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.policy.max_stale = max_stale;
+        self
+    }
+
+    /// Key-set lifetime when the response has no `Cache-Control: max-age`.
+    /// Defaults to 10 minutes. A background refresh starts at 3/4 of it.
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.policy.default_ttl = interval;
+        self
+    }
+
+    /// Bounds applied to the issuer's `Cache-Control: max-age`. Defaults to 1 minute ..= 24 hours.
+    pub fn refresh_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.policy.min_ttl = min;
+        self.policy.max_ttl = max;
+        self
+    }
+
+    /// Minimum time between two key-set refetches caused by tokens with an
+    /// unknown `kid`. Defaults to 30 s.
+    pub fn unknown_kid_cooldown(mut self, cooldown: Duration) -> Self {
+        self.policy.unknown_kid_cooldown = cooldown;
+        self
+    }
+
+    /// Backoff between failed key-set fetches: doubles from `min` up to `max`,
+    /// with jitter. Defaults to 1 s ..= 5 min.
+    pub fn fetch_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.policy.backoff_min = min;
+        self.policy.backoff_max = max;
+        self
+    }
+
+    /// Restrict the accepted algorithms. Defaults to every supported
+    /// asymmetric algorithm; a key still verifies only its own algorithm.
+    pub fn algorithms(mut self, algs: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = Some(algs.into_iter().collect());
+        self
+    }
+
+    /// Reject tokens whose lifetime (`exp - iat`) exceeds `max`. Off by default.
+    pub fn max_token_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = Some(max);
+        self
+    }
+
+    /// Reject tokens issued (`iat`) longer ago than `max`; requires `iat`. Off by default.
+    pub fn max_token_age(mut self, max: Duration) -> Self {
+        self.max_age = Some(max);
+        self
+    }
+
+    /// Require RFC 9068 strictly: `typ` must be `at+jwt`, and `iss`, `exp`,
+    /// `aud`, `sub`, `client_id`, `iat`, `jti` must be present. Off by default
+    /// (then `typ` may be `at+jwt`, `application/at+jwt`, `JWT` or absent).
+    pub fn strict_rfc9068(mut self, strict: bool) -> Self {
+        self.token_type = if strict {
+            TokenType::Strict
+        } else {
+            TokenType::Default
+        };
+        self
+    }
+
+    /// Read the tenant / organization from this claim (overrides the preset).
+    pub fn tenant_claim(mut self, claim: impl Into<String>) -> Self {
+        self.tenant_claim = Some(Some(claim.into()));
+        self
+    }
+
+    /// Read no tenant claim: every token is global.
+    pub fn no_tenant_claim(mut self) -> Self {
+        self.tenant_claim = Some(None);
+        self
+    }
+
+    /// Read scopes from these claims, merged (overrides the preset).
+    pub fn scope_claims<I, S>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scope_claims = Some(claims.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Read the client id from the first present of these claims (overrides the preset).
+    pub fn client_id_claims<I, S>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.client_id_claims = Some(claims.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Accept only tokens issued to these clients. Required for
+    /// [`Provider::Cognito`], whose access tokens carry no `aud`.
+    pub fn allowed_client_ids<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_client_ids = Some(ids.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The configured issuer identifier.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        let cfg = |m: String| Err(BuildError::Config(m));
+        parse_url("issuer", &self.issuer)?;
+        if self.leeway > MAX_LEEWAY {
+            return cfg(format!("leeway {:?} exceeds the maximum of {MAX_LEEWAY:?}", self.leeway));
+        }
+        if self.provider.uses_audience() && self.audiences.is_empty() {
+            return cfg(format!("issuer {}: at least one audience is required", self.issuer));
+        }
+        if !self.provider.uses_audience() {
+            if !self.audiences.is_empty() {
+                return cfg(format!(
+                    "issuer {}: Cognito access tokens carry no aud; use allowed_client_ids",
+                    self.issuer
+                ));
+            }
+            if self.allowed_client_ids.as_ref().is_none_or(|v| v.is_empty()) {
+                return cfg(format!("issuer {}: Cognito requires allowed_client_ids", self.issuer));
+            }
+        }
+        if self.audiences.iter().any(String::is_empty) {
+            return cfg("an audience is empty".into());
+        }
+        if self.algorithms.as_ref().is_some_and(|a| a.is_empty()) {
+            return cfg("the algorithm list is empty".into());
+        }
+        let p = &self.policy;
+        if p.min_ttl > p.max_ttl || p.backoff_min > p.backoff_max || p.backoff_min.is_zero() {
+            return cfg("refresh or backoff bounds are inverted or zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Verifier`] trusting one or more issuers.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), m2m_guard::BuildError> {
+/// use m2m_guard::{Issuer, Provider, Verifier};
+///
+/// let verifier = Verifier::builder()
+///     .issuer(Issuer::new("https://acme.kinde.com").audience("https://api.acme.com").provider(Provider::Kinde))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct VerifierBuilder {
+    issuers: Vec<Issuer>,
+    client: Option<reqwest::Client>,
+    limits: FetchLimits,
+    max_token_bytes: Option<usize>,
+}
+
+/// Default maximum token size.
+const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+impl VerifierBuilder {
+    /// Trust this issuer. Call again for several; each has its own audience,
+    /// rules and key cache. The token's `iss` selects which one verifies it.
+    pub fn issuer(mut self, issuer: Issuer) -> Self {
+        self.issuers.push(issuer);
+        self
+    }
+
+    /// Use your own HTTP client (custom CA, proxy). The total timeout, size
+    /// cap and origin pinning still apply; its redirect policy is its own.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Total time for one metadata or key-set fetch. Defaults to 5 s.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// Connect timeout of the built-in client. Defaults to 3 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.connect_timeout = timeout;
+        self
+    }
+
+    /// Largest metadata or key-set response accepted. Defaults to 256 KiB.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_bytes = bytes;
+        self
+    }
+
+    /// Most keys a key set may hold. Defaults to 100.
+    pub fn max_keys(mut self, keys: usize) -> Self {
+        self.limits.max_keys = keys;
+        self
+    }
+
+    /// `User-Agent` of the built-in client. Defaults to `m2m-guard/<version>`.
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.limits.user_agent = ua.into();
+        self
+    }
+
+    /// Largest token accepted, in bytes. Defaults to 16 KiB.
+    pub fn max_token_bytes(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = Some(bytes);
+        self
+    }
+
+    /// Check the configuration and resolve each issuer's key-set URL
+    /// (discovery, when no JWKS URL is given). Keys themselves are fetched
+    /// on first use, once, however many requests arrive together.
+    ///
+    /// # Errors
+    /// A [`BuildError`] when the configuration is invalid, an URL is not
+    /// allowed, or discovery fails or names another issuer.
+    pub async fn build(self) -> Result<Verifier, BuildError> {
+        crate::backend::ensure_provider();
+        if self.issuers.is_empty() {
+            return Err(BuildError::Config("no issuer configured".into()));
+        }
+        if self.limits.max_bytes == 0 || self.limits.max_keys == 0 || self.limits.timeout.is_zero() {
+            return Err(BuildError::Config("fetch limits must be non-zero".into()));
+        }
+        let mut seen = HashSet::new();
+        for i in &self.issuers {
+            i.validate()?;
+            if !seen.insert(i.issuer.clone()) {
+                return Err(BuildError::Config(format!("issuer {} configured twice", i.issuer)));
+            }
+        }
+        let fetcher = Arc::new(Fetcher::new(self.client, self.limits)?);
+        let mut issuers = HashMap::new();
+        for i in self.issuers {
+            let jwks_url = match &i.jwks_url {
+                Some(u) => parse_url("jwks_url", u)?,
+                None => fetcher
+                    .discover(&i.issuer)
+                    .await
+                    .map_err(|source| BuildError::Discovery {
+                        issuer: i.issuer.clone(),
+                        source,
+                    })?,
+            };
+            let store = Arc::new(KeyStore::new(jwks_url, fetcher.clone(), i.policy.clone()));
+            let provider = i.provider;
+            let verifier = IssuerVerifier {
+                issuer: i.issuer.as_str().into(),
+                audiences: i.audiences,
+                uses_audience: provider.uses_audience(),
+                token_use: (provider == Provider::Cognito).then_some("access"),
+                leeway: i.leeway.as_secs(),
+                max_lifetime: i.max_lifetime.map(|d| d.as_secs()),
+                max_age: i.max_age.map(|d| d.as_secs()),
+                token_type: i.token_type,
+                algorithms: i.algorithms.unwrap_or_else(|| Algorithm::ALL.to_vec()),
+                tenant_claim: i
+                    .tenant_claim
+                    .unwrap_or_else(|| provider.tenant_claim().map(str::to_owned)),
+                scope_claims: i
+                    .scope_claims
+                    .unwrap_or_else(|| provider.scope_claims().iter().map(|s| (*s).to_owned()).collect()),
+                client_id_claims: i
+                    .client_id_claims
+                    .unwrap_or_else(|| provider.client_id_claims().iter().map(|s| (*s).to_owned()).collect()),
+                allowed_client_ids: i.allowed_client_ids.map(|v| v.into_iter().collect()),
+                store,
+            };
+            issuers.insert(i.issuer, verifier);
+        }
+        Ok(Verifier::from_inner(VerifierInner {
+            issuers,
+            max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
+        }))
+    }
+}

@@ -1,0 +1,283 @@
+//! Bounded, origin-pinned HTTP GETs for discovery documents and key sets.
+
+use bytes::BytesMut;
+use reqwest::Url;
+use reqwest::header::{CACHE_CONTROL, CONTENT_LENGTH, HeaderMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::error::{BuildError, FetchError};
+use crate::token::parse_object;
+
+/// Limits applied to every fetch.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchLimits {
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_keys: usize,
+    pub(crate) user_agent: String,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            max_bytes: 256 * 1024,
+            max_keys: 100,
+            user_agent: concat!("m2m-guard/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// Performs the GETs.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetcher {
+    client: reqwest::Client,
+    pub(crate) limits: FetchLimits,
+}
+
+/// A fetched body and the `max-age` the server allowed.
+pub(crate) struct Fetched {
+    pub(crate) body: BytesMut,
+    pub(crate) max_age: Option<Duration>,
+}
+
+/// `true` for `localhost`, 127.0.0.0/8 and `::1`.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Check that `url` may be fetched: https, or http to a loopback host;
+/// no credentials, no fragment.
+pub(crate) fn check_url(url: &Url) -> Result<(), String> {
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(url) => {}
+        "http" => return Err("https is required (http is allowed only for loopback hosts)".into()),
+        other => return Err(format!("unsupported scheme {other:?}")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL are not allowed".into());
+    }
+    if url.fragment().is_some() {
+        return Err("a fragment is not allowed".into());
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_url(what: &'static str, s: &str) -> Result<Url, BuildError> {
+    let url = Url::parse(s).map_err(|e| BuildError::Url {
+        what,
+        reason: e.to_string(),
+    })?;
+    check_url(&url).map_err(|reason| BuildError::Url { what, reason })?;
+    Ok(url)
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
+}
+
+impl Fetcher {
+    pub(crate) fn new(client: Option<reqwest::Client>, limits: FetchLimits) -> Result<Self, BuildError> {
+        let client = match client {
+            Some(c) => c,
+            None => reqwest::Client::builder()
+                .connect_timeout(limits.connect_timeout)
+                .timeout(limits.timeout)
+                .user_agent(limits.user_agent.clone())
+                .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                    let same = attempt
+                        .previous()
+                        .first()
+                        .is_some_and(|first| same_origin(first, attempt.url()));
+                    if !same {
+                        attempt.error(FetchError::CrossOriginRedirect)
+                    } else if attempt.previous().len() > 3 {
+                        attempt.error("too many redirects")
+                    } else {
+                        attempt.follow()
+                    }
+                }))
+                .build()
+                .map_err(BuildError::HttpClient)?,
+        };
+        Ok(Fetcher { client, limits })
+    }
+
+    /// GET `url`, bounded in time and size, and pinned to its origin.
+    pub(crate) async fn get(&self, url: &Url) -> Result<Fetched, FetchError> {
+        // Applied even to a caller-supplied client, whose own settings we cannot see.
+        match tokio::time::timeout(self.limits.timeout, self.get_inner(url)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout(self.limits.timeout)),
+        }
+    }
+
+    async fn get_inner(&self, url: &Url) -> Result<Fetched, FetchError> {
+        check_url(url).map_err(FetchError::InvalidUrl)?;
+        let mut resp = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json, application/jwk-set+json")
+            .header(reqwest::header::USER_AGENT, &self.limits.user_agent)
+            .send()
+            .await
+            .map_err(map_reqwest)?;
+        if !same_origin(url, resp.url()) {
+            return Err(FetchError::CrossOriginRedirect);
+        }
+        if !resp.status().is_success() {
+            return Err(FetchError::Status(resp.status().as_u16()));
+        }
+        let limit = self.limits.max_bytes;
+        let declared = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(FetchError::TooLarge { limit });
+        }
+        let max_age = max_age(resp.headers());
+        let mut body = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize).min(limit));
+        while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
+            if body.len() + chunk.len() > limit {
+                return Err(FetchError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched { body, max_age })
+    }
+
+    /// Resolve an issuer's `jwks_uri`: OpenID Connect discovery first, then
+    /// RFC 8414. The document's `issuer` must equal `issuer` exactly.
+    pub(crate) async fn discover(&self, issuer: &str) -> Result<Url, FetchError> {
+        let base = Url::parse(issuer).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
+        let oidc = Url::parse(&format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ))
+        .map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
+        // RFC 8414 §3.1: the well-known segment goes between host and path.
+        let mut rfc8414 = base.clone();
+        let path = base.path().trim_end_matches('/');
+        rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+        rfc8414.set_query(None);
+
+        let first = self.discovery_doc(&oidc, issuer).await;
+        match first {
+            Ok(url) => Ok(url),
+            // A mismatch is a definite answer; do not paper over it with the other document.
+            Err(e @ FetchError::IssuerMismatch { .. }) => Err(e),
+            Err(first_err) => self.discovery_doc(&rfc8414, issuer).await.map_err(|second| match second {
+                FetchError::Status(404) => first_err,
+                other => other,
+            }),
+        }
+    }
+
+    async fn discovery_doc(&self, url: &Url, issuer: &str) -> Result<Url, FetchError> {
+        let fetched = self.get(url).await?;
+        let doc = parse_object(&fetched.body)
+            .ok_or_else(|| FetchError::Parse("discovery document is not a JSON object".into()))?;
+        let found = doc
+            .get("issuer")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| FetchError::Parse("discovery document has no issuer".into()))?;
+        if found != issuer {
+            return Err(FetchError::IssuerMismatch {
+                expected: issuer.to_owned(),
+                found: found.chars().take(200).collect(),
+            });
+        }
+        let jwks = doc
+            .get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| FetchError::Parse("discovery document has no jwks_uri".into()))?;
+        let jwks = Url::parse(jwks).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
+        check_url(&jwks).map_err(FetchError::InvalidUrl)?;
+        Ok(jwks)
+    }
+}
+
+fn map_reqwest(e: reqwest::Error) -> FetchError {
+    // Our redirect policy's error comes back wrapped.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = src {
+        if let Some(FetchError::CrossOriginRedirect) = s.downcast_ref::<FetchError>() {
+            return FetchError::CrossOriginRedirect;
+        }
+        src = s.source();
+    }
+    FetchError::Network(e.without_url())
+}
+
+/// `Cache-Control: max-age=N`, or zero for `no-cache` / `no-store`.
+fn max_age(headers: &HeaderMap) -> Option<Duration> {
+    let mut out = None;
+    for value in headers.get_all(CACHE_CONTROL) {
+        let Ok(v) = value.to_str() else { continue };
+        for directive in v.split(',') {
+            let d = directive.trim();
+            if d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store") {
+                return Some(Duration::ZERO);
+            }
+            if let Some((name, val)) = d.split_once('=') {
+                if name.trim().eq_ignore_ascii_case("max-age") {
+                    if let Ok(secs) = val.trim().trim_matches('"').parse::<u64>() {
+                        out = Some(Duration::from_secs(secs));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_policy() {
+        for ok in [
+            "https://issuer.example.com/",
+            "http://localhost:8080/jwks",
+            "http://127.0.0.1:1/x",
+            "http://127.3.2.1/x",
+            "http://[::1]:9/x",
+        ] {
+            assert!(check_url(&Url::parse(ok).unwrap()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://issuer.example.com/",
+            "http://10.0.0.1/",
+            "ftp://localhost/",
+            "https://user:pw@issuer.example.com/",
+            "https://issuer.example.com/#frag",
+            "http://localhost.evil.com/",
+        ] {
+            assert!(check_url(&Url::parse(bad).unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        let mut h = HeaderMap::new();
+        assert_eq!(max_age(&h), None);
+        h.insert(CACHE_CONTROL, "public, max-age=300, must-revalidate".parse().unwrap());
+        assert_eq!(max_age(&h), Some(Duration::from_secs(300)));
+        h.insert(CACHE_CONTROL, "no-store".parse().unwrap());
+        assert_eq!(max_age(&h), Some(Duration::ZERO));
+        h.insert(CACHE_CONTROL, "max-age=banana".parse().unwrap());
+        assert_eq!(max_age(&h), None);
+    }
+}

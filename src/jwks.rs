@@ -1,0 +1,357 @@
+//! Turning a JWKS document into verification keys, each bound to its algorithms.
+//!
+//! A key that cannot be used is skipped (RFC 7517 §5), never fatal: unknown
+//! `kty`, `use: enc`, `key_ops` without `verify`, symmetric keys, weak RSA
+//! moduli, or numbers that do not decode to the right size.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::DecodingKey;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::FetchError;
+use crate::token::{Algorithm, parse_object};
+
+/// Smallest RSA modulus accepted (RFC 8725 §3.5 / NIST SP 800-131A).
+const MIN_RSA_BITS: usize = 2048;
+/// Largest RSA modulus accepted (bounds verification cost).
+const MAX_RSA_BITS: usize = 8192;
+
+/// One usable verification key.
+pub(crate) struct VerifyKey {
+    pub(crate) kid: Option<String>,
+    /// Algorithms this key may verify: the JWK's `alg`, else its family.
+    pub(crate) algs: Vec<Algorithm>,
+    pub(crate) key: DecodingKey,
+    /// Process-unique identity of this key instance, for the token cache.
+    pub(crate) id: u64,
+    /// kid + algorithms + key material: equal fingerprints are the same key.
+    fingerprint: String,
+}
+
+/// A parsed key set.
+pub(crate) struct KeySet {
+    keys: Vec<VerifyKey>,
+    by_kid: HashMap<String, Vec<usize>>,
+    /// How many entries the document held, usable or not.
+    pub(crate) skipped: usize,
+}
+
+static NEXT_KEY_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How a key lookup went.
+pub(crate) enum Lookup<'a> {
+    Found(&'a VerifyKey),
+    /// A key with this kid exists, but not for this algorithm.
+    WrongAlgorithm,
+    /// No key with this kid.
+    UnknownKid,
+    /// No kid in the token and not exactly one key for its alg.
+    Ambiguous,
+}
+
+impl KeySet {
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(crate) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
+        match kid {
+            Some(kid) => {
+                let Some(idx) = self.by_kid.get(kid) else {
+                    return Lookup::UnknownKid;
+                };
+                idx.iter()
+                    .map(|&i| &self.keys[i])
+                    .find(|k| k.algs.contains(&alg))
+                    .map_or(Lookup::WrongAlgorithm, Lookup::Found)
+            }
+            None => {
+                let mut it = self.keys.iter().filter(|k| k.algs.contains(&alg));
+                match (it.next(), it.next()) {
+                    (Some(k), None) => Lookup::Found(k),
+                    _ => Lookup::Ambiguous,
+                }
+            }
+        }
+    }
+
+    /// Whether a key instance with this identity is still in the set.
+    pub(crate) fn contains_id(&self, id: u64) -> bool {
+        self.keys.iter().any(|k| k.id == id)
+    }
+
+    /// Keep the identity of keys that did not change across a refresh, so a
+    /// cached verification stays valid while its key is still published.
+    pub(crate) fn inherit_ids(&mut self, previous: &KeySet) {
+        for k in &mut self.keys {
+            if let Some(old) = previous.keys.iter().find(|o| o.fingerprint == k.fingerprint) {
+                k.id = old.id;
+            }
+        }
+    }
+}
+
+/// Parse a JWKS document. Fails only when the document itself is unusable:
+/// not JSON, no `keys` array, too many keys, or no usable key at all.
+pub(crate) fn parse_jwks(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
+    let doc = parse_object(body).ok_or_else(|| FetchError::Parse("key set is not a JSON object".into()))?;
+    let Some(Value::Array(entries)) = doc.get("keys") else {
+        return Err(FetchError::Parse("key set has no \"keys\" array".into()));
+    };
+    if entries.len() > max_keys {
+        return Err(FetchError::TooManyKeys {
+            count: entries.len(),
+            limit: max_keys,
+        });
+    }
+    let mut keys = Vec::new();
+    let mut by_kid: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut skipped = 0;
+    for entry in entries {
+        match parse_jwk(entry) {
+            Some(key) => {
+                if let Some(kid) = &key.kid {
+                    by_kid.entry(kid.clone()).or_default().push(keys.len());
+                }
+                keys.push(key);
+            }
+            None => skipped += 1,
+        }
+    }
+    if keys.is_empty() {
+        return Err(FetchError::NoUsableKeys);
+    }
+    Ok(KeySet {
+        keys,
+        by_kid,
+        skipped,
+    })
+}
+
+fn str_field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<Option<&'a str>, ()> {
+    match obj.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(()),
+    }
+}
+
+fn b64_field(obj: &serde_json::Map<String, Value>, name: &str) -> Option<Vec<u8>> {
+    let s = str_field(obj, name).ok()??;
+    URL_SAFE_NO_PAD.decode(s).ok()
+}
+
+fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    &b[start..]
+}
+
+fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
+    let obj = entry.as_object()?;
+    let kty = str_field(obj, "kty").ok()??;
+    let kid = str_field(obj, "kid").ok()?.map(str::to_owned);
+    if let Some(u) = str_field(obj, "use").ok()? {
+        if u != "sig" {
+            return None;
+        }
+    }
+    match obj.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops)) => {
+            if !ops.iter().any(|o| o.as_str() == Some("verify")) {
+                return None;
+            }
+        }
+        Some(_) => return None,
+    }
+    // A private key published by mistake is still usable as a public key, but
+    // it signals a badly broken issuer: refuse it rather than normalise it.
+    if obj.contains_key("d") {
+        return None;
+    }
+    let declared = match str_field(obj, "alg").ok()? {
+        None => None,
+        Some(name) => Some(Algorithm::from_name(name)?),
+    };
+
+    let (algs, key, material): (Vec<Algorithm>, DecodingKey, Vec<u8>) = match kty {
+        "RSA" => {
+            let n = b64_field(obj, "n")?;
+            let e = b64_field(obj, "e")?;
+            let n_s = strip_leading_zeros(&n);
+            let e_s = strip_leading_zeros(&e);
+            let bits = n_s.len() * 8 - n_s.first().map_or(8, |b| b.leading_zeros() as usize);
+            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+                return None;
+            }
+            // Public exponent: odd, at least 3, at most 2^64-1 in practice.
+            if e_s.is_empty() || e_s.len() > 8 || e_s[e_s.len() - 1] & 1 == 0 || e_s == [1] {
+                return None;
+            }
+            let family: Vec<Algorithm> = Algorithm::ALL.into_iter().filter(|a| a.is_rsa()).collect();
+            let algs = match declared {
+                Some(a) if a.is_rsa() => vec![a],
+                Some(_) => return None,
+                None => family,
+            };
+            let mut material = n_s.to_vec();
+            material.extend_from_slice(b"|");
+            material.extend_from_slice(e_s);
+            (algs, DecodingKey::from_rsa_raw_components(n_s, e_s), material)
+        }
+        "EC" => {
+            let crv = str_field(obj, "crv").ok()??;
+            let (alg, len) = match crv {
+                "P-256" => (Algorithm::ES256, 32),
+                "P-384" => (Algorithm::ES384, 48),
+                _ => return None,
+            };
+            if declared.is_some_and(|a| a != alg) {
+                return None;
+            }
+            let x = b64_field(obj, "x")?;
+            let y = b64_field(obj, "y")?;
+            if x.len() != len || y.len() != len {
+                return None;
+            }
+            let key = DecodingKey::from_ec_components(
+                str_field(obj, "x").ok()??,
+                str_field(obj, "y").ok()??,
+            )
+            .ok()?;
+            let mut material = x;
+            material.extend_from_slice(&y);
+            (vec![alg], key, material)
+        }
+        "OKP" => {
+            if str_field(obj, "crv").ok()?? != "Ed25519" {
+                return None;
+            }
+            if declared.is_some_and(|a| a != Algorithm::EdDSA) {
+                return None;
+            }
+            let x = b64_field(obj, "x")?;
+            if x.len() != 32 {
+                return None;
+            }
+            let key = DecodingKey::from_ed_components(str_field(obj, "x").ok()??).ok()?;
+            (vec![Algorithm::EdDSA], key, x)
+        }
+        _ => return None,
+    };
+    let fingerprint = format!(
+        "{}|{}|{}",
+        kid.as_deref().unwrap_or(""),
+        algs.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","),
+        URL_SAFE_NO_PAD.encode(&material)
+    );
+    Some(VerifyKey {
+        kid,
+        algs,
+        key,
+        id: NEXT_KEY_ID.fetch_add(1, Ordering::Relaxed),
+        fingerprint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rsa_n(bits: usize) -> String {
+        let mut n = vec![0xC5u8; bits / 8];
+        n[0] = 0xC5;
+        URL_SAFE_NO_PAD.encode(n)
+    }
+
+    fn ec_xy() -> (String, String) {
+        (URL_SAFE_NO_PAD.encode([7u8; 32]), URL_SAFE_NO_PAD.encode([9u8; 32]))
+    }
+
+    fn one(jwk: serde_json::Value) -> Option<VerifyKey> {
+        let doc = serde_json::json!({ "keys": [jwk] }).to_string();
+        parse_jwks(doc.as_bytes(), 10).ok().map(|mut s| s.keys.remove(0))
+    }
+
+    #[test]
+    fn rsa_without_alg_is_bound_to_the_rsa_family() {
+        let k = one(serde_json::json!({"kty":"RSA","kid":"a","n":rsa_n(2048),"e":"AQAB"})).unwrap();
+        assert!(k.algs.contains(&Algorithm::RS256) && k.algs.contains(&Algorithm::PS512));
+        assert!(!k.algs.contains(&Algorithm::ES256));
+    }
+
+    #[test]
+    fn declared_alg_pins_the_key() {
+        let k = one(serde_json::json!({"kty":"RSA","alg":"PS256","n":rsa_n(2048),"e":"AQAB"})).unwrap();
+        assert_eq!(k.algs, vec![Algorithm::PS256]);
+        let (x, y) = ec_xy();
+        let k = one(serde_json::json!({"kty":"EC","crv":"P-256","x":x,"y":y})).unwrap();
+        assert_eq!(k.algs, vec![Algorithm::ES256]);
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped() {
+        let (x, y) = ec_xy();
+        let bad = [
+            serde_json::json!({"kty":"oct","k":"c2VjcmV0"}),
+            serde_json::json!({"kty":"RSA","use":"enc","n":rsa_n(2048),"e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","key_ops":["encrypt"],"n":rsa_n(2048),"e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","n":rsa_n(1024),"e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","n":rsa_n(2048),"e":"AAAA"}),
+            serde_json::json!({"kty":"RSA","n":"!!!","e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","n":12,"e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","alg":"HS256","n":rsa_n(2048),"e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","alg":"ES256","n":rsa_n(2048),"e":"AQAB"}),
+            serde_json::json!({"kty":"EC","crv":"P-256","alg":"ES384","x":x,"y":y}),
+            serde_json::json!({"kty":"EC","crv":"P-521","x":x,"y":y}),
+            serde_json::json!({"kty":"EC","crv":"P-256","x":x,"y":"AAAA"}),
+            serde_json::json!({"kty":"OKP","crv":"X25519","x":x}),
+            serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"AAAA"}),
+            serde_json::json!({"kty":"RSA","n":rsa_n(2048),"e":"AQAB","d":"AQAB"}),
+            serde_json::json!("not an object"),
+        ];
+        for jwk in bad {
+            assert!(one(jwk.clone()).is_none(), "{jwk}");
+        }
+        // ...without failing the whole set.
+        let doc = serde_json::json!({"keys":[
+            {"kty":"oct","k":"c2VjcmV0"},
+            {"kty":"RSA","kid":"good","n":rsa_n(2048),"e":"AQAB"}
+        ]})
+        .to_string();
+        let parsed = parse_jwks(doc.as_bytes(), 10).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed.skipped, 1);
+    }
+
+    #[test]
+    fn document_level_failures() {
+        assert!(matches!(parse_jwks(b"<html>", 10), Err(FetchError::Parse(_))));
+        assert!(matches!(parse_jwks(br#"{"keys":{}}"#, 10), Err(FetchError::Parse(_))));
+        assert!(matches!(parse_jwks(br#"{"keys":[]}"#, 10), Err(FetchError::NoUsableKeys)));
+        let many = serde_json::json!({"keys": vec![serde_json::json!({}); 11]}).to_string();
+        assert!(matches!(
+            parse_jwks(many.as_bytes(), 10),
+            Err(FetchError::TooManyKeys { count: 11, limit: 10 })
+        ));
+    }
+
+    #[test]
+    fn lookup_by_kid_and_alg() {
+        let (x, y) = ec_xy();
+        let doc = serde_json::json!({"keys":[
+            {"kty":"RSA","kid":"r","n":rsa_n(2048),"e":"AQAB"},
+            {"kty":"EC","kid":"e","crv":"P-256","x":x,"y":y}
+        ]})
+        .to_string();
+        let set = parse_jwks(doc.as_bytes(), 10).unwrap();
+        assert!(matches!(set.find(Some("r"), Algorithm::RS256), Lookup::Found(_)));
+        assert!(matches!(set.find(Some("r"), Algorithm::ES256), Lookup::WrongAlgorithm));
+        assert!(matches!(set.find(Some("zz"), Algorithm::RS256), Lookup::UnknownKid));
+        assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Found(_)));
+        assert!(matches!(set.find(None, Algorithm::EdDSA), Lookup::Ambiguous));
+    }
+}

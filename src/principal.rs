@@ -1,0 +1,208 @@
+//! The verified identity behind a token.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The verified caller: who issued the token, which client and tenant it
+/// speaks for, and what it may do.
+///
+/// Cheap to clone (one `Arc`). The layer inserts it into request extensions;
+/// axum handlers take it as an extractor.
+#[derive(Clone)]
+pub struct Principal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: Arc<str>,
+    subject: Option<String>,
+    client_id: Option<String>,
+    tenant: Option<String>,
+    scopes: Scopes,
+    expires_at: u64,
+    issued_at: Option<u64>,
+    jti: Option<String>,
+    claims: Map<String, Value>,
+}
+
+/// The fields of a [`Principal`], in the order the verifier extracts them.
+pub(crate) struct PrincipalParts {
+    pub(crate) issuer: Arc<str>,
+    pub(crate) subject: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) scopes: Scopes,
+    pub(crate) expires_at: u64,
+    pub(crate) issued_at: Option<u64>,
+    pub(crate) jti: Option<String>,
+    pub(crate) claims: Map<String, Value>,
+}
+
+impl Principal {
+    pub(crate) fn from_parts(p: PrincipalParts) -> Self {
+        Principal {
+            inner: Arc::new(Inner {
+                issuer: p.issuer,
+                subject: p.subject,
+                client_id: p.client_id,
+                tenant: p.tenant,
+                scopes: p.scopes,
+                expires_at: p.expires_at,
+                issued_at: p.issued_at,
+                jti: p.jti,
+                claims: p.claims,
+            }),
+        }
+    }
+
+    /// The issuer (`iss`) that verified this token.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// The subject (`sub`), for M2M tokens usually the client id.
+    pub fn subject(&self) -> Option<&str> {
+        self.inner.subject.as_deref()
+    }
+
+    /// The client the token was issued to (`client_id`, `azp`, `cid` or
+    /// `appid`, per the provider preset).
+    pub fn client_id(&self) -> Option<&str> {
+        self.inner.client_id.as_deref()
+    }
+
+    /// The organization / tenant the token is scoped to (Kinde `org_code`,
+    /// Scalekit `oid`, Auth0 `org_id`, Entra `tid`, or the configured claim).
+    /// `None` for a global (unscoped) app's token.
+    pub fn tenant(&self) -> Option<&str> {
+        self.inner.tenant.as_deref()
+    }
+
+    /// The granted scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.inner.scopes
+    }
+
+    /// `true` if the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.inner.scopes.contains(scope)
+    }
+
+    /// When the token expires (`exp`).
+    pub fn expires_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.inner.expires_at)
+    }
+
+    pub(crate) fn exp_secs(&self) -> u64 {
+        self.inner.expires_at
+    }
+
+    /// When the token was issued (`iat`), if stated.
+    pub fn issued_at(&self) -> Option<SystemTime> {
+        self.inner.issued_at.map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    }
+
+    /// The token identifier (`jti`), if stated.
+    pub fn jti(&self) -> Option<&str> {
+        self.inner.jti.as_deref()
+    }
+
+    /// One claim, raw.
+    pub fn claim(&self, name: &str) -> Option<&Value> {
+        self.inner.claims.get(name)
+    }
+
+    /// Every claim of the verified token, raw.
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.inner.claims
+    }
+
+    /// The claims deserialized into your own type.
+    ///
+    /// # Errors
+    /// When the claims do not fit `T`.
+    pub fn claims_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(serde::de::value::MapDeserializer::new(
+            self.inner.claims.iter().map(|(k, v)| (k.as_str(), v)),
+        ))
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Claims are left out: they may hold data the owner did not mean to log.
+        f.debug_struct("Principal")
+            .field("issuer", &self.issuer())
+            .field("subject", &self.subject())
+            .field("client_id", &self.client_id())
+            .field("tenant", &self.tenant())
+            .field("scopes", &self.scopes())
+            .field("expires_at", &self.inner.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A set of scopes, kept sorted and without duplicates.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Scopes(Vec<String>);
+
+impl Scopes {
+    pub(crate) fn from_vec(mut v: Vec<String>) -> Self {
+        v.sort_unstable();
+        v.dedup();
+        Scopes(v)
+    }
+
+    /// `true` if `scope` is granted.
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.binary_search_by(|s| s.as_str().cmp(scope)).is_ok()
+    }
+
+    /// `true` if every one of `scopes` is granted.
+    pub fn contains_all<'a>(&self, scopes: impl IntoIterator<Item = &'a str>) -> bool {
+        scopes.into_iter().all(|s| self.contains(s))
+    }
+
+    /// `true` if at least one of `scopes` is granted.
+    pub fn contains_any<'a>(&self, scopes: impl IntoIterator<Item = &'a str>) -> bool {
+        scopes.into_iter().any(|s| self.contains(s))
+    }
+
+    /// The scopes, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// How many scopes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `true` when no scope is granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Scopes {
+    type Item = &'a str;
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, String>, fn(&String) -> &str>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl serde::Serialize for Scopes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}

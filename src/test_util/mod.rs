@@ -1,0 +1,595 @@
+//! An in-process issuer for tests and demos (feature `test-util`).
+//!
+//! [`TestIssuer::start`] serves OIDC discovery, RFC 8414 metadata and a JWKS on
+//! `127.0.0.1:0`, mints tokens through a builder, rotates keys and simulates
+//! outages. Tokens it mints go through the real verification path: fetched
+//! keys, real signatures, no bypass.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use m2m_guard::test_util::TestIssuer;
+//! use m2m_guard::Verifier;
+//!
+//! let issuer = TestIssuer::start().await;
+//! let verifier = Verifier::builder().issuer(issuer.config()).build().await?;
+//! let token = issuer.token().client_id("billing-sync").org("org_123").scopes(["read:users"]).sign();
+//! let principal = verifier.verify(&token).await?;
+//! assert_eq!(principal.tenant(), Some("org_123"));
+//! # Ok(()) }
+//! ```
+//!
+//! The signing keys are fixed test keys shipped in this crate: never trust
+//! this issuer outside tests.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::{Map, Value, json};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{Algorithm, Issuer, Provider};
+
+/// The audience tokens get unless the builder says otherwise.
+pub const DEFAULT_AUDIENCE: &str = "https://api.example.test";
+
+const RSA: [&str; 3] = [
+    include_str!("keys/rsa1.pem"),
+    include_str!("keys/rsa2.pem"),
+    include_str!("keys/rsa3.pem"),
+];
+const EC: [&str; 3] = [
+    include_str!("keys/ec1.pem"),
+    include_str!("keys/ec2.pem"),
+    include_str!("keys/ec3.pem"),
+];
+const ED: [&str; 3] = [
+    include_str!("keys/ed1.pem"),
+    include_str!("keys/ed2.pem"),
+    include_str!("keys/ed3.pem"),
+];
+
+/// A failure the issuer simulates on every endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outage {
+    /// Serve normally.
+    None,
+    /// Answer every request with this status.
+    Status(u16),
+    /// Wait this long before answering normally.
+    Delay(Duration),
+    /// Answer 200 with this body instead of the real document.
+    Body(String),
+}
+
+struct TestKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+struct Keys {
+    /// Published in the JWKS (signing keys first).
+    published: Vec<Arc<TestKey>>,
+    /// The current signing key per family.
+    rsa: Arc<TestKey>,
+    ec: Arc<TestKey>,
+    ed: Arc<TestKey>,
+    generation: usize,
+}
+
+struct Shared {
+    issuer: String,
+    keys: Mutex<Keys>,
+    outage: Mutex<Outage>,
+    cache_control: Mutex<Option<String>>,
+    jwks_fetches: AtomicU64,
+    provider: Provider,
+}
+
+/// An OAuth issuer on loopback, for tests and demos.
+pub struct TestIssuer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn load_key(pem: &str, alg: Algorithm, kid: String) -> Arc<TestKey> {
+    crate::backend::ensure_provider();
+    let encoding = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+    }
+    .expect("bundled test key parses");
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg.to_jwt()).expect("public JWK from test key");
+    let mut jwk = serde_json::to_value(jwk).expect("JWK serializes");
+    jwk["kid"] = Value::String(kid.clone());
+    jwk["use"] = Value::String("sig".into());
+    Arc::new(TestKey {
+        kid,
+        alg,
+        encoding,
+        jwk,
+    })
+}
+
+fn keys_for_generation(generation: usize) -> (Arc<TestKey>, Arc<TestKey>, Arc<TestKey>) {
+    let i = generation % 3;
+    (
+        load_key(RSA[i], Algorithm::RS256, format!("rsa-{generation}")),
+        load_key(EC[i], Algorithm::ES256, format!("ec-{generation}")),
+        load_key(ED[i], Algorithm::EdDSA, format!("ed-{generation}")),
+    )
+}
+
+impl TestIssuer {
+    /// Start an issuer shaped like Kinde (`org_code`, `scope` + `scp`, `azp`).
+    pub async fn start() -> TestIssuer {
+        Self::start_with(Provider::Kinde).await
+    }
+
+    /// Start an issuer whose tokens have `provider`'s claim shape.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound.
+    pub async fn start_with(provider: Provider) -> TestIssuer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        // Consecutive issuers in one process start on different bundled keys.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let generation = NEXT.fetch_add(1, Ordering::Relaxed) as usize;
+        let (rsa, ec, ed) = keys_for_generation(generation);
+        let shared = Arc::new(Shared {
+            issuer: format!("http://{addr}"),
+            keys: Mutex::new(Keys {
+                published: vec![rsa.clone(), ec.clone(), ed.clone()],
+                rsa,
+                ec,
+                ed,
+                generation,
+            }),
+            outage: Mutex::new(Outage::None),
+            cache_control: Mutex::new(None),
+            jwks_fetches: AtomicU64::new(0),
+            provider,
+        });
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(metadata))
+            .route("/.well-known/oauth-authorization-server", get(metadata))
+            .route("/jwks", get(jwks))
+            .with_state(shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        TestIssuer {
+            shared,
+            addr,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// The issuer identifier (`iss`), e.g. `http://127.0.0.1:41234`.
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// The loopback address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The JWKS URL.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks", self.shared.issuer)
+    }
+
+    /// An [`Issuer`] configuration that trusts this issuer: discovery,
+    /// [`DEFAULT_AUDIENCE`], and the provider preset it mints for.
+    pub fn config(&self) -> Issuer {
+        let cfg = Issuer::new(self.issuer()).provider(self.shared.provider);
+        if self.shared.provider == Provider::Cognito {
+            cfg
+        } else {
+            cfg.audience(DEFAULT_AUDIENCE)
+        }
+    }
+
+    /// Start a token for client `test-client`, [`DEFAULT_AUDIENCE`], valid 1 hour, RS256.
+    pub fn token(&self) -> TokenBuilder<'_> {
+        TokenBuilder {
+            issuer: self,
+            provider: self.shared.provider,
+            client_id: "test-client".into(),
+            org: None,
+            scopes: Vec::new(),
+            audience: Some(Value::String(DEFAULT_AUDIENCE.into())),
+            alg: Algorithm::RS256,
+            lifetime: Duration::from_secs(3600),
+            issued_ago: Duration::ZERO,
+            not_before: None,
+            extra: Map::new(),
+            removed: Vec::new(),
+            typ: None,
+            kid: None,
+        }
+    }
+
+    /// Rotate: new signing keys for every algorithm; the previous keys stay
+    /// published until [`TestIssuer::retire_old_keys`].
+    pub fn rotate_keys(&self) {
+        let mut k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        k.generation += 1;
+        let (rsa, ec, ed) = keys_for_generation(k.generation);
+        let mut published = vec![rsa.clone(), ec.clone(), ed.clone()];
+        published.append(&mut k.published);
+        // Keep at most the current and the previous generation.
+        published.truncate(6);
+        k.published = published;
+        k.rsa = rsa;
+        k.ec = ec;
+        k.ed = ed;
+    }
+
+    /// Stop publishing every key but the current signing keys.
+    pub fn retire_old_keys(&self) {
+        let mut k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        k.published.truncate(3);
+    }
+
+    /// The key ids currently published.
+    pub fn published_kids(&self) -> Vec<String> {
+        let k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        k.published.iter().map(|k| k.kid.clone()).collect()
+    }
+
+    /// Sign exactly these header and payload bytes with the current key for
+    /// `alg` (RS256, ES256 or EdDSA): for adversarial tests that need
+    /// duplicate members, odd types or unusual headers.
+    pub fn sign_raw(&self, alg: Algorithm, header_json: &str, payload_json: &str) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let key = self.current_key(alg);
+        let input = format!("{}.{}", b64.encode(header_json), b64.encode(payload_json));
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key.encoding, key.alg.to_jwt())
+            .expect("signing with a bundled key");
+        format!("{input}.{sig}")
+    }
+
+    /// The `kid` of the current signing key for `alg`.
+    pub fn current_kid(&self, alg: Algorithm) -> String {
+        self.current_key(alg).kid.clone()
+    }
+
+    fn current_key(&self, alg: Algorithm) -> Arc<TestKey> {
+        let k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        match alg {
+            Algorithm::ES256 => k.ec.clone(),
+            Algorithm::EdDSA => k.ed.clone(),
+            _ => k.rsa.clone(),
+        }
+    }
+
+    /// Simulate a failure (or end it with [`Outage::None`]).
+    pub fn set_outage(&self, outage: Outage) {
+        *self.shared.outage.lock().unwrap_or_else(|e| e.into_inner()) = outage;
+    }
+
+    /// Send this `Cache-Control` header with the JWKS.
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        *self.shared.cache_control.lock().unwrap_or_else(|e| e.into_inner()) = value.map(str::to_owned);
+    }
+
+    /// How many times the JWKS was requested.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// A public JWKS document for the current keys.
+    pub fn jwks_document(&self) -> Value {
+        let k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        json!({ "keys": k.published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+    }
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn apply_outage(shared: &Shared) -> Option<Response> {
+    let outage = shared.outage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match outage {
+        Outage::None => None,
+        Outage::Status(code) => Some(
+            StatusCode::from_u16(code)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response(),
+        ),
+        Outage::Delay(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        Outage::Body(body) => Some(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
+    }
+}
+
+async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
+    if let Some(r) = apply_outage(&shared).await {
+        return r;
+    }
+    let iss = &shared.issuer;
+    axum::Json(json!({
+        "issuer": iss,
+        "jwks_uri": format!("{iss}/jwks"),
+        "token_endpoint": format!("{iss}/token"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": ["token"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+    }))
+    .into_response()
+}
+
+async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
+    shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some(r) = apply_outage(&shared).await {
+        return r;
+    }
+    let doc = {
+        let k = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        json!({ "keys": k.published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+    };
+    let mut resp = axum::Json(doc).into_response();
+    if let Some(cc) = shared.cache_control.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+        if let Ok(v) = HeaderValue::from_str(cc) {
+            resp.headers_mut().insert(header::CACHE_CONTROL, v);
+        }
+    }
+    resp
+}
+
+/// Builds and signs one token. Start it with [`TestIssuer::token`].
+#[must_use = "call .sign() to get the token"]
+pub struct TokenBuilder<'a> {
+    issuer: &'a TestIssuer,
+    provider: Provider,
+    client_id: String,
+    org: Option<String>,
+    scopes: Vec<String>,
+    audience: Option<Value>,
+    alg: Algorithm,
+    lifetime: Duration,
+    issued_ago: Duration,
+    not_before: Option<i64>,
+    extra: Map<String, Value>,
+    removed: Vec<String>,
+    typ: Option<Option<String>>,
+    kid: Option<String>,
+}
+
+impl TokenBuilder<'_> {
+    /// The client the token is issued to.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+
+    /// Scope the token to an organization (the provider's tenant claim).
+    pub fn org(mut self, org: impl Into<String>) -> Self {
+        self.org = Some(org.into());
+        self
+    }
+
+    /// Granted scopes.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `aud` as one string.
+    pub fn audience(mut self, aud: impl Into<String>) -> Self {
+        self.audience = Some(Value::String(aud.into()));
+        self
+    }
+
+    /// `aud` as an array.
+    pub fn audiences<I, S>(mut self, auds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.audience = Some(Value::Array(auds.into_iter().map(|a| Value::String(a.into())).collect()));
+        self
+    }
+
+    /// Signing algorithm: RS256, ES256 or EdDSA (others fall back to RS256's key).
+    pub fn alg(mut self, alg: Algorithm) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    /// Lifetime from `iat` to `exp`. Defaults to 1 hour.
+    pub fn expires_in(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Issue the token this long ago (`iat` and `exp` move back together).
+    pub fn issued_ago(mut self, ago: Duration) -> Self {
+        self.issued_ago = ago;
+        self
+    }
+
+    /// An expired token: issued 2 hours ago, valid for 1 hour.
+    pub fn expired(self) -> Self {
+        self.issued_ago(Duration::from_secs(7200)).expires_in(Duration::from_secs(3600))
+    }
+
+    /// `nbf` this many seconds from now (negative for the past).
+    pub fn not_before_in(mut self, secs: i64) -> Self {
+        self.not_before = Some(secs);
+        self
+    }
+
+    /// Set any claim (overrides what the builder would write).
+    pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(name.into(), value.into());
+        self
+    }
+
+    /// Leave a claim out.
+    pub fn without_claim(mut self, name: impl Into<String>) -> Self {
+        self.removed.push(name.into());
+        self
+    }
+
+    /// Header `typ` (`None` leaves it out). Defaults to the provider's usual value.
+    pub fn typ(mut self, typ: Option<&str>) -> Self {
+        self.typ = Some(typ.map(str::to_owned));
+        self
+    }
+
+    /// Header `kid` override (e.g. an unknown one).
+    pub fn kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// The claims this builder would sign.
+    pub fn claims(&self) -> Map<String, Value> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(self.issued_ago.as_secs());
+        let mut c = Map::new();
+        c.insert("iss".into(), self.issuer.issuer().into());
+        if let Some(aud) = &self.audience {
+            if self.provider != Provider::Cognito {
+                c.insert("aud".into(), aud.clone());
+            }
+        }
+        c.insert("iat".into(), now.into());
+        c.insert("exp".into(), (now + self.lifetime.as_secs()).into());
+        c.insert("jti".into(), format!("jti-{:016x}", fastrand::u64(..)).into());
+        if let Some(nbf) = self.not_before {
+            let base = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()) as i64;
+            c.insert("nbf".into(), (base + nbf).into());
+        }
+        let id = self.client_id.clone();
+        let scope_str = self.scopes.join(" ");
+        let scope_arr = Value::from(self.scopes.clone());
+        let has_scopes = !self.scopes.is_empty();
+        match self.provider {
+            Provider::Kinde => {
+                c.insert("sub".into(), id.clone().into());
+                c.insert("azp".into(), id.into());
+                if has_scopes {
+                    c.insert("scope".into(), scope_str.into());
+                    c.insert("scp".into(), scope_arr);
+                }
+            }
+            Provider::Scalekit => {
+                c.insert("sub".into(), id.clone().into());
+                c.insert("client_id".into(), id.into());
+                if has_scopes {
+                    c.insert("scopes".into(), scope_arr);
+                }
+            }
+            Provider::Auth0 => {
+                c.insert("sub".into(), format!("{id}@clients").into());
+                c.insert("azp".into(), id.into());
+                if has_scopes {
+                    c.insert("scope".into(), scope_str.into());
+                    c.insert("permissions".into(), scope_arr);
+                }
+            }
+            Provider::Okta => {
+                c.insert("sub".into(), id.clone().into());
+                c.insert("cid".into(), id.into());
+                if has_scopes {
+                    c.insert("scp".into(), scope_arr);
+                }
+            }
+            Provider::Entra => {
+                c.insert("sub".into(), format!("sp-{id}").into());
+                c.insert("azp".into(), id.clone().into());
+                c.insert("appid".into(), id.into());
+                if has_scopes {
+                    c.insert("roles".into(), scope_arr);
+                }
+            }
+            Provider::Cognito => {
+                c.insert("sub".into(), id.clone().into());
+                c.insert("client_id".into(), id.into());
+                c.insert("token_use".into(), "access".into());
+                if has_scopes {
+                    c.insert("scope".into(), scope_str.into());
+                }
+            }
+            _ => {
+                c.insert("sub".into(), id.clone().into());
+                c.insert("client_id".into(), id.into());
+                if has_scopes {
+                    c.insert("scope".into(), scope_str.into());
+                }
+            }
+        }
+        if let Some(org) = &self.org {
+            let claim = self.provider.tenant_claim().unwrap_or("org_id");
+            c.insert(claim.into(), org.clone().into());
+        }
+        for (k, v) in &self.extra {
+            c.insert(k.clone(), v.clone());
+        }
+        for k in &self.removed {
+            c.remove(k);
+        }
+        c
+    }
+
+    /// Sign and return the compact token.
+    ///
+    /// # Panics
+    /// Never for the bundled keys.
+    pub fn sign(self) -> String {
+        let claims = self.claims();
+        let key = self.issuer.current_key(self.alg);
+        let alg = if key.alg == Algorithm::RS256 && self.alg.is_rsa() {
+            self.alg
+        } else {
+            key.alg
+        };
+        let mut header = Header::new(alg.to_jwt());
+        header.kid = Some(self.kid.unwrap_or_else(|| key.kid.clone()));
+        header.typ = match self.typ {
+            Some(t) => t,
+            None if self.provider == Provider::Entra => Some("JWT".into()),
+            None => Some("at+jwt".into()),
+        };
+        jsonwebtoken::encode(&header, &claims, &key.encoding).expect("signing with a bundled key")
+    }
+}

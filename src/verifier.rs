@@ -1,0 +1,372 @@
+//! The verification path: parse, pick the issuer, pick the key, verify the
+//! signature, then check the claims.
+
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::VerifierBuilder;
+use crate::error::{Reason, Rejection};
+use crate::jwks::{KeySet, Lookup};
+use crate::keystore::{KeyStore, Snapshot};
+use crate::principal::{Principal, PrincipalParts, Scopes};
+use crate::token::{self, Algorithm, Object, Unverified};
+
+/// Verifies M2M access tokens against one or more trusted issuers.
+///
+/// Cheap to clone: clones share the key caches. Build it with
+/// [`Verifier::builder`], then either call [`Verifier::verify`] yourself or
+/// hand it to [`M2mAuthLayer`](crate::M2mAuthLayer).
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<VerifierInner>,
+}
+
+pub(crate) struct VerifierInner {
+    pub(crate) issuers: HashMap<String, IssuerVerifier>,
+    pub(crate) max_token_bytes: usize,
+}
+
+/// Which `typ` header values are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenType {
+    /// `at+jwt`, `application/at+jwt`, `JWT` or absent.
+    Default,
+    /// RFC 9068: `at+jwt` / `application/at+jwt` and its required claims.
+    Strict,
+}
+
+pub(crate) struct IssuerVerifier {
+    pub(crate) issuer: Arc<str>,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) uses_audience: bool,
+    pub(crate) token_use: Option<&'static str>,
+    pub(crate) leeway: u64,
+    pub(crate) max_lifetime: Option<u64>,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) token_type: TokenType,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) tenant_claim: Option<String>,
+    pub(crate) scope_claims: Vec<String>,
+    pub(crate) client_id_claims: Vec<String>,
+    pub(crate) allowed_client_ids: Option<HashSet<String>>,
+    pub(crate) store: Arc<KeyStore>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuers", &self.issuers().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Verifier {
+    /// Start configuring a verifier.
+    pub fn builder() -> VerifierBuilder {
+        VerifierBuilder::default()
+    }
+
+    pub(crate) fn from_inner(inner: VerifierInner) -> Self {
+        Verifier {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The trusted issuers.
+    pub fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.inner.issuers.keys().map(String::as_str)
+    }
+
+    /// How many key-set fetches were started for `issuer` so far (for
+    /// metrics and tests). `None` for an issuer that is not configured.
+    pub fn key_fetch_count(&self, issuer: &str) -> Option<u64> {
+        self.inner.issuers.get(issuer).map(|i| i.store.fetch_count())
+    }
+
+    /// The key-set URL in use for `issuer`.
+    pub fn jwks_url(&self, issuer: &str) -> Option<&str> {
+        self.inner.issuers.get(issuer).map(|i| i.store.url().as_str())
+    }
+
+    /// Load every issuer's keys now rather than on the first request.
+    ///
+    /// # Errors
+    /// The first issuer whose keys could not be loaded, as a [`Rejection`]
+    /// with [`Reason::KeysUnavailable`].
+    pub async fn preload(&self) -> Result<(), Rejection> {
+        for iv in self.inner.issuers.values() {
+            iv.keys_now().await?;
+        }
+        Ok(())
+    }
+
+    /// Verify `token` (the bare JWT, without `Bearer `).
+    ///
+    /// # Errors
+    /// A [`Rejection`] saying why the token is not accepted; see [`Reason`].
+    pub async fn verify(&self, token: &str) -> Result<Principal, Rejection> {
+        let unverified = token::parse(token, self.inner.max_token_bytes)?;
+        // The unverified `iss` only selects which configuration verifies the
+        // token; an unknown issuer costs no fetch and no signature check.
+        let iss = match unverified.claims.get("iss") {
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, "iss")),
+            None => return Err(Rejection::claim(Reason::MissingClaim, "iss")),
+        };
+        let iv = self
+            .inner
+            .issuers
+            .get(iss)
+            .ok_or_else(|| Rejection::new(Reason::UnknownIssuer))?;
+        iv.verify(unverified).await
+    }
+}
+
+fn check_typ(typ: Option<&str>, mode: TokenType) -> Result<(), Rejection> {
+    let is_at = |t: &str| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt");
+    let ok = match (typ, mode) {
+        (Some(t), TokenType::Strict) => is_at(t),
+        (None, TokenType::Strict) => false,
+        (Some(t), TokenType::Default) => is_at(t) || t.eq_ignore_ascii_case("jwt"),
+        (None, TokenType::Default) => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::new(Reason::InvalidType))
+    }
+}
+
+/// RFC 7519 NumericDate: a non-negative number of seconds, fraction allowed.
+fn numeric_date(claims: &Object, name: &str) -> Result<Option<u64>, Rejection> {
+    // 9999-12-31T23:59:59Z: anything later is a forgery or a bug.
+    const MAX: f64 = 253_402_300_799.0;
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(u) = n.as_u64() {
+                if (u as f64) <= MAX {
+                    return Ok(Some(u));
+                }
+            } else if let Some(f) = n.as_f64() {
+                if f.is_finite() && (0.0..=MAX).contains(&f) {
+                    return Ok(Some(f.floor() as u64));
+                }
+            }
+            Err(Rejection::claim(Reason::InvalidClaim, name))
+        }
+        Some(_) => Err(Rejection::claim(Reason::InvalidClaim, name)),
+    }
+}
+
+/// An optional claim that must be a non-empty string when present.
+fn opt_string(claims: &Object, name: &str) -> Result<Option<String>, Rejection> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(Rejection::claim(Reason::InvalidClaim, name)),
+    }
+}
+
+impl IssuerVerifier {
+    /// Keys usable now, fetching (shared) when there are none.
+    async fn keys_now(&self) -> Result<Arc<KeySet>, Rejection> {
+        match self.store.snapshot() {
+            Snapshot::Ready(keys) => Ok(keys),
+            Snapshot::Unavailable(retry) => Err(Rejection::keys_unavailable(retry)),
+            Snapshot::NeedFetch => self
+                .store
+                .refresh()
+                .await
+                .map_err(|_| Rejection::keys_unavailable(self.store.retry_after())),
+        }
+    }
+
+    async fn verify(&self, t: Unverified<'_>) -> Result<Principal, Rejection> {
+        let alg = t.header.alg;
+        if !self.algorithms.contains(&alg) {
+            return Err(Rejection::new(Reason::UnsupportedAlgorithm));
+        }
+        check_typ(t.header.typ.as_deref(), self.token_type)?;
+
+        let mut keys = self.keys_now().await?;
+        let kid = t.header.kid.as_deref();
+        let mut refetched = false;
+        loop {
+            match keys.find(kid, alg) {
+                Lookup::Found(key) => {
+                    let valid = jsonwebtoken::crypto::verify(
+                        t.signature,
+                        t.signing_input.as_bytes(),
+                        &key.key,
+                        alg.to_jwt(),
+                    )
+                    .unwrap_or(false);
+                    if !valid {
+                        return Err(Rejection::new(Reason::InvalidSignature));
+                    }
+                    return self.check_claims(t.claims);
+                }
+                Lookup::WrongAlgorithm => return Err(Rejection::new(Reason::AlgorithmMismatch)),
+                Lookup::Ambiguous => return Err(Rejection::new(Reason::AmbiguousKey)),
+                Lookup::UnknownKid => {
+                    // A rotated key: refetch once, shared by every request
+                    // that needs it, at most once per cooldown.
+                    if refetched || !self.store.claim_kid_refetch() {
+                        return Err(Rejection::new(Reason::UnknownKey));
+                    }
+                    refetched = true;
+                    keys = match self.store.refresh().await {
+                        Ok(k) => k,
+                        Err(_) => return Err(Rejection::new(Reason::UnknownKey)),
+                    };
+                }
+            }
+        }
+    }
+
+    fn check_claims(&self, claims: Object) -> Result<Principal, Rejection> {
+        let now = now_secs();
+        let leeway = self.leeway;
+
+        // iss was matched exactly when this verifier was selected.
+        let exp = numeric_date(&claims, "exp")?.ok_or_else(|| Rejection::claim(Reason::MissingClaim, "exp"))?;
+        if now > exp.saturating_add(leeway) {
+            return Err(Rejection::new(Reason::Expired));
+        }
+        if let Some(nbf) = numeric_date(&claims, "nbf")? {
+            if now.saturating_add(leeway) < nbf {
+                return Err(Rejection::new(Reason::NotYetValid));
+            }
+        }
+        let iat = numeric_date(&claims, "iat")?;
+        if let Some(iat) = iat {
+            if iat > now.saturating_add(leeway) {
+                return Err(Rejection::new(Reason::IssuedInFuture));
+            }
+        }
+        if let Some(max_age) = self.max_age {
+            let iat = iat.ok_or_else(|| Rejection::claim(Reason::MissingClaim, "iat"))?;
+            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
+                return Err(Rejection::new(Reason::TooOld));
+            }
+        }
+        if let Some(max) = self.max_lifetime {
+            let from = iat.unwrap_or(now);
+            if exp.saturating_sub(from) > max {
+                return Err(Rejection::new(Reason::LifetimeTooLong));
+            }
+        }
+
+        if self.uses_audience {
+            self.check_audience(&claims)?;
+        } else if claims.contains_key("aud") {
+            // Cognito access tokens never carry `aud`: one that does is an ID token.
+            return Err(Rejection::claim(Reason::InvalidClaim, "aud"));
+        }
+        if let Some(expected) = self.token_use {
+            match claims.get("token_use") {
+                Some(Value::String(s)) if s == expected => {}
+                Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, "token_use")),
+                None => return Err(Rejection::claim(Reason::MissingClaim, "token_use")),
+            }
+        }
+
+        let subject = opt_string(&claims, "sub")?;
+        let jti = opt_string(&claims, "jti")?;
+        let mut client_id = None;
+        for name in &self.client_id_claims {
+            if let Some(c) = opt_string(&claims, name)? {
+                client_id = Some(c);
+                break;
+            }
+        }
+        if self.token_type == TokenType::Strict {
+            for (name, present) in [
+                ("sub", subject.is_some()),
+                ("jti", jti.is_some()),
+                ("iat", iat.is_some()),
+                ("client_id", claims.contains_key("client_id")),
+            ] {
+                if !present {
+                    return Err(Rejection::claim(Reason::MissingClaim, name));
+                }
+            }
+        }
+        if let Some(allowed) = &self.allowed_client_ids {
+            match &client_id {
+                Some(c) if allowed.contains(c) => {}
+                _ => return Err(Rejection::new(Reason::ClientNotAllowed)),
+            }
+        }
+        let tenant = match &self.tenant_claim {
+            Some(name) => opt_string(&claims, name)?,
+            None => None,
+        };
+        let scopes = self.scopes(&claims)?;
+
+        Ok(Principal::from_parts(PrincipalParts {
+            issuer: self.issuer.clone(),
+            subject,
+            client_id,
+            tenant,
+            scopes,
+            expires_at: exp,
+            issued_at: iat,
+            jti,
+            claims,
+        }))
+    }
+
+    fn check_audience(&self, claims: &Object) -> Result<(), Rejection> {
+        let ok = match claims.get("aud") {
+            None => return Err(Rejection::claim(Reason::MissingClaim, "aud")),
+            Some(Value::String(a)) => self.audiences.iter().any(|x| x == a),
+            Some(Value::Array(list)) if !list.is_empty() => {
+                let mut ok = false;
+                for v in list {
+                    let Value::String(a) = v else {
+                        return Err(Rejection::claim(Reason::InvalidClaim, "aud"));
+                    };
+                    ok |= self.audiences.iter().any(|x| x == a);
+                }
+                ok
+            }
+            Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, "aud")),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Rejection::new(Reason::InvalidAudience))
+        }
+    }
+
+    fn scopes(&self, claims: &Object) -> Result<Scopes, Rejection> {
+        let mut out = Vec::new();
+        for name in &self.scope_claims {
+            match claims.get(name) {
+                None => {}
+                Some(Value::String(s)) => out.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned)),
+                Some(Value::Array(list)) => {
+                    for v in list {
+                        match v {
+                            Value::String(s) if !s.is_empty() && !s.contains(' ') => out.push(s.clone()),
+                            _ => return Err(Rejection::claim(Reason::InvalidClaim, name)),
+                        }
+                    }
+                }
+                Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, name)),
+            }
+        }
+        Ok(Scopes::from_vec(out))
+    }
+}

@@ -1,0 +1,125 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a scripted path answers.
+#[derive(Clone)]
+pub enum Reply {
+    Json(StatusCode, String),
+    Headers(StatusCode, HeaderMap, String),
+    Redirect(String),
+    Delay(Duration, Box<Reply>),
+    /// Send headers, then a body that trickles one byte per interval.
+    Trickle(Duration),
+}
+
+#[derive(Default)]
+struct Script {
+    replies: Mutex<HashMap<String, Reply>>,
+    hits: Mutex<HashMap<String, u64>>,
+    user_agent: Mutex<Option<String>>,
+    total: AtomicU64,
+}
+
+/// A loopback HTTP server whose every answer the test scripts.
+pub struct ScriptServer {
+    script: Arc<Script>,
+    pub addr: SocketAddr,
+}
+
+impl ScriptServer {
+    pub async fn start() -> ScriptServer {
+        let script = Arc::new(Script::default());
+        let app = Router::new().fallback(handle).with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        ScriptServer { script, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn set(&self, path: &str, reply: Reply) {
+        self.script.replies.lock().unwrap().insert(path.to_owned(), reply);
+    }
+
+    pub fn json(&self, path: &str, body: impl Into<String>) {
+        self.set(path, Reply::Json(StatusCode::OK, body.into()));
+    }
+
+    pub fn last_user_agent(&self) -> Option<String> {
+        self.script.user_agent.lock().unwrap().clone()
+    }
+
+    pub fn hits(&self, path: &str) -> u64 {
+        *self.script.hits.lock().unwrap().get(path).unwrap_or(&0)
+    }
+}
+
+async fn handle(State(script): State<Arc<Script>>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    *script.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    script.total.fetch_add(1, Ordering::SeqCst);
+    *script.user_agent.lock().unwrap() = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let reply = script.replies.lock().unwrap().get(&path).cloned();
+    match reply {
+        Some(r) => render(r).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
+    Box::pin(async move {
+        match reply {
+            Reply::Json(status, body) => {
+                (status, [("content-type", "application/json")], body).into_response()
+            }
+            Reply::Headers(status, headers, body) => (status, headers, body).into_response(),
+            Reply::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
+            Reply::Delay(d, inner) => {
+                tokio::time::sleep(d).await;
+                render(*inner).await
+            }
+            Reply::Trickle(every) => {
+                let stream = futures_util::stream::unfold(0u32, move |n| async move {
+                    if n > 10_000 {
+                        return None;
+                    }
+                    tokio::time::sleep(every).await;
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b" ")), n + 1))
+                });
+                Response::new(Body::from_stream(stream))
+            }
+        }
+    })
+}
+
+/// A loopback TCP server that accepts connections and closes them at once.
+pub async fn dropping_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            drop(sock);
+        }
+    });
+    addr
+}

@@ -1,0 +1,792 @@
+//! Core verification against a real key-set server on loopback.
+
+mod support;
+
+use m2m_guard::test_util::{DEFAULT_AUDIENCE, Outage, TestIssuer};
+use m2m_guard::{Algorithm, BuildError, FetchError, Issuer, Provider, Reason, Verifier};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use support::{Reply, ScriptServer};
+
+async fn verifier_for(issuer: &TestIssuer) -> Verifier {
+    Verifier::builder().issuer(issuer.config()).build().await.unwrap()
+}
+
+async fn reason(v: &Verifier, token: &str) -> Reason {
+    v.verify(token).await.expect_err("token must be rejected").reason()
+}
+
+#[tokio::test]
+async fn accepts_valid_tokens_of_each_algorithm_and_reads_the_principal() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        let token = issuer
+            .token()
+            .alg(alg)
+            .client_id("billing-sync")
+            .org("org_123")
+            .scopes(["read:users", "write:flags"])
+            .sign();
+        let p = v.verify(&token).await.unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(p.issuer(), issuer.issuer());
+        assert_eq!(p.client_id(), Some("billing-sync"));
+        assert_eq!(p.subject(), Some("billing-sync"));
+        assert_eq!(p.tenant(), Some("org_123"));
+        assert!(p.has_scope("read:users") && p.has_scope("write:flags"));
+        assert_eq!(p.scopes().len(), 2, "scope and scp are merged without duplicates");
+        assert!(p.jti().is_some());
+        assert!(p.expires_at() > std::time::SystemTime::now());
+    }
+    // One fetch served all three algorithms.
+    assert_eq!(issuer.jwks_fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_global_token_has_no_tenant() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    let p = v.verify(&issuer.token().sign()).await.unwrap();
+    assert_eq!(p.tenant(), None);
+    assert!(p.scopes().is_empty());
+}
+
+#[tokio::test]
+async fn audience_must_contain_a_configured_one() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    assert_eq!(reason(&v, &issuer.token().audience("https://other.api").sign()).await, Reason::InvalidAudience);
+    let ok = issuer.token().audiences(["https://other.api", DEFAULT_AUDIENCE]).sign();
+    assert!(v.verify(&ok).await.is_ok());
+    assert_eq!(reason(&v, &issuer.token().without_claim("aud").sign()).await, Reason::MissingClaim);
+    for bad in [json!([]), json!({"a": 1}), json!(7), json!([DEFAULT_AUDIENCE, 3])] {
+        let t = issuer.token().claim("aud", bad.clone()).sign();
+        assert_eq!(reason(&v, &t).await, Reason::InvalidClaim, "aud {bad}");
+    }
+}
+
+#[tokio::test]
+async fn exp_nbf_iat_with_leeway() {
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(issuer.config().leeway(Duration::from_secs(60)))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(reason(&v, &issuer.token().expired().sign()).await, Reason::Expired);
+    // Expired 30 s ago: inside the 60 s leeway.
+    let t = issuer.token().issued_ago(Duration::from_secs(630)).expires_in(Duration::from_secs(600)).sign();
+    assert!(v.verify(&t).await.is_ok());
+    // Expired 90 s ago: outside it.
+    let t = issuer.token().issued_ago(Duration::from_secs(690)).expires_in(Duration::from_secs(600)).sign();
+    assert_eq!(reason(&v, &t).await, Reason::Expired);
+    assert_eq!(reason(&v, &issuer.token().not_before_in(120).sign()).await, Reason::NotYetValid);
+    assert!(v.verify(&issuer.token().not_before_in(30).sign()).await.is_ok());
+    assert_eq!(reason(&v, &issuer.token().without_claim("exp").sign()).await, Reason::MissingClaim);
+    let future_iat = issuer.token().claim("iat", 4_000_000_000u64).claim("exp", 4_000_003_600u64).sign();
+    assert_eq!(reason(&v, &future_iat).await, Reason::IssuedInFuture);
+}
+
+#[tokio::test]
+async fn leeway_is_capped() {
+    let issuer = TestIssuer::start().await;
+    let err = Verifier::builder()
+        .issuer(issuer.config().leeway(Duration::from_secs(3600)))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Config(_)), "{err}");
+}
+
+#[tokio::test]
+async fn numeric_dates_must_be_numbers_in_range() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    for bad in [json!("4000000000"), json!(-5), json!(1e300), json!(null), json!([1]), json!(true)] {
+        let t = issuer.token().claim("exp", bad.clone()).sign();
+        assert_eq!(reason(&v, &t).await, Reason::InvalidClaim, "exp {bad}");
+    }
+    // A fractional NumericDate is valid (RFC 7519 §2).
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() + 600.5;
+    assert!(v.verify(&issuer.token().claim("exp", exp).sign()).await.is_ok());
+}
+
+#[tokio::test]
+async fn claims_of_the_wrong_type_are_rejected_not_read_as_absent() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    for (claim, bad) in [
+        ("org_code", json!(123)),
+        ("org_code", json!(null)),
+        ("org_code", json!("")),
+        ("org_code", json!(["org_1"])),
+        ("scope", json!(7)),
+        ("scp", json!([1, 2])),
+        ("scp", json!(["a b"])),
+        ("azp", json!({"id": "x"})),
+        ("sub", json!(42)),
+        ("jti", json!(1)),
+    ] {
+        let t = issuer.token().scopes(["a"]).claim(claim, bad.clone()).sign();
+        let e = v.verify(&t).await.unwrap_err();
+        assert_eq!(e.reason(), Reason::InvalidClaim, "{claim} = {bad}");
+        assert_eq!(e.claim_name(), Some(claim));
+    }
+    let t = issuer.token().claim("iss", json!([issuer.issuer()])).sign();
+    assert_eq!(reason(&v, &t).await, Reason::InvalidClaim);
+}
+
+#[tokio::test]
+async fn duplicate_json_members_are_rejected() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    let kid = issuer.current_kid(Algorithm::RS256);
+    let header = format!(r#"{{"alg":"RS256","kid":"{kid}","typ":"at+jwt"}}"#);
+    let now = 2_000_000_000u64;
+    let body = |extra: &str| {
+        format!(
+            r#"{{"iss":"{}","aud":"{DEFAULT_AUDIENCE}","exp":{now},"org_code":"org_a"{extra}}}"#,
+            issuer.issuer()
+        )
+    };
+    // Control: the same construction without a duplicate verifies.
+    assert!(v.verify(&issuer.sign_raw(Algorithm::RS256, &header, &body(""))).await.is_ok());
+    let dup = issuer.sign_raw(Algorithm::RS256, &header, &body(r#","org_code":"org_b""#));
+    assert_eq!(reason(&v, &dup).await, Reason::Malformed);
+    let dup_header = format!(r#"{{"alg":"RS256","kid":"{kid}","kid":"{kid}"}}"#);
+    assert_eq!(reason(&v, &issuer.sign_raw(Algorithm::RS256, &dup_header, &body(""))).await, Reason::Malformed);
+}
+
+#[tokio::test]
+async fn signature_and_algorithm_rules() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    let token = issuer.token().sign();
+    assert!(v.verify(&token).await.is_ok());
+
+    // Any change to the signed part breaks the signature.
+    let (head, sig) = token.rsplit_once('.').unwrap();
+    let other = issuer.token().client_id("someone-else").sign();
+    let other_payload = other.split('.').nth(1).unwrap();
+    let header = head.split('.').next().unwrap();
+    let spliced = format!("{header}.{other_payload}.{sig}");
+    assert_eq!(reason(&v, &spliced).await, Reason::InvalidSignature);
+    let mut flipped = sig.as_bytes().to_vec();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let flipped = format!("{head}.{}", String::from_utf8(flipped).unwrap());
+    assert_eq!(reason(&v, &flipped).await, Reason::InvalidSignature);
+
+    // A key pinned to RS256 does not verify a PS256 token.
+    let ps = issuer.token().alg(Algorithm::PS256).sign();
+    assert_eq!(reason(&v, &ps).await, Reason::AlgorithmMismatch);
+    // The ES256 key's kid on an RS256 token.
+    let cross = issuer.token().kid(issuer.current_kid(Algorithm::ES256)).sign();
+    assert_eq!(reason(&v, &cross).await, Reason::AlgorithmMismatch);
+}
+
+#[tokio::test]
+async fn none_and_hmac_are_rejected_before_any_fetch() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = serde_json::Value::Object(issuer.token().claims()).to_string();
+    for alg in ["none", "None", "HS256"] {
+        let t = format!("{}.{}.c2ln", b64.encode(format!(r#"{{"alg":"{alg}"}}"#)), b64.encode(&claims));
+        assert_eq!(reason(&v, &t).await, Reason::UnsupportedAlgorithm);
+    }
+    assert_eq!(issuer.jwks_fetches(), 0);
+}
+
+#[tokio::test]
+async fn configured_algorithms_restrict_further() {
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(issuer.config().algorithms([Algorithm::ES256]))
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&issuer.token().alg(Algorithm::ES256).sign()).await.is_ok());
+    assert_eq!(reason(&v, &issuer.token().alg(Algorithm::RS256).sign()).await, Reason::UnsupportedAlgorithm);
+}
+
+#[tokio::test]
+async fn typ_rules_default_and_strict() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    for ok in [Some("at+jwt"), Some("application/AT+JWT"), Some("JWT"), Some("jwt"), None] {
+        assert!(v.verify(&issuer.token().typ(ok).sign()).await.is_ok(), "{ok:?}");
+    }
+    for bad in ["dpop+jwt", "id_token+jwt", "JOSE", "logout+jwt"] {
+        assert_eq!(reason(&v, &issuer.token().typ(Some(bad)).sign()).await, Reason::InvalidType, "{bad}");
+    }
+    let strict = Verifier::builder()
+        .issuer(issuer.config().strict_rfc9068(true))
+        .build()
+        .await
+        .unwrap();
+    let full = || issuer.token().claim("client_id", "test-client");
+    assert!(strict.verify(&full().sign()).await.is_ok());
+    assert_eq!(reason(&strict, &full().typ(Some("JWT")).sign()).await, Reason::InvalidType);
+    assert_eq!(reason(&strict, &full().typ(None).sign()).await, Reason::InvalidType);
+    for claim in ["sub", "jti", "iat", "client_id"] {
+        let e = strict.verify(&full().without_claim(claim).sign()).await.unwrap_err();
+        assert_eq!((e.reason(), e.claim_name()), (Reason::MissingClaim, Some(claim)));
+    }
+}
+
+#[tokio::test]
+async fn lifetime_and_age_limits() {
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .max_token_lifetime(Duration::from_secs(3600))
+                .max_token_age(Duration::from_secs(1800)),
+        )
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    let long = issuer.token().expires_in(Duration::from_secs(7200)).sign();
+    assert_eq!(reason(&v, &long).await, Reason::LifetimeTooLong);
+    let old = issuer.token().issued_ago(Duration::from_secs(2000)).sign();
+    assert_eq!(reason(&v, &old).await, Reason::TooOld);
+    assert_eq!(reason(&v, &issuer.token().without_claim("iat").sign()).await, Reason::MissingClaim);
+}
+
+#[tokio::test]
+async fn unknown_issuer_is_rejected_without_a_fetch() {
+    let trusted = TestIssuer::start().await;
+    let stranger = TestIssuer::start().await;
+    let v = verifier_for(&trusted).await;
+    assert_eq!(reason(&v, &stranger.token().sign()).await, Reason::UnknownIssuer);
+    assert_eq!(trusted.jwks_fetches() + stranger.jwks_fetches(), 0);
+    // The same issuer string with a different signing key: the signature fails.
+    let forged = stranger.token().claim("iss", trusted.issuer()).kid(trusted.current_kid(Algorithm::RS256)).sign();
+    assert_eq!(reason(&v, &forged).await, Reason::InvalidSignature);
+}
+
+#[tokio::test]
+async fn several_issuers_each_with_its_own_audience_and_cache() {
+    let a = TestIssuer::start().await;
+    let b = TestIssuer::start_with(Provider::Scalekit).await;
+    let v = Verifier::builder()
+        .issuer(a.config())
+        .issuer(Issuer::new(b.issuer()).audience("https://b.api").provider(Provider::Scalekit))
+        .build()
+        .await
+        .unwrap();
+    let pa = v.verify(&a.token().org("org_a").sign()).await.unwrap();
+    assert_eq!((pa.issuer(), pa.tenant()), (a.issuer(), Some("org_a")));
+    let pb = v
+        .verify(&b.token().audience("https://b.api").org("oid_b").scopes(["x:read"]).sign())
+        .await
+        .unwrap();
+    assert_eq!((pb.issuer(), pb.tenant()), (b.issuer(), Some("oid_b")));
+    assert!(pb.has_scope("x:read"));
+    // b's token for a's audience: b does not accept it.
+    assert_eq!(reason(&v, &b.token().sign()).await, Reason::InvalidAudience);
+    assert_eq!((a.jwks_fetches(), b.jwks_fetches()), (1, 1));
+}
+
+#[tokio::test]
+async fn provider_presets_read_their_claims() {
+    let cases: [(Provider, Option<&str>); 6] = [
+        (Provider::Auth0, Some("org_x")),
+        (Provider::Okta, None),
+        (Provider::Entra, Some("tenant-guid")),
+        (Provider::Keycloak, None),
+        (Provider::Scalekit, Some("org_s")),
+        (Provider::Generic, None),
+    ];
+    for (provider, org) in cases {
+        let issuer = TestIssuer::start_with(provider).await;
+        let v = verifier_for(&issuer).await;
+        let mut b = issuer.token().client_id("app-1").scopes(["a:read", "b:write"]);
+        if let Some(o) = org {
+            b = b.org(o);
+        }
+        let p = v.verify(&b.sign()).await.unwrap_or_else(|e| panic!("{provider:?}: {e}"));
+        assert_eq!(p.client_id(), Some("app-1"), "{provider:?}");
+        assert_eq!(p.tenant(), org, "{provider:?}");
+        assert!(p.scopes().contains_all(["a:read", "b:write"]), "{provider:?}");
+    }
+}
+
+#[tokio::test]
+async fn cognito_uses_a_client_allow_list_and_token_use() {
+    let issuer = TestIssuer::start_with(Provider::Cognito).await;
+    let err = Verifier::builder().issuer(issuer.config()).build().await.unwrap_err();
+    assert!(err.to_string().contains("allowed_client_ids"), "{err}");
+    let v = Verifier::builder()
+        .issuer(issuer.config().allowed_client_ids(["app-1"]))
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&issuer.token().client_id("app-1").scopes(["s"]).sign()).await.is_ok());
+    assert_eq!(reason(&v, &issuer.token().client_id("app-2").sign()).await, Reason::ClientNotAllowed);
+    let id_token = issuer.token().client_id("app-1").claim("token_use", "id").sign();
+    assert_eq!(reason(&v, &id_token).await, Reason::InvalidClaim);
+    let with_aud = issuer.token().client_id("app-1").claim("aud", "app-1").sign();
+    assert_eq!(reason(&v, &with_aud).await, Reason::InvalidClaim);
+}
+
+#[tokio::test]
+async fn custom_claim_names_and_typed_claims() {
+    #[derive(serde::Deserialize)]
+    struct Custom {
+        plan: String,
+        seats: u32,
+    }
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(issuer.config().tenant_claim("https://acme/tenant").scope_claims(["perms"]))
+        .build()
+        .await
+        .unwrap();
+    let t = issuer
+        .token()
+        .claim("https://acme/tenant", "t-9")
+        .claim("perms", json!(["p1", "p2"]))
+        .claim("plan", "gold")
+        .claim("seats", 5)
+        .sign();
+    let p = v.verify(&t).await.unwrap();
+    assert_eq!(p.tenant(), Some("t-9"));
+    assert!(p.scopes().contains_all(["p1", "p2"]));
+    let c: Custom = p.claims_as().unwrap();
+    assert_eq!((c.plan.as_str(), c.seats), ("gold", 5));
+    assert_eq!(p.claim("plan"), Some(&json!("gold")));
+}
+
+#[tokio::test]
+async fn token_size_is_capped() {
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(issuer.config())
+        .max_token_bytes(2048)
+        .build()
+        .await
+        .unwrap();
+    let big = issuer.token().claim("pad", "x".repeat(4096)).sign();
+    assert_eq!(reason(&v, &big).await, Reason::TooLarge);
+    assert_eq!(issuer.jwks_fetches(), 0);
+}
+
+// ===== key set lifecycle =====
+
+#[tokio::test]
+async fn concurrent_cold_start_fetches_once() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_outage(Outage::Delay(Duration::from_millis(200)));
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(issuer.jwks_url()))
+        .build()
+        .await
+        .unwrap();
+    let token = issuer.token().sign();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let v = v.clone();
+            let t = token.clone();
+            tokio::spawn(async move { v.verify(&t).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().is_ok());
+    }
+    assert_eq!(issuer.jwks_fetches(), 1);
+    assert_eq!(v.key_fetch_count(issuer.issuer()), Some(1));
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_on_first_sight_and_withdrawn_keys_stop_verifying() {
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+                .refresh_interval(Duration::from_millis(400)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let old = issuer.token().sign();
+    assert!(v.verify(&old).await.is_ok());
+    issuer.rotate_keys();
+    let new = issuer.token().sign();
+    // The very first request with the new kid is accepted.
+    assert!(v.verify(&new).await.is_ok());
+    assert_eq!(issuer.jwks_fetches(), 2);
+    assert!(v.verify(&old).await.is_ok(), "the old key is still published");
+
+    issuer.retire_old_keys();
+    // Past the refresh time, a request starts a background refresh without waiting for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let _ = v.verify(&new).await;
+    assert!(started.elapsed() < Duration::from_millis(200));
+    wait_until(|| issuer.jwks_fetches() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let e = v.verify(&old).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::UnknownKey);
+    assert!(v.verify(&new).await.is_ok());
+}
+
+#[tokio::test]
+async fn unknown_kid_flood_costs_at_most_one_fetch_per_cooldown() {
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(issuer.config().unknown_kid_cooldown(Duration::from_secs(2)))
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(issuer.jwks_fetches(), 1);
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let v = v.clone();
+            let t = issuer.token().kid(format!("made-up-{i}")).sign();
+            tokio::spawn(async move { v.verify(&t).await.unwrap_err().reason() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Reason::UnknownKey);
+    }
+    assert_eq!(issuer.jwks_fetches(), 2, "one refetch for the whole flood");
+    for i in 0..100 {
+        let t = issuer.token().kid(format!("again-{i}")).sign();
+        assert_eq!(reason(&v, &t).await, Reason::UnknownKey);
+    }
+    assert_eq!(issuer.jwks_fetches(), 2, "cooldown holds");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(reason(&v, &issuer.token().kid("after-cooldown").sign()).await, Reason::UnknownKey);
+    assert_eq!(issuer.jwks_fetches(), 3, "one more after the cooldown");
+}
+
+#[tokio::test]
+async fn issuer_down_serves_last_good_keys_until_max_stale() {
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+                .refresh_interval(Duration::from_millis(300))
+                .max_stale(Duration::from_millis(1200))
+                .fetch_backoff(Duration::from_millis(50), Duration::from_millis(100)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let token = issuer.token().sign();
+    assert!(v.verify(&token).await.is_ok());
+    issuer.set_outage(Outage::Status(500));
+    // Refreshes fail, the last good keys keep working.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(v.verify(&token).await.is_ok());
+    }
+    assert!(issuer.jwks_fetches() >= 3, "refreshes were attempted");
+    // Past ttl + max_stale: keys unavailable, not 401-style rejection.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let e = v.verify(&token).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable);
+    assert!(e.is_unavailable() && e.retry_after().is_some());
+    // Recovery.
+    issuer.set_outage(Outage::None);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(v.verify(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn no_keys_ever_loaded_is_unavailable_and_backs_off() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_outage(Outage::Status(503));
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(issuer.jwks_url()))
+        .build()
+        .await
+        .unwrap();
+    let token = issuer.token().sign();
+    let e = v.verify(&token).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable);
+    assert!(e.retry_after().unwrap() >= Duration::from_millis(500));
+    for _ in 0..20 {
+        assert_eq!(reason(&v, &token).await, Reason::KeysUnavailable);
+    }
+    assert_eq!(issuer.jwks_fetches(), 1, "backoff: no fetch per request");
+    assert!(v.preload().await.is_err());
+}
+
+#[tokio::test]
+async fn slow_key_server_is_bounded_by_the_fetch_timeout() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_outage(Outage::Delay(Duration::from_secs(10)));
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(issuer.jwks_url()))
+        .fetch_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_key_sets_keep_the_last_good_keys() {
+    let issuer = TestIssuer::start().await;
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .unknown_kid_cooldown(Duration::ZERO)
+                .fetch_backoff(Duration::from_millis(1), Duration::from_millis(1)),
+        )
+        .max_response_bytes(64 * 1024)
+        .build()
+        .await
+        .unwrap();
+    let token = issuer.token().sign();
+    assert!(v.verify(&token).await.is_ok());
+    let bodies = [
+        "<html>maintenance</html>".to_owned(),
+        r#"{"keys":[{"kty":"RSA""#.to_owned(),
+        r#"{"keys":[]}"#.to_owned(),
+        r#"{"keys":"nope"}"#.to_owned(),
+        format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(100 * 1024)),
+    ];
+    let mut fetches = issuer.jwks_fetches();
+    for body in bodies {
+        issuer.set_outage(Outage::Body(body));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // An unknown kid forces a refetch, which fails...
+        assert_eq!(reason(&v, &issuer.token().kid("nope").sign()).await, Reason::UnknownKey);
+        assert_eq!(issuer.jwks_fetches(), fetches + 1);
+        fetches += 1;
+        // ...and the good keys are still there.
+        assert!(v.verify(&token).await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn cache_control_max_age_sets_the_refresh_time_within_bounds() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_cache_control(Some("public, max-age=1"));
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+                .refresh_interval(Duration::from_secs(3600)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let token = issuer.token().sign();
+    assert!(v.verify(&token).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(v.verify(&token).await.is_ok());
+    wait_until(|| issuer.jwks_fetches() == 2).await;
+
+    // The lower bound wins over a tiny max-age.
+    let issuer = TestIssuer::start().await;
+    issuer.set_cache_control(Some("max-age=0"));
+    let v = verifier_for(&issuer).await; // default min bound: 60 s
+    assert!(v.verify(&token_for(&issuer)).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(v.verify(&token_for(&issuer)).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(issuer.jwks_fetches(), 1);
+}
+
+fn token_for(issuer: &TestIssuer) -> String {
+    issuer.token().sign()
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not met within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ===== discovery and fetch policy =====
+
+#[tokio::test]
+async fn discovery_resolves_the_jwks_url() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    assert_eq!(v.jwks_url(issuer.issuer()), Some(issuer.jwks_url().as_str()));
+}
+
+#[tokio::test]
+async fn discovery_issuer_must_match_exactly() {
+    let server = ScriptServer::start().await;
+    let iss = server.url("");
+    server.json(
+        "/.well-known/openid-configuration",
+        json!({"issuer": format!("{iss}/"), "jwks_uri": server.url("/jwks")}).to_string(),
+    );
+    let err = Verifier::builder()
+        .issuer(Issuer::new(&iss).audience("a"))
+        .build()
+        .await
+        .unwrap_err();
+    match err {
+        BuildError::Discovery {
+            source: FetchError::IssuerMismatch { .. },
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn discovery_falls_back_to_rfc8414_with_the_path_inserted() {
+    let server = ScriptServer::start().await;
+    let iss = server.url("/tenant/a");
+    server.json(
+        "/.well-known/oauth-authorization-server/tenant/a",
+        json!({"issuer": iss, "jwks_uri": server.url("/keys")}).to_string(),
+    );
+    let v = Verifier::builder()
+        .issuer(Issuer::new(&iss).audience("a"))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(v.jwks_url(&iss), Some(server.url("/keys").as_str()));
+    assert_eq!(server.hits("/tenant/a/.well-known/openid-configuration"), 1);
+}
+
+#[tokio::test]
+async fn discovered_jwks_uri_must_be_https_or_loopback() {
+    let server = ScriptServer::start().await;
+    let iss = server.url("");
+    server.json(
+        "/.well-known/openid-configuration",
+        json!({"issuer": iss, "jwks_uri": "http://keys.example.com/jwks"}).to_string(),
+    );
+    let err = Verifier::builder().issuer(Issuer::new(&iss).audience("a")).build().await.unwrap_err();
+    assert!(matches!(err, BuildError::Discovery { source: FetchError::InvalidUrl(_), .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_for_remote_hosts() {
+    let err = Verifier::builder()
+        .issuer(Issuer::new("http://issuer.example.com").audience("a"))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Url { .. }), "{err:?}");
+    let err = Verifier::builder()
+        .issuer(Issuer::new("https://issuer.example.com").audience("a").jwks_url("http://issuer.example.com/jwks"))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Url { what: "jwks_url", .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn cross_origin_redirects_are_refused_same_origin_ones_followed() {
+    let issuer = TestIssuer::start().await;
+    let server = ScriptServer::start().await;
+    server.set("/jwks", Reply::Redirect(issuer.jwks_url()));
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(server.url("/jwks")))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable);
+    assert_eq!(issuer.jwks_fetches(), 0, "the other origin was never contacted");
+
+    server.set("/jwks", Reply::Redirect("/real-jwks".into()));
+    server.json("/real-jwks", issuer.jwks_document().to_string());
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(server.url("/jwks")))
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+}
+
+#[tokio::test]
+async fn oversized_and_trickling_bodies_are_cut_off() {
+    let issuer = TestIssuer::start().await;
+    let server = ScriptServer::start().await;
+    server.json("/big", "x".repeat(2 * 1024 * 1024));
+    server.set("/slow", Reply::Trickle(Duration::from_millis(50)));
+    for (path, limit) in [("/big", 64 * 1024), ("/slow", 1024 * 1024)] {
+        let v = Verifier::builder()
+            .issuer(issuer.config().jwks_url(server.url(path)))
+            .max_response_bytes(limit)
+            .fetch_timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable, "{path}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_keys_unavailable() {
+    let issuer = TestIssuer::start().await;
+    let addr = support::dropping_server().await;
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(format!("http://{addr}/jwks")))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable);
+}
+
+#[tokio::test]
+async fn too_many_keys_is_refused() {
+    let issuer = TestIssuer::start().await;
+    let server = ScriptServer::start().await;
+    let mut doc = issuer.jwks_document();
+    let first = doc["keys"][0].clone();
+    doc["keys"] = serde_json::Value::Array(vec![first; 20]);
+    server.json("/jwks", doc.to_string());
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(server.url("/jwks")))
+        .max_keys(10)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable);
+}
+
+#[tokio::test]
+async fn user_agent_is_sent() {
+    // The scripted server records nothing but paths; check via a header echo.
+    let issuer = TestIssuer::start().await;
+    let server = ScriptServer::start().await;
+    server.json("/jwks", issuer.jwks_document().to_string());
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(server.url("/jwks")))
+        .user_agent("my-api/1.0")
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(server.last_user_agent().as_deref(), Some("my-api/1.0"));
+}
+
+#[tokio::test]
+async fn rejections_never_contain_the_token() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    let token = issuer.token().audience("https://secret-aud").org("org_secret").sign();
+    let e = v.verify(&token).await.unwrap_err();
+    let shown = format!("{e} {e:?}");
+    let sig = token.rsplit('.').next().unwrap();
+    assert!(!shown.contains(sig) && !shown.contains("org_secret") && !shown.contains("secret-aud"));
+}
