@@ -9,7 +9,7 @@ use crate::fetch::{FetchLimits, Fetcher, parse_url};
 use crate::keystore::{KeyStore, RefreshPolicy};
 use crate::provider::Provider;
 use crate::token::Algorithm;
-use crate::verifier::{IssuerVerifier, TokenType, Verifier, VerifierInner};
+use crate::verifier::{IssuerVerifier, TokenType, Verifier, VerifierInner, token_cache};
 
 /// The largest leeway accepted for clock skew.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -251,18 +251,48 @@ impl Issuer {
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VerifierBuilder {
     issuers: Vec<Issuer>,
     client: Option<reqwest::Client>,
     limits: FetchLimits,
     max_token_bytes: Option<usize>,
+    token_cache: Option<(u64, u64)>,
 }
 
 /// Default maximum token size.
 const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+impl Default for VerifierBuilder {
+    fn default() -> Self {
+        VerifierBuilder {
+            issuers: Vec::new(),
+            client: None,
+            limits: FetchLimits::default(),
+            max_token_bytes: None,
+            token_cache: Some((10_000, 32 * 1024 * 1024)),
+        }
+    }
+}
+
 impl VerifierBuilder {
+    /// Bound the verified-token cache: at most `max_entries` tokens and about
+    /// `max_bytes` of memory. Defaults to 10 000 tokens and 32 MiB.
+    ///
+    /// A cached token skips signature work until its own `exp`; `exp` and
+    /// `nbf` are still checked on every hit, and a hit is refused once the
+    /// key that verified it is withdrawn by a key-set refresh.
+    pub fn token_cache(mut self, max_entries: u64, max_bytes: u64) -> Self {
+        self.token_cache = Some((max_entries, max_bytes));
+        self
+    }
+
+    /// Verify every token in full, every time.
+    pub fn disable_token_cache(mut self) -> Self {
+        self.token_cache = None;
+        self
+    }
+
     /// Trust this issuer. Call again for several; each has its own audience,
     /// rules and key cache. The token's `iss` selects which one verifies it.
     pub fn issuer(mut self, issuer: Issuer) -> Self {
@@ -377,6 +407,10 @@ impl VerifierBuilder {
         Ok(Verifier::from_inner(VerifierInner {
             issuers,
             max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
+            cache: self
+                .token_cache
+                .filter(|&(entries, bytes)| entries > 0 && bytes > 0)
+                .map(|(entries, bytes)| token_cache(entries, bytes)),
         }))
     }
 }

@@ -45,7 +45,7 @@ pub enum FetchError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     /// A network-level failure (DNS, connect, TLS, reset).
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", error_chain(.0))]
     Network(#[source] reqwest::Error),
     /// The server answered with a non-success status.
     #[error("unexpected HTTP status {0}")]
@@ -87,6 +87,18 @@ pub enum FetchError {
     /// The background fetch task ended without an answer (runtime shutting down).
     #[error("fetch task was cancelled")]
     Cancelled,
+}
+
+/// "outer: inner: root", since reqwest's own message hides the cause.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 impl FetchError {
@@ -217,6 +229,7 @@ pub struct Rejection {
     reason: Reason,
     claim: Option<Arc<str>>,
     retry_after: Option<Duration>,
+    issuer: Option<Arc<str>>,
 }
 
 impl Rejection {
@@ -225,6 +238,7 @@ impl Rejection {
             reason,
             claim: None,
             retry_after: None,
+            issuer: None,
         }
     }
 
@@ -233,6 +247,7 @@ impl Rejection {
             reason,
             claim: Some(claim.into()),
             retry_after: None,
+            issuer: None,
         }
     }
 
@@ -241,7 +256,19 @@ impl Rejection {
             reason: Reason::KeysUnavailable,
             claim: None,
             retry_after: Some(retry_after),
+            issuer: None,
         }
+    }
+
+    pub(crate) fn with_issuer(mut self, issuer: Arc<str>) -> Self {
+        self.issuer = Some(issuer);
+        self
+    }
+
+    /// The trusted issuer whose rules rejected the token, once the token's
+    /// `iss` matched one (not set for malformed tokens or unknown issuers).
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// Why the token was rejected.

@@ -26,6 +26,50 @@ pub struct Verifier {
 pub(crate) struct VerifierInner {
     pub(crate) issuers: HashMap<String, IssuerVerifier>,
     pub(crate) max_token_bytes: usize,
+    pub(crate) cache: Option<TokenCache>,
+}
+
+/// Verified tokens, keyed by the whole token (two tokens never collide),
+/// each kept until its own `exp` (+ leeway). Only successes are cached.
+pub(crate) type TokenCache = moka::sync::Cache<Arc<str>, Arc<CachedToken>>;
+
+pub(crate) struct CachedToken {
+    principal: Principal,
+    /// The key store and key instance that verified it: a refresh that
+    /// withdraws the key ends the entry's validity at once.
+    store: Arc<KeyStore>,
+    key_id: u64,
+    valid_from: u64,
+    valid_until: u64,
+}
+
+struct ExpireAtExp;
+
+impl moka::Expiry<Arc<str>, Arc<CachedToken>> for ExpireAtExp {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        value: &Arc<CachedToken>,
+        _created_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(
+            value.valid_until.saturating_sub(now_secs()).saturating_add(1),
+        ))
+    }
+}
+
+/// Build the token cache: at most `max_entries` entries and about `max_bytes`.
+pub(crate) fn token_cache(max_entries: u64, max_bytes: u64) -> TokenCache {
+    // Every entry weighs at least max_bytes / max_entries, so both bounds hold.
+    let floor = (max_bytes / max_entries.max(1)).clamp(1, u64::from(u32::MAX));
+    moka::sync::Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(move |k: &Arc<str>, v: &Arc<CachedToken>| {
+            let approx = 256 + 2 * k.len() as u64 + v.principal.claims().len() as u64 * 64;
+            approx.max(floor).min(u64::from(u32::MAX)) as u32
+        })
+        .expire_after(ExpireAtExp)
+        .build()
 }
 
 /// Which `typ` header values are accepted.
@@ -111,9 +155,49 @@ impl Verifier {
 
     /// Verify `token` (the bare JWT, without `Bearer `).
     ///
+    /// A token verified before is answered from the token cache: `exp` and
+    /// `nbf` are checked again, and the key that verified it must still be
+    /// published.
+    ///
     /// # Errors
     /// A [`Rejection`] saying why the token is not accepted; see [`Reason`].
     pub async fn verify(&self, token: &str) -> Result<Principal, Rejection> {
+        if let Some(p) = self.verify_cached(token) {
+            return Ok(p);
+        }
+        let (principal, store, key_id, valid_from, valid_until) = self.verify_uncached(token).await?;
+        if let Some(cache) = &self.inner.cache {
+            let entry = CachedToken {
+                principal: principal.clone(),
+                store,
+                key_id,
+                valid_from,
+                valid_until,
+            };
+            cache.insert(token.into(), Arc::new(entry));
+        }
+        Ok(principal)
+    }
+
+    /// The cached verdict for `token`, if it was verified before and is
+    /// still valid. Never does I/O or signature work.
+    pub(crate) fn verify_cached(&self, token: &str) -> Option<Principal> {
+        let cache = self.inner.cache.as_ref()?;
+        let hit = cache.get(token)?;
+        let now = now_secs();
+        if now > hit.valid_until || now < hit.valid_from {
+            return None;
+        }
+        match hit.store.snapshot() {
+            Snapshot::Ready(keys) if keys.contains_id(hit.key_id) => Some(hit.principal.clone()),
+            _ => {
+                cache.invalidate(token);
+                None
+            }
+        }
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<(Principal, Arc<KeyStore>, u64, u64, u64), Rejection> {
         let unverified = token::parse(token, self.inner.max_token_bytes)?;
         // The unverified `iss` only selects which configuration verifies the
         // token; an unknown issuer costs no fetch and no signature check.
@@ -127,7 +211,13 @@ impl Verifier {
             .issuers
             .get(iss)
             .ok_or_else(|| Rejection::new(Reason::UnknownIssuer))?;
-        iv.verify(unverified).await
+        let (principal, key_id) = iv
+            .verify(unverified)
+            .await
+            .map_err(|e| e.with_issuer(iv.issuer.clone()))?;
+        let valid_until = principal.exp_secs().saturating_add(iv.leeway);
+        let valid_from = principal.nbf_secs().map_or(0, |n| n.saturating_sub(iv.leeway));
+        Ok((principal, iv.store.clone(), key_id, valid_from, valid_until))
     }
 }
 
@@ -191,7 +281,7 @@ impl IssuerVerifier {
         }
     }
 
-    async fn verify(&self, t: Unverified<'_>) -> Result<Principal, Rejection> {
+    async fn verify(&self, t: Unverified<'_>) -> Result<(Principal, u64), Rejection> {
         let alg = t.header.alg;
         if !self.algorithms.contains(&alg) {
             return Err(Rejection::new(Reason::UnsupportedAlgorithm));
@@ -214,7 +304,7 @@ impl IssuerVerifier {
                     if !valid {
                         return Err(Rejection::new(Reason::InvalidSignature));
                     }
-                    return self.check_claims(t.claims);
+                    return self.check_claims(t.claims).map(|p| (p, key.id));
                 }
                 Lookup::WrongAlgorithm => return Err(Rejection::new(Reason::AlgorithmMismatch)),
                 Lookup::Ambiguous => return Err(Rejection::new(Reason::AmbiguousKey)),
@@ -243,7 +333,8 @@ impl IssuerVerifier {
         if now > exp.saturating_add(leeway) {
             return Err(Rejection::new(Reason::Expired));
         }
-        if let Some(nbf) = numeric_date(&claims, "nbf")? {
+        let nbf = numeric_date(&claims, "nbf")?;
+        if let Some(nbf) = nbf {
             if now.saturating_add(leeway) < nbf {
                 return Err(Rejection::new(Reason::NotYetValid));
             }
@@ -321,6 +412,7 @@ impl IssuerVerifier {
             tenant,
             scopes,
             expires_at: exp,
+            not_before: nbf,
             issued_at: iat,
             jti,
             claims,

@@ -1,0 +1,54 @@
+//! The demo API shared by the `serve` and `quickstart` examples.
+
+use axum::extract::Path;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use m2m_guard::{M2mAuthLayer, Principal, ProtectedResource, RequireScope, RequireTenant, Verifier};
+use serde_json::{Value, json};
+
+/// `GET /healthz`, `GET /whoami`, `GET /orgs/{org}/users`, `POST /flags` and
+/// the RFC 9728 metadata document.
+pub(crate) fn demo_router(verifier: Verifier, resource: &ProtectedResource) -> Router {
+    let users = Router::new()
+        .route("/orgs/{org}/users", get(list_users))
+        .route_layer(RequireTenant::path_param("org"))
+        .route_layer(RequireScope::all(["read:users"]));
+    let flags = Router::new()
+        .route("/flags", post(create_flag))
+        .route_layer(RequireScope::all(["write:flags"]));
+    let protected = Router::new()
+        .route("/whoami", get(whoami))
+        .merge(users)
+        .merge(flags)
+        // route_layer, not layer: an unknown path stays 404 instead of 401.
+        .route_layer(M2mAuthLayer::new(verifier).protected_resource(resource));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route_service(&resource.well_known_path(), resource.service())
+        .merge(protected)
+}
+
+async fn whoami(p: Principal) -> Json<Value> {
+    Json(json!({
+        "issuer": p.issuer(),
+        "subject": p.subject(),
+        "client_id": p.client_id(),
+        "org": p.tenant(),
+        "scopes": p.scopes(),
+    }))
+}
+
+async fn list_users(Path(org): Path<String>, p: Principal) -> Json<Value> {
+    Json(json!({
+        "org": org,
+        "users": [{"id": "u_1", "name": "Ada"}, {"id": "u_2", "name": "Grace"}],
+        "requested_by": p.client_id(),
+    }))
+}
+
+async fn create_flag(p: Principal) -> (axum::http::StatusCode, Json<Value>) {
+    (
+        axum::http::StatusCode::CREATED,
+        Json(json!({"created": true, "by": p.client_id(), "org": p.tenant()})),
+    )
+}

@@ -1,0 +1,178 @@
+//! axum extractors (feature `axum`).
+//!
+//! They read what [`M2mAuthLayer`](crate::M2mAuthLayer) inserted. Without
+//! the layer they answer 500 with a message saying how to fix the wiring.
+//! Rejections go through the layer's [`OnRejection`](crate::OnRejection).
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::response::Response;
+use http::request::Parts;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::error::{Reason, Rejection};
+use crate::guard::{authenticated, render};
+use crate::principal::{Principal, Scopes};
+use crate::rejection::{AuthError, AuthErrorKind, Challenge};
+
+fn principal(parts: &Parts) -> Result<(Principal, Arc<Challenge>), Response> {
+    authenticated(&parts.extensions).map_err(|e| render(&parts.extensions, e))
+}
+
+/// `Ok(None)` for an anonymous request in optional mode; 500 without the layer.
+fn optional_principal(parts: &Parts) -> Result<Option<(Principal, Arc<Challenge>)>, Response> {
+    match authenticated(&parts.extensions) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if matches!(e.kind(), AuthErrorKind::MissingToken) => Ok(None),
+        Err(e) => Err(render(&parts.extensions, e)),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        principal(parts).map(|(p, _)| p)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        optional_principal(parts).map(|o| o.map(|(p, _)| p))
+    }
+}
+
+/// The token's organization / tenant. A global token is refused with 403;
+/// use `Option<Tenant>` to accept both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let (p, challenge) = principal(parts)?;
+        match p.tenant() {
+            Some(t) => Ok(Tenant(t.to_owned())),
+            None => Err(render(
+                &parts.extensions,
+                AuthError::new(AuthErrorKind::WrongTenant, challenge),
+            )),
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Tenant {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(optional_principal(parts)?.and_then(|(p, _)| p.tenant().map(|t| Tenant(t.to_owned()))))
+    }
+}
+
+/// The client id of the token. A token without one is refused with 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let (p, challenge) = principal(parts)?;
+        match p.client_id() {
+            Some(c) => Ok(ClientId(c.to_owned())),
+            None => Err(render(
+                &parts.extensions,
+                AuthError::new(
+                    AuthErrorKind::InvalidToken(Rejection::claim(Reason::MissingClaim, "client_id")),
+                    challenge,
+                ),
+            )),
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for ClientId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(optional_principal(parts)?.and_then(|(p, _)| p.client_id().map(|c| ClientId(c.to_owned()))))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Scopes {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        principal(parts).map(|(p, _)| p.scopes().clone())
+    }
+}
+
+/// A set of scopes named at compile time, for the [`Scoped`] extractor.
+///
+/// ```
+/// use m2m_guard::ScopeSet;
+///
+/// struct WriteFlags;
+/// impl ScopeSet for WriteFlags {
+///     const SCOPES: &'static [&'static str] = &["write:flags"];
+/// }
+/// ```
+pub trait ScopeSet: Send + Sync + 'static {
+    /// The scopes.
+    const SCOPES: &'static [&'static str];
+    /// `true`: any one of them suffices; `false` (default): all are needed.
+    const ANY: bool = false;
+}
+
+/// Extractor-style scope guard: the [`Principal`], if it has the scopes of
+/// `T`; else 403 `insufficient_scope`.
+///
+/// ```
+/// use m2m_guard::{Scoped, ScopeSet};
+///
+/// struct WriteFlags;
+/// impl ScopeSet for WriteFlags {
+///     const SCOPES: &'static [&'static str] = &["write:flags"];
+/// }
+///
+/// async fn create_flag(Scoped(principal, ..): Scoped<WriteFlags>) -> String {
+///     format!("created by {}", principal.client_id().unwrap_or("?"))
+/// }
+/// ```
+pub struct Scoped<T: ScopeSet>(pub Principal, pub PhantomData<T>);
+
+impl<T: ScopeSet> std::fmt::Debug for Scoped<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Scoped").field(&self.0).finish()
+    }
+}
+
+impl<S: Send + Sync, T: ScopeSet> FromRequestParts<S> for Scoped<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let (p, challenge) = principal(parts)?;
+        let wanted = T::SCOPES.iter().copied();
+        let ok = if T::ANY {
+            p.scopes().contains_any(wanted)
+        } else {
+            p.scopes().contains_all(wanted)
+        };
+        if ok {
+            Ok(Scoped(p, PhantomData))
+        } else {
+            Err(render(
+                &parts.extensions,
+                AuthError::new(
+                    AuthErrorKind::InsufficientScope {
+                        required: T::SCOPES.join(" ").into(),
+                    },
+                    challenge,
+                ),
+            ))
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The tower layer: bearer token in, [`Principal`] into request extensions,
+//! or an RFC 6750 response out. Never an `Err`: a rejection is a response.
+
+use futures_util::future::BoxFuture;
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::Rejection;
+use crate::metadata::ProtectedResource;
+use crate::principal::Principal;
+use crate::rejection::{AuthContext, AuthError, AuthErrorKind, Challenge, DefaultRejection, OnRejection, Renderer};
+use crate::verifier::Verifier;
+
+/// A tower [`Layer`] that requires a valid M2M access token.
+///
+/// On success the verified [`Principal`] is inserted into the request
+/// extensions. On failure the inner service is not called and the response is
+/// an RFC 6750 challenge (see [`AuthError`]).
+///
+/// # Default setup
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Router, routing::get};
+/// use m2m_guard::{Issuer, M2mAuthLayer, Principal, Provider, Verifier};
+///
+/// let verifier = Verifier::builder()
+///     .issuer(Issuer::new("https://acme.kinde.com").audience("https://api.acme.com").provider(Provider::Kinde))
+///     .build()
+///     .await?;
+/// let app: Router = Router::new()
+///     .route("/whoami", get(|p: Principal| async move { p.client_id().unwrap_or("?").to_owned() }))
+///     .route_layer(M2mAuthLayer::new(verifier));
+/// # Ok(()) }
+/// ```
+///
+/// # Customised setup
+/// ```no_run
+/// # async fn run(verifier: m2m_guard::Verifier) {
+/// use axum::{Router, response::IntoResponse, routing::get};
+/// use m2m_guard::{AuthError, M2mAuthLayer, ProtectedResource};
+///
+/// let resource = ProtectedResource::new("https://api.acme.com")
+///     .authorization_servers(verifier.issuers())
+///     .scopes_supported(["read:users", "write:flags"]);
+/// let auth = M2mAuthLayer::new(verifier)
+///     .realm("acme-api")
+///     .protected_resource(&resource)
+///     .on_rejection(|err: AuthError| {
+///         // Keep the status and the challenge, use your own body.
+///         let mut resp = (err.status(), format!("denied: {}", err.reason_code())).into_response();
+///         if let Some(v) = err.www_authenticate() {
+///             resp.headers_mut().insert("www-authenticate", v);
+///         }
+///         resp
+///     });
+/// let app: Router = Router::new()
+///     .route("/flags", get(|| async { "ok" }))
+///     .route_layer(auth)
+///     .route_service(&resource.well_known_path(), resource.service());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct M2mAuthLayer<R = DefaultRejection> {
+    verifier: Verifier,
+    challenge: Arc<Challenge>,
+    optional: bool,
+    on_rejection: R,
+}
+
+impl M2mAuthLayer {
+    /// Require a token verified by `verifier`.
+    pub fn new(verifier: Verifier) -> Self {
+        M2mAuthLayer {
+            verifier,
+            challenge: Arc::new(Challenge::default()),
+            optional: false,
+            on_rejection: DefaultRejection,
+        }
+    }
+}
+
+impl<R> M2mAuthLayer<R> {
+    /// Let requests without any token through, with no [`Principal`]
+    /// (`Option<Principal>` is then `None`). A token that is present but
+    /// invalid is still rejected.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+
+    /// The `realm` of the challenge. Defaults to `"api"`.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.challenge).realm = realm.into();
+        self
+    }
+
+    /// Add `resource_metadata="<url>"` (RFC 9728) to every 401 and 403 challenge.
+    pub fn resource_metadata(mut self, url: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.challenge).resource_metadata = Some(url.into());
+        self
+    }
+
+    /// Same as [`M2mAuthLayer::resource_metadata`] with `resource`'s metadata URL.
+    pub fn protected_resource(self, resource: &ProtectedResource) -> Self {
+        self.resource_metadata(resource.metadata_url())
+    }
+
+    /// Build rejections with your own handler (a closure
+    /// `Fn(AuthError) -> Response<B>` or an [`OnRejection`]). Guards further
+    /// in ([`RequireScope`](crate::RequireScope),
+    /// [`RequireTenant`](crate::RequireTenant)) use it too.
+    pub fn on_rejection<R2>(self, on_rejection: R2) -> M2mAuthLayer<R2> {
+        M2mAuthLayer {
+            verifier: self.verifier,
+            challenge: self.challenge,
+            optional: self.optional,
+            on_rejection,
+        }
+    }
+}
+
+impl<S, R: Clone> Layer<S> for M2mAuthLayer<R> {
+    type Service = M2mAuth<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        M2mAuth {
+            inner,
+            verifier: self.verifier.clone(),
+            challenge: self.challenge.clone(),
+            optional: self.optional,
+            on_rejection: self.on_rejection.clone(),
+        }
+    }
+}
+
+/// The service built by [`M2mAuthLayer`].
+#[derive(Clone)]
+pub struct M2mAuth<S, R = DefaultRejection> {
+    inner: S,
+    verifier: Verifier,
+    challenge: Arc<Challenge>,
+    optional: bool,
+    on_rejection: R,
+}
+
+/// Where the bearer token is, or why the request is malformed.
+pub(crate) enum Found<'a> {
+    Token(&'a str),
+    None,
+}
+
+fn is_b64token(s: &str) -> bool {
+    // RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+/// Find the bearer token. Only the `Authorization` header is accepted.
+pub(crate) fn find_token<B>(req: &Request<B>) -> Result<Found<'_>, &'static str> {
+    let mut headers = req.headers().get_all(AUTHORIZATION).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err("more than one authorization header");
+    }
+    let in_query = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "access_token" || p.starts_with("access_token=")));
+    let Some(value) = header else {
+        if in_query {
+            return Err("tokens in the query string are not accepted");
+        }
+        return Ok(Found::None);
+    };
+    let value = value.to_str().map_err(|_| "malformed authorization header")?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, DPoP, ...) carries no bearer token.
+        return Ok(Found::None);
+    }
+    if in_query {
+        return Err("the token is sent in more than one place");
+    }
+    let token = rest.trim_start_matches(' ');
+    if !is_b64token(token) {
+        return Err("malformed bearer token");
+    }
+    Ok(Found::Token(token))
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for M2mAuth<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: 'static,
+    R: OnRejection<ResBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Keep the token out of any logging further in (e.g. tower-http's Trace).
+        if let Some(v) = req.headers_mut().get_mut(AUTHORIZATION) {
+            v.set_sensitive(true);
+        }
+        let on_rejection = self.on_rejection.clone();
+        let renderer = on_rejection.clone();
+        req.extensions_mut().insert(AuthContext {
+            challenge: self.challenge.clone(),
+        });
+        req.extensions_mut()
+            .insert(Renderer::<ResBody>(Arc::new(move |e| renderer.on_rejection(e))));
+
+        // The inner service was driven to readiness: take that one into the
+        // future and leave a fresh clone behind (see tower-service docs, "Be
+        // careful when cloning inner services").
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+
+        let kind = match find_token(&req) {
+            Err(desc) => Kind::Rejected {
+                error: Some(AuthError::new(AuthErrorKind::InvalidRequest(desc), self.challenge.clone())),
+            },
+            Ok(Found::None) if self.optional => {
+                trace_decision("anonymous", None);
+                Kind::Calling { fut: inner.call(req) }
+            }
+            Ok(Found::None) => Kind::Rejected {
+                error: Some(AuthError::new(AuthErrorKind::MissingToken, self.challenge.clone())),
+            },
+            Ok(Found::Token(token)) => match self.verifier.verify_cached(token) {
+                Some(principal) => {
+                    trace_decision("accepted", Some(&principal));
+                    req.extensions_mut().insert(principal);
+                    Kind::Calling { fut: inner.call(req) }
+                }
+                None => {
+                    let verifier = self.verifier.clone();
+                    let token = token.to_owned();
+                    Kind::Verifying {
+                        fut: Box::pin(async move { verifier.verify(&token).await }),
+                        req: Some(req),
+                        inner: Some(inner),
+                    }
+                }
+            },
+        };
+        ResponseFuture {
+            kind,
+            challenge: self.challenge.clone(),
+            on_rejection,
+        }
+    }
+}
+
+fn trace_decision(outcome: &'static str, p: Option<&Principal>) {
+    tracing::debug!(
+        target: "m2m_guard",
+        outcome,
+        reason = "ok",
+        issuer = p.map(Principal::issuer),
+        client_id = p.and_then(Principal::client_id),
+        tenant = p.and_then(Principal::tenant),
+        "m2m-guard decision"
+    );
+}
+
+pub(crate) fn trace_rejection(error: &AuthError) {
+    let issuer = match error.kind() {
+        AuthErrorKind::InvalidToken(r) => r.issuer(),
+        _ => None,
+    };
+    tracing::debug!(
+        target: "m2m_guard",
+        outcome = "rejected",
+        reason = error.reason_code(),
+        status = error.status().as_u16(),
+        issuer,
+        "m2m-guard decision"
+    );
+}
+
+pin_project! {
+    /// Response future of [`M2mAuth`].
+    pub struct ResponseFuture<S, ReqBody, R>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        kind: Kind<S, ReqBody>,
+        challenge: Arc<Challenge>,
+        on_rejection: R,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Verifying {
+            fut: BoxFuture<'static, Result<Principal, Rejection>>,
+            req: Option<Request<ReqBody>>,
+            inner: Option<S>,
+        },
+        Calling {
+            #[pin]
+            fut: S::Future,
+        },
+        Rejected {
+            error: Option<AuthError>,
+        },
+    }
+}
+
+impl<S, ReqBody, ResBody, R> Future for ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: OnRejection<ResBody>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.kind.as_mut().project() {
+                KindProj::Verifying { fut, req, inner } => {
+                    let result = ready!(fut.as_mut().poll(cx));
+                    let (Some(mut req), Some(mut inner)) = (req.take(), inner.take()) else {
+                        panic!("ResponseFuture polled after completion");
+                    };
+                    match result {
+                        Ok(principal) => {
+                            trace_decision("accepted", Some(&principal));
+                            req.extensions_mut().insert(principal);
+                            let fut = inner.call(req);
+                            this.kind.set(Kind::Calling { fut });
+                        }
+                        Err(rejection) => {
+                            let error = AuthError::from_rejection(rejection, this.challenge.clone());
+                            this.kind.set(Kind::Rejected { error: Some(error) });
+                        }
+                    }
+                }
+                KindProj::Calling { fut } => return fut.poll(cx),
+                KindProj::Rejected { error } => {
+                    let error = error.take().expect("ResponseFuture polled after completion");
+                    trace_rejection(&error);
+                    return Poll::Ready(Ok(this.on_rejection.on_rejection(error)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)], uri: &str) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn token_of(r: &Request<()>) -> Result<Option<String>, &'static str> {
+        find_token(r).map(|f| match f {
+            Found::Token(t) => Some(t.to_owned()),
+            Found::None => None,
+        })
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for h in ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc.def.ghi"] {
+            assert_eq!(token_of(&req(&[("authorization", h)], "/")), Ok(Some("abc.def.ghi".into())), "{h}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_absence_are_no_token() {
+        assert_eq!(token_of(&req(&[], "/")), Ok(None));
+        assert_eq!(token_of(&req(&[("authorization", "Basic dXNlcjpwdw==")], "/")), Ok(None));
+    }
+
+    #[test]
+    fn malformed_requests() {
+        let two = req(&[("authorization", "Bearer a.b.c"), ("authorization", "Bearer a.b.c")], "/");
+        assert!(token_of(&two).is_err());
+        assert!(token_of(&req(&[("authorization", "Bearer")], "/")).is_err());
+        assert!(token_of(&req(&[("authorization", "Bearer ")], "/")).is_err());
+        assert!(token_of(&req(&[("authorization", "Bearer a.b.c extra")], "/")).is_err());
+        assert!(token_of(&req(&[("authorization", "Bearer a\"b")], "/")).is_err());
+        assert!(token_of(&req(&[("authorization", "Bearer a.b.c")], "/x?access_token=a.b.c")).is_err());
+        assert!(token_of(&req(&[], "/x?a=1&access_token=a.b.c")).is_err());
+        assert_eq!(token_of(&req(&[], "/x?my_access_token=1")), Ok(None));
+    }
+}

@@ -1,0 +1,244 @@
+//! HTTP rejections: RFC 6750 §3 challenges, RFC 9728 `resource_metadata`,
+//! and a small JSON body. Replaceable through [`OnRejection`].
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Rejection;
+
+/// What goes into every challenge: the realm and, when configured, the
+/// RFC 9728 protected-resource metadata URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Challenge {
+    pub(crate) realm: String,
+    pub(crate) resource_metadata: Option<String>,
+}
+
+impl Default for Challenge {
+    fn default() -> Self {
+        Challenge {
+            realm: "api".into(),
+            resource_metadata: None,
+        }
+    }
+}
+
+/// Why a request was refused by the layer or a guard.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AuthErrorKind {
+    /// No bearer token (401, challenge without an error code).
+    MissingToken,
+    /// The request is malformed, e.g. two `Authorization` headers (400 `invalid_request`).
+    InvalidRequest(&'static str),
+    /// The token was rejected (401 `invalid_token`).
+    InvalidToken(Rejection),
+    /// The token lacks required scopes (403 `insufficient_scope`).
+    InsufficientScope {
+        /// The scopes the route requires, space-separated.
+        required: Arc<str>,
+    },
+    /// The token belongs to another organization / tenant, or is global on a
+    /// tenant route (403 `insufficient_scope`).
+    WrongTenant,
+    /// The issuer's keys are unavailable (503 with `Retry-After`).
+    Unavailable {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The layers are wired wrongly (500); the message says how to fix it.
+    Misconfigured(&'static str),
+}
+
+/// A refusal, ready to become a response with [`AuthError::into_response`],
+/// or to be turned into your own through [`OnRejection`].
+#[derive(Debug, Clone)]
+pub struct AuthError {
+    kind: AuthErrorKind,
+    challenge: Arc<Challenge>,
+}
+
+impl AuthError {
+    pub(crate) fn new(kind: AuthErrorKind, challenge: Arc<Challenge>) -> Self {
+        AuthError { kind, challenge }
+    }
+
+    pub(crate) fn from_rejection(rejection: Rejection, challenge: Arc<Challenge>) -> Self {
+        let kind = match rejection.retry_after() {
+            Some(retry_after) if rejection.is_unavailable() => AuthErrorKind::Unavailable { retry_after },
+            _ => AuthErrorKind::InvalidToken(rejection),
+        };
+        AuthError::new(kind, challenge)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &AuthErrorKind {
+        &self.kind
+    }
+
+    /// The HTTP status this refusal maps to.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            AuthErrorKind::MissingToken | AuthErrorKind::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthErrorKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AuthErrorKind::InsufficientScope { .. } | AuthErrorKind::WrongTenant => StatusCode::FORBIDDEN,
+            AuthErrorKind::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AuthErrorKind::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The RFC 6750 error code, if any.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self.kind {
+            AuthErrorKind::MissingToken => None,
+            AuthErrorKind::InvalidRequest(_) => Some("invalid_request"),
+            AuthErrorKind::InvalidToken(_) => Some("invalid_token"),
+            AuthErrorKind::InsufficientScope { .. } | AuthErrorKind::WrongTenant => Some("insufficient_scope"),
+            AuthErrorKind::Unavailable { .. } => Some("temporarily_unavailable"),
+            AuthErrorKind::Misconfigured(_) => Some("server_error"),
+        }
+    }
+
+    /// A short description, safe to show the client: never token contents.
+    pub fn description(&self) -> &'static str {
+        match &self.kind {
+            AuthErrorKind::MissingToken => "a bearer token is required",
+            AuthErrorKind::InvalidRequest(d) => d,
+            AuthErrorKind::InvalidToken(r) => r.reason().description(),
+            AuthErrorKind::InsufficientScope { .. } => "the token lacks a required scope",
+            AuthErrorKind::WrongTenant => "the token is not valid for this organization",
+            AuthErrorKind::Unavailable { .. } => "the signing keys are temporarily unavailable",
+            AuthErrorKind::Misconfigured(d) => d,
+        }
+    }
+
+    /// A stable code for logs and metrics, e.g. `expired` or `missing_token`.
+    pub fn reason_code(&self) -> &'static str {
+        match &self.kind {
+            AuthErrorKind::MissingToken => "missing_token",
+            AuthErrorKind::InvalidRequest(_) => "invalid_request",
+            AuthErrorKind::InvalidToken(r) => r.reason().code(),
+            AuthErrorKind::InsufficientScope { .. } => "insufficient_scope",
+            AuthErrorKind::WrongTenant => "wrong_tenant",
+            AuthErrorKind::Unavailable { .. } => "keys_unavailable",
+            AuthErrorKind::Misconfigured(_) => "misconfigured",
+        }
+    }
+
+    /// The `WWW-Authenticate` value (for 400, 401 and 403).
+    pub fn www_authenticate(&self) -> Option<HeaderValue> {
+        if !matches!(self.status().as_u16(), 400 | 401 | 403) {
+            return None;
+        }
+        let mut v = format!("Bearer realm=\"{}\"", quote(&self.challenge.realm));
+        if let Some(code) = self.error_code() {
+            v.push_str(&format!(", error=\"{code}\", error_description=\"{}\"", self.description()));
+        }
+        if let AuthErrorKind::InsufficientScope { required } = &self.kind {
+            v.push_str(&format!(", scope=\"{}\"", quote(required)));
+        }
+        if let Some(url) = &self.challenge.resource_metadata {
+            v.push_str(&format!(", resource_metadata=\"{}\"", quote(url)));
+        }
+        HeaderValue::from_str(&v).ok()
+    }
+
+    /// The default response: status, `WWW-Authenticate`, `Retry-After` for
+    /// 503, `Cache-Control: no-store` and a JSON body `{error, error_description}`.
+    pub fn into_response<B: From<String>>(self) -> Response<B> {
+        let body = serde_json::json!({
+            "error": self.error_code().unwrap_or("unauthorized"),
+            "error_description": self.description(),
+        })
+        .to_string();
+        let mut resp = Response::new(B::from(body));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(v) = self.www_authenticate() {
+            h.insert(WWW_AUTHENTICATE, v);
+        }
+        if let AuthErrorKind::Unavailable { retry_after } = self.kind {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.description(), self.reason_code())
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// Escape for an RFC 9110 quoted-string; drop anything not visible ASCII.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Turns an [`AuthError`] into a response. Implemented by [`DefaultRejection`]
+/// and by any `Fn(AuthError) -> Response<B>` closure.
+pub trait OnRejection<B>: Clone + Send + Sync + 'static {
+    /// Build the response for `error`.
+    fn on_rejection(&self, error: AuthError) -> Response<B>;
+}
+
+/// The default: [`AuthError::into_response`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultRejection;
+
+impl<B: From<String>> OnRejection<B> for DefaultRejection {
+    fn on_rejection(&self, error: AuthError) -> Response<B> {
+        error.into_response()
+    }
+}
+
+impl<B, F> OnRejection<B> for F
+where
+    F: Fn(AuthError) -> Response<B> + Clone + Send + Sync + 'static,
+{
+    fn on_rejection(&self, error: AuthError) -> Response<B> {
+        self(error)
+    }
+}
+
+/// Put into request extensions by the auth layer, so guards and extractors
+/// further in render the same challenge and the same custom responses.
+#[derive(Clone)]
+pub(crate) struct AuthContext {
+    pub(crate) challenge: Arc<Challenge>,
+}
+
+/// The auth layer's rejection renderer for body type `B`, shared with guards.
+pub(crate) struct Renderer<B>(pub(crate) Arc<dyn Fn(AuthError) -> Response<B> + Send + Sync>);
+
+impl<B> Clone for Renderer<B> {
+    fn clone(&self) -> Self {
+        Renderer(self.0.clone())
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for AuthError {
+    fn into_response(self) -> axum::response::Response {
+        AuthError::into_response(self)
+    }
+}

@@ -1,0 +1,125 @@
+//! The `serve` example, run as a real process against the test issuer.
+
+use m2m_guard::test_util::{DEFAULT_AUDIENCE, TestIssuer};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn example_binary(name: &str) -> PathBuf {
+    // tests run from target/<profile>/deps; `cargo test` builds examples into target/<profile>/examples.
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} is missing: run `cargo test` (which builds the examples) or `cargo build --examples`", bin.display());
+    bin
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str]) -> (Server, String) {
+    let mut child = Command::new(example_binary("serve"))
+        .args(args)
+        .env_remove("M2M_ISSUER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(30)).expect("serve printed its address");
+    (Server(child), url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_example_protects_its_routes() {
+    let issuer = TestIssuer::start().await;
+    let (_server, base) = start(&[
+        "--issuer",
+        issuer.issuer(),
+        "--audience",
+        DEFAULT_AUDIENCE,
+        "--preset",
+        "kinde",
+        "--listen",
+        "127.0.0.1:0",
+        "--leeway",
+        "30",
+        "--max-stale",
+        "600",
+    ]);
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = http.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+
+    assert_eq!(get("/healthz", None).await.unwrap().status(), 200);
+    assert_eq!(get("/whoami", None).await.unwrap().status(), 401);
+
+    let org_token = issuer.token().client_id("agent-7").org("org_1").scopes(["read:users"]).sign();
+    let who: serde_json::Value = get("/whoami", Some(&org_token)).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        who,
+        serde_json::json!({
+            "issuer": issuer.issuer(), "subject": "agent-7", "client_id": "agent-7",
+            "org": "org_1", "scopes": ["read:users"]
+        })
+    );
+    let global: serde_json::Value = get("/whoami", Some(&issuer.token().sign())).await.unwrap().json().await.unwrap();
+    assert_eq!(global["org"], serde_json::Value::Null);
+
+    assert_eq!(get("/orgs/org_1/users", Some(&org_token)).await.unwrap().status(), 200);
+    assert_eq!(get("/orgs/org_2/users", Some(&org_token)).await.unwrap().status(), 403);
+    let no_scope = issuer.token().org("org_1").sign();
+    let resp = get("/orgs/org_1/users", Some(&no_scope)).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains(r#"scope="read:users""#));
+
+    let flags = |t: &str| http.post(format!("{base}/flags")).bearer_auth(t).send();
+    assert_eq!(flags(&org_token).await.unwrap().status(), 403);
+    assert_eq!(flags(&issuer.token().scopes(["write:flags"]).sign()).await.unwrap().status(), 201);
+
+    let meta = get("/.well-known/oauth-protected-resource", None).await.unwrap();
+    assert_eq!(meta.status(), 200);
+    let doc: serde_json::Value = meta.json().await.unwrap();
+    assert_eq!(doc["authorization_servers"], serde_json::json!([issuer.issuer()]));
+    assert_eq!(get("/nope", None).await.unwrap().status(), 404);
+}
+
+#[test]
+fn serve_example_rejects_bad_arguments() {
+    let out = Command::new(example_binary("serve"))
+        .args(["--audience", "x"])
+        .env_remove("M2M_ISSUER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--issuer is required"));
+    let out = Command::new(example_binary("serve"))
+        .args(["--issuer", "http://issuer.example.com", "--audience", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https is required"));
+}
