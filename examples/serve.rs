@@ -54,8 +54,11 @@ fn parse_args() -> Result<Args, String> {
         *slot = Some(it.next().ok_or_else(|| format!("{flag} needs a value"))?);
     }
     let secs = |name: &str, v: Option<String>| -> Result<Option<u64>, String> {
-        v.map(|s| s.parse::<u64>().map_err(|_| format!("{name} must be a number of seconds")))
-            .transpose()
+        v.map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{name} must be a number of seconds"))
+        })
+        .transpose()
     };
     let preset = match preset {
         Some(p) => Provider::from_name(&p).ok_or_else(|| format!("unknown preset {p}"))?,
@@ -124,13 +127,18 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().expect("local address");
     let resource = ProtectedResource::new(
-        args.audience.clone().unwrap_or_else(|| format!("http://{addr}")),
+        args.audience
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
     )
     .authorization_servers(verifier.issuers())
     .scopes_supported(["read:users", "write:flags"]);
     let app = common::demo_router(verifier, &resource);
     println!("listening on http://{addr}");
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown()).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+    {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

@@ -209,10 +209,16 @@ impl Issuer {
         let cfg = |m: String| Err(BuildError::Config(m));
         parse_url("issuer", &self.issuer)?;
         if self.leeway > MAX_LEEWAY {
-            return cfg(format!("leeway {:?} exceeds the maximum of {MAX_LEEWAY:?}", self.leeway));
+            return cfg(format!(
+                "leeway {:?} exceeds the maximum of {MAX_LEEWAY:?}",
+                self.leeway
+            ));
         }
         if self.provider.uses_audience() && self.audiences.is_empty() {
-            return cfg(format!("issuer {}: at least one audience is required", self.issuer));
+            return cfg(format!(
+                "issuer {}: at least one audience is required",
+                self.issuer
+            ));
         }
         if !self.provider.uses_audience() {
             if !self.audiences.is_empty() {
@@ -221,8 +227,15 @@ impl Issuer {
                     self.issuer
                 ));
             }
-            if self.allowed_client_ids.as_ref().is_none_or(|v| v.is_empty()) {
-                return cfg(format!("issuer {}: Cognito requires allowed_client_ids", self.issuer));
+            if self
+                .allowed_client_ids
+                .as_ref()
+                .is_none_or(|v| v.is_empty())
+            {
+                return cfg(format!(
+                    "issuer {}: Cognito requires allowed_client_ids",
+                    self.issuer
+                ));
             }
         }
         if self.audiences.iter().any(String::is_empty) {
@@ -355,29 +368,33 @@ impl VerifierBuilder {
         if self.issuers.is_empty() {
             return Err(BuildError::Config("no issuer configured".into()));
         }
-        if self.limits.max_bytes == 0 || self.limits.max_keys == 0 || self.limits.timeout.is_zero() {
+        if self.limits.max_bytes == 0 || self.limits.max_keys == 0 || self.limits.timeout.is_zero()
+        {
             return Err(BuildError::Config("fetch limits must be non-zero".into()));
         }
         let mut seen = HashSet::new();
         for i in &self.issuers {
             i.validate()?;
             if !seen.insert(i.issuer.clone()) {
-                return Err(BuildError::Config(format!("issuer {} configured twice", i.issuer)));
+                return Err(BuildError::Config(format!(
+                    "issuer {} configured twice",
+                    i.issuer
+                )));
             }
         }
         let fetcher = Arc::new(Fetcher::new(self.client, self.limits)?);
         let mut issuers = HashMap::new();
         for i in self.issuers {
-            let jwks_url = match &i.jwks_url {
-                Some(u) => parse_url("jwks_url", u)?,
-                None => fetcher
-                    .discover(&i.issuer)
-                    .await
-                    .map_err(|source| BuildError::Discovery {
-                        issuer: i.issuer.clone(),
-                        source,
+            let jwks_url =
+                match &i.jwks_url {
+                    Some(u) => parse_url("jwks_url", u)?,
+                    None => fetcher.discover(&i.issuer).await.map_err(|source| {
+                        BuildError::Discovery {
+                            issuer: i.issuer.clone(),
+                            source,
+                        }
                     })?,
-            };
+                };
             let store = Arc::new(KeyStore::new(jwks_url, fetcher.clone(), i.policy.clone()));
             let provider = i.provider;
             let verifier = IssuerVerifier {
@@ -393,12 +410,20 @@ impl VerifierBuilder {
                 tenant_claim: i
                     .tenant_claim
                     .unwrap_or_else(|| provider.tenant_claim().map(str::to_owned)),
-                scope_claims: i
-                    .scope_claims
-                    .unwrap_or_else(|| provider.scope_claims().iter().map(|s| (*s).to_owned()).collect()),
-                client_id_claims: i
-                    .client_id_claims
-                    .unwrap_or_else(|| provider.client_id_claims().iter().map(|s| (*s).to_owned()).collect()),
+                scope_claims: i.scope_claims.unwrap_or_else(|| {
+                    provider
+                        .scope_claims()
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect()
+                }),
+                client_id_claims: i.client_id_claims.unwrap_or_else(|| {
+                    provider
+                        .client_id_claims()
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect()
+                }),
                 allowed_client_ids: i.allowed_client_ids.map(|v| v.into_iter().collect()),
                 store,
             };

@@ -39,7 +39,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         optional_principal(parts).map(|o| o.map(|(p, _)| p))
     }
 }
@@ -67,7 +70,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Tenant {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         Ok(optional_principal(parts)?.and_then(|(p, _)| p.tenant().map(|t| Tenant(t.to_owned()))))
     }
 }
@@ -86,7 +92,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientId {
             None => Err(render(
                 &parts.extensions,
                 AuthError::new(
-                    AuthErrorKind::InvalidToken(Rejection::claim(Reason::MissingClaim, "client_id")),
+                    AuthErrorKind::InvalidToken(Rejection::claim(
+                        Reason::MissingClaim,
+                        "client_id",
+                    )),
                     challenge,
                 ),
             )),
@@ -97,8 +106,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientId {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for ClientId {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
-        Ok(optional_principal(parts)?.and_then(|(p, _)| p.client_id().map(|c| ClientId(c.to_owned()))))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(optional_principal(parts)?
+            .and_then(|(p, _)| p.client_id().map(|c| ClientId(c.to_owned()))))
     }
 }
 

@@ -82,11 +82,16 @@ pub(crate) fn parse_url(what: &'static str, s: &str) -> Result<Url, BuildError> 
 }
 
 fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
+    a.scheme() == b.scheme()
+        && a.host() == b.host()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 impl Fetcher {
-    pub(crate) fn new(client: Option<reqwest::Client>, limits: FetchLimits) -> Result<Self, BuildError> {
+    pub(crate) fn new(
+        client: Option<reqwest::Client>,
+        limits: FetchLimits,
+    ) -> Result<Self, BuildError> {
         let client = match client {
             Some(c) => c,
             None => reqwest::Client::builder()
@@ -126,7 +131,10 @@ impl Fetcher {
         let mut resp = self
             .client
             .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json, application/jwk-set+json")
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json, application/jwk-set+json",
+            )
             .header(reqwest::header::USER_AGENT, &self.limits.user_agent)
             .send()
             .await
@@ -147,7 +155,8 @@ impl Fetcher {
             return Err(FetchError::TooLarge { limit });
         }
         let max_age = max_age(resp.headers());
-        let mut body = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize).min(limit));
+        let mut body =
+            BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize).min(limit));
         while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
             if body.len() + chunk.len() > limit {
                 return Err(FetchError::TooLarge { limit });
@@ -177,10 +186,13 @@ impl Fetcher {
             Ok(url) => Ok(url),
             // A mismatch is a definite answer; do not paper over it with the other document.
             Err(e @ FetchError::IssuerMismatch { .. }) => Err(e),
-            Err(first_err) => self.discovery_doc(&rfc8414, issuer).await.map_err(|second| match second {
-                FetchError::Status(404) => first_err,
-                other => other,
-            }),
+            Err(first_err) => self
+                .discovery_doc(&rfc8414, issuer)
+                .await
+                .map_err(|second| match second {
+                    FetchError::Status(404) => first_err,
+                    other => other,
+                }),
         }
     }
 
@@ -273,7 +285,10 @@ mod tests {
     fn cache_control_max_age() {
         let mut h = HeaderMap::new();
         assert_eq!(max_age(&h), None);
-        h.insert(CACHE_CONTROL, "public, max-age=300, must-revalidate".parse().unwrap());
+        h.insert(
+            CACHE_CONTROL,
+            "public, max-age=300, must-revalidate".parse().unwrap(),
+        );
         assert_eq!(max_age(&h), Some(Duration::from_secs(300)));
         h.insert(CACHE_CONTROL, "no-store".parse().unwrap());
         assert_eq!(max_age(&h), Some(Duration::ZERO));

@@ -19,8 +19,7 @@ use crate::layer::trace_rejection;
 use crate::principal::Principal;
 use crate::rejection::{AuthContext, AuthError, AuthErrorKind, Challenge, Renderer};
 
-pub(crate) const NO_AUTH_LAYER: &str =
-    "m2m-guard: no M2mAuthLayer runs before this guard or extractor; add .layer(M2mAuthLayer::new(verifier)) around the routes";
+pub(crate) const NO_AUTH_LAYER: &str = "m2m-guard: no M2mAuthLayer runs before this guard or extractor; add .layer(M2mAuthLayer::new(verifier)) around the routes";
 
 mod sealed {
     pub trait Sealed {}
@@ -200,7 +199,9 @@ impl RequireTenant {
                         .map(str::to_owned)
                         .ok_or(AuthErrorKind::InvalidRequest("invalid organization header")),
                     (None, _) => Err(AuthErrorKind::InvalidRequest("missing organization header")),
-                    (Some(_), Some(_)) => Err(AuthErrorKind::InvalidRequest("more than one organization header")),
+                    (Some(_), Some(_)) => Err(AuthErrorKind::InvalidRequest(
+                        "more than one organization header",
+                    )),
                 }
             }
         }
@@ -210,7 +211,10 @@ impl RequireTenant {
     pub(crate) fn allows(&self, principal: &Principal, requested: &str) -> bool {
         match principal.tenant() {
             Some(t) => t == requested,
-            None => self.global_scope.as_deref().is_some_and(|s| principal.has_scope(s)),
+            None => self
+                .global_scope
+                .as_deref()
+                .is_some_and(|s| principal.has_scope(s)),
         }
     }
 }
@@ -257,7 +261,10 @@ pub struct Guarded<S, C> {
 
 /// Render `error` with the auth layer's handler when there is one for this
 /// body type, else the default response.
-pub(crate) fn render<B: From<String> + 'static>(extensions: &http::Extensions, error: AuthError) -> Response<B> {
+pub(crate) fn render<B: From<String> + 'static>(
+    extensions: &http::Extensions,
+    error: AuthError,
+) -> Response<B> {
     trace_rejection(&error);
     match extensions.get::<Renderer<B>>() {
         Some(r) => (r.0)(error),
@@ -266,7 +273,9 @@ pub(crate) fn render<B: From<String> + 'static>(extensions: &http::Extensions, e
 }
 
 /// Principal and challenge from the auth layer, or the error to answer with.
-pub(crate) fn authenticated(extensions: &http::Extensions) -> Result<(Principal, Arc<Challenge>), AuthError> {
+pub(crate) fn authenticated(
+    extensions: &http::Extensions,
+) -> Result<(Principal, Arc<Challenge>), AuthError> {
     let Some(ctx) = extensions.get::<AuthContext>() else {
         return Err(AuthError::new(
             AuthErrorKind::Misconfigured(NO_AUTH_LAYER),
@@ -275,7 +284,10 @@ pub(crate) fn authenticated(extensions: &http::Extensions) -> Result<(Principal,
     };
     match extensions.get::<Principal>() {
         Some(p) => Ok((p.clone(), ctx.challenge.clone())),
-        None => Err(AuthError::new(AuthErrorKind::MissingToken, ctx.challenge.clone())),
+        None => Err(AuthError::new(
+            AuthErrorKind::MissingToken,
+            ctx.challenge.clone(),
+        )),
     }
 }
 
@@ -337,7 +349,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             GuardProj::Inner { fut } => fut.poll(cx),
-            GuardProj::Ready { resp } => Poll::Ready(Ok(resp.take().expect("GuardFuture polled after completion"))),
+            GuardProj::Ready { resp } => Poll::Ready(Ok(resp
+                .take()
+                .expect("GuardFuture polled after completion"))),
         }
     }
 }

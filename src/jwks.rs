@@ -87,7 +87,11 @@ impl KeySet {
     /// cached verification stays valid while its key is still published.
     pub(crate) fn inherit_ids(&mut self, previous: &KeySet) {
         for k in &mut self.keys {
-            if let Some(old) = previous.keys.iter().find(|o| o.fingerprint == k.fingerprint) {
+            if let Some(old) = previous
+                .keys
+                .iter()
+                .find(|o| o.fingerprint == k.fingerprint)
+            {
                 k.id = old.id;
             }
         }
@@ -97,7 +101,8 @@ impl KeySet {
 /// Parse a JWKS document. Fails only when the document itself is unusable:
 /// not JSON, no `keys` array, too many keys, or no usable key at all.
 pub(crate) fn parse_jwks(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
-    let doc = parse_object(body).ok_or_else(|| FetchError::Parse("key set is not a JSON object".into()))?;
+    let doc = parse_object(body)
+        .ok_or_else(|| FetchError::Parse("key set is not a JSON object".into()))?;
     let Some(Value::Array(entries)) = doc.get("keys") else {
         return Err(FetchError::Parse("key set has no \"keys\" array".into()));
     };
@@ -131,7 +136,10 @@ pub(crate) fn parse_jwks(body: &[u8], max_keys: usize) -> Result<KeySet, FetchEr
     })
 }
 
-fn str_field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<Option<&'a str>, ()> {
+fn str_field<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, ()> {
     match obj.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -191,7 +199,8 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
             if e_s.is_empty() || e_s.len() > 8 || e_s[e_s.len() - 1] & 1 == 0 || e_s == [1] {
                 return None;
             }
-            let family: Vec<Algorithm> = Algorithm::ALL.into_iter().filter(|a| a.is_rsa()).collect();
+            let family: Vec<Algorithm> =
+                Algorithm::ALL.into_iter().filter(|a| a.is_rsa()).collect();
             let algs = match declared {
                 Some(a) if a.is_rsa() => vec![a],
                 Some(_) => return None,
@@ -200,7 +209,11 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
             let mut material = n_s.to_vec();
             material.extend_from_slice(b"|");
             material.extend_from_slice(e_s);
-            (algs, DecodingKey::from_rsa_raw_components(n_s, e_s), material)
+            (
+                algs,
+                DecodingKey::from_rsa_raw_components(n_s, e_s),
+                material,
+            )
         }
         "EC" => {
             let crv = str_field(obj, "crv").ok()??;
@@ -245,7 +258,10 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
     let fingerprint = format!(
         "{}|{}|{}",
         kid.as_deref().unwrap_or(""),
-        algs.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","),
+        algs.iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         URL_SAFE_NO_PAD.encode(&material)
     );
     Some(VerifyKey {
@@ -268,12 +284,17 @@ mod tests {
     }
 
     fn ec_xy() -> (String, String) {
-        (URL_SAFE_NO_PAD.encode([7u8; 32]), URL_SAFE_NO_PAD.encode([9u8; 32]))
+        (
+            URL_SAFE_NO_PAD.encode([7u8; 32]),
+            URL_SAFE_NO_PAD.encode([9u8; 32]),
+        )
     }
 
     fn one(jwk: serde_json::Value) -> Option<VerifyKey> {
         let doc = serde_json::json!({ "keys": [jwk] }).to_string();
-        parse_jwks(doc.as_bytes(), 10).ok().map(|mut s| s.keys.remove(0))
+        parse_jwks(doc.as_bytes(), 10)
+            .ok()
+            .map(|mut s| s.keys.remove(0))
     }
 
     #[test]
@@ -285,7 +306,8 @@ mod tests {
 
     #[test]
     fn declared_alg_pins_the_key() {
-        let k = one(serde_json::json!({"kty":"RSA","alg":"PS256","n":rsa_n(2048),"e":"AQAB"})).unwrap();
+        let k =
+            one(serde_json::json!({"kty":"RSA","alg":"PS256","n":rsa_n(2048),"e":"AQAB"})).unwrap();
         assert_eq!(k.algs, vec![Algorithm::PS256]);
         let (x, y) = ec_xy();
         let k = one(serde_json::json!({"kty":"EC","crv":"P-256","x":x,"y":y})).unwrap();
@@ -329,13 +351,25 @@ mod tests {
 
     #[test]
     fn document_level_failures() {
-        assert!(matches!(parse_jwks(b"<html>", 10), Err(FetchError::Parse(_))));
-        assert!(matches!(parse_jwks(br#"{"keys":{}}"#, 10), Err(FetchError::Parse(_))));
-        assert!(matches!(parse_jwks(br#"{"keys":[]}"#, 10), Err(FetchError::NoUsableKeys)));
+        assert!(matches!(
+            parse_jwks(b"<html>", 10),
+            Err(FetchError::Parse(_))
+        ));
+        assert!(matches!(
+            parse_jwks(br#"{"keys":{}}"#, 10),
+            Err(FetchError::Parse(_))
+        ));
+        assert!(matches!(
+            parse_jwks(br#"{"keys":[]}"#, 10),
+            Err(FetchError::NoUsableKeys)
+        ));
         let many = serde_json::json!({"keys": vec![serde_json::json!({}); 11]}).to_string();
         assert!(matches!(
             parse_jwks(many.as_bytes(), 10),
-            Err(FetchError::TooManyKeys { count: 11, limit: 10 })
+            Err(FetchError::TooManyKeys {
+                count: 11,
+                limit: 10
+            })
         ));
     }
 
@@ -348,10 +382,22 @@ mod tests {
         ]})
         .to_string();
         let set = parse_jwks(doc.as_bytes(), 10).unwrap();
-        assert!(matches!(set.find(Some("r"), Algorithm::RS256), Lookup::Found(_)));
-        assert!(matches!(set.find(Some("r"), Algorithm::ES256), Lookup::WrongAlgorithm));
-        assert!(matches!(set.find(Some("zz"), Algorithm::RS256), Lookup::UnknownKid));
+        assert!(matches!(
+            set.find(Some("r"), Algorithm::RS256),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(Some("r"), Algorithm::ES256),
+            Lookup::WrongAlgorithm
+        ));
+        assert!(matches!(
+            set.find(Some("zz"), Algorithm::RS256),
+            Lookup::UnknownKid
+        ));
         assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Found(_)));
-        assert!(matches!(set.find(None, Algorithm::EdDSA), Lookup::Ambiguous));
+        assert!(matches!(
+            set.find(None, Algorithm::EdDSA),
+            Lookup::Ambiguous
+        ));
     }
 }

@@ -170,16 +170,20 @@ impl KeyStore {
             *this.inflight.lock().unwrap_or_else(|e| e.into_inner()) = None;
             result
         });
-        let fut = async move { task.await.unwrap_or_else(|_| Err(Arc::new(FetchError::Cancelled))) }
-            .boxed()
-            .shared();
+        let fut = async move {
+            task.await
+                .unwrap_or_else(|_| Err(Arc::new(FetchError::Cancelled)))
+        }
+        .boxed()
+        .shared();
         *slot = Some(fut.clone());
         fut
     }
 
     async fn fetch_once(&self) -> Result<Arc<KeySet>, Arc<FetchError>> {
         let result = match self.fetcher.get(&self.url).await {
-            Ok(fetched) => parse_jwks(&fetched.body, self.fetcher.limits.max_keys).map(|set| (set, fetched.max_age)),
+            Ok(fetched) => parse_jwks(&fetched.body, self.fetcher.limits.max_keys)
+                .map(|set| (set, fetched.max_age)),
             Err(e) => Err(e),
         };
         let now = Instant::now();

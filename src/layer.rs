@@ -15,7 +15,9 @@ use tower_service::Service;
 use crate::error::Rejection;
 use crate::metadata::ProtectedResource;
 use crate::principal::Principal;
-use crate::rejection::{AuthContext, AuthError, AuthErrorKind, Challenge, DefaultRejection, OnRejection, Renderer};
+use crate::rejection::{
+    AuthContext, AuthError, AuthErrorKind, Challenge, DefaultRejection, OnRejection, Renderer,
+};
 use crate::verifier::Verifier;
 
 /// A tower [`Layer`] that requires a valid M2M access token.
@@ -160,9 +162,9 @@ fn is_b64token(s: &str) -> bool {
     // RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// Find the bearer token. Only the `Authorization` header is accepted.
@@ -172,17 +174,19 @@ pub(crate) fn find_token<B>(req: &Request<B>) -> Result<Found<'_>, &'static str>
     if headers.next().is_some() {
         return Err("more than one authorization header");
     }
-    let in_query = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "access_token" || p.starts_with("access_token=")));
+    let in_query = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "access_token" || p.starts_with("access_token="))
+    });
     let Some(value) = header else {
         if in_query {
             return Err("tokens in the query string are not accepted");
         }
         return Ok(Found::None);
     };
-    let value = value.to_str().map_err(|_| "malformed authorization header")?;
+    let value = value
+        .to_str()
+        .map_err(|_| "malformed authorization header")?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         // Another scheme (Basic, DPoP, ...) carries no bearer token.
@@ -225,7 +229,9 @@ where
             challenge: self.challenge.clone(),
         });
         req.extensions_mut()
-            .insert(Renderer::<ResBody>(Arc::new(move |e| renderer.on_rejection(e))));
+            .insert(Renderer::<ResBody>(Arc::new(move |e| {
+                renderer.on_rejection(e)
+            })));
 
         // The inner service was driven to readiness: take that one into the
         // future and leave a fresh clone behind (see tower-service docs, "Be
@@ -235,20 +241,30 @@ where
 
         let kind = match find_token(&req) {
             Err(desc) => Kind::Rejected {
-                error: Some(AuthError::new(AuthErrorKind::InvalidRequest(desc), self.challenge.clone())),
+                error: Some(AuthError::new(
+                    AuthErrorKind::InvalidRequest(desc),
+                    self.challenge.clone(),
+                )),
             },
             Ok(Found::None) if self.optional => {
                 trace_decision("anonymous", None);
-                Kind::Calling { fut: inner.call(req) }
+                Kind::Calling {
+                    fut: inner.call(req),
+                }
             }
             Ok(Found::None) => Kind::Rejected {
-                error: Some(AuthError::new(AuthErrorKind::MissingToken, self.challenge.clone())),
+                error: Some(AuthError::new(
+                    AuthErrorKind::MissingToken,
+                    self.challenge.clone(),
+                )),
             },
             Ok(Found::Token(token)) => match self.verifier.verify_cached(token) {
                 Some(principal) => {
                     trace_decision("accepted", Some(&principal));
                     req.extensions_mut().insert(principal);
-                    Kind::Calling { fut: inner.call(req) }
+                    Kind::Calling {
+                        fut: inner.call(req),
+                    }
                 }
                 None => {
                     let verifier = self.verifier.clone();
@@ -354,14 +370,17 @@ where
                             this.kind.set(Kind::Calling { fut });
                         }
                         Err(rejection) => {
-                            let error = AuthError::from_rejection(rejection, this.challenge.clone());
+                            let error =
+                                AuthError::from_rejection(rejection, this.challenge.clone());
                             this.kind.set(Kind::Rejected { error: Some(error) });
                         }
                     }
                 }
                 KindProj::Calling { fut } => return fut.poll(cx),
                 KindProj::Rejected { error } => {
-                    let error = error.take().expect("ResponseFuture polled after completion");
+                    let error = error
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     trace_rejection(&error);
                     return Poll::Ready(Ok(this.on_rejection.on_rejection(error)));
                 }
@@ -391,26 +410,49 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        for h in ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc.def.ghi"] {
-            assert_eq!(token_of(&req(&[("authorization", h)], "/")), Ok(Some("abc.def.ghi".into())), "{h}");
+        for h in [
+            "Bearer abc.def.ghi",
+            "bearer abc.def.ghi",
+            "BEARER  abc.def.ghi",
+        ] {
+            assert_eq!(
+                token_of(&req(&[("authorization", h)], "/")),
+                Ok(Some("abc.def.ghi".into())),
+                "{h}"
+            );
         }
     }
 
     #[test]
     fn other_schemes_and_absence_are_no_token() {
         assert_eq!(token_of(&req(&[], "/")), Ok(None));
-        assert_eq!(token_of(&req(&[("authorization", "Basic dXNlcjpwdw==")], "/")), Ok(None));
+        assert_eq!(
+            token_of(&req(&[("authorization", "Basic dXNlcjpwdw==")], "/")),
+            Ok(None)
+        );
     }
 
     #[test]
     fn malformed_requests() {
-        let two = req(&[("authorization", "Bearer a.b.c"), ("authorization", "Bearer a.b.c")], "/");
+        let two = req(
+            &[
+                ("authorization", "Bearer a.b.c"),
+                ("authorization", "Bearer a.b.c"),
+            ],
+            "/",
+        );
         assert!(token_of(&two).is_err());
         assert!(token_of(&req(&[("authorization", "Bearer")], "/")).is_err());
         assert!(token_of(&req(&[("authorization", "Bearer ")], "/")).is_err());
         assert!(token_of(&req(&[("authorization", "Bearer a.b.c extra")], "/")).is_err());
         assert!(token_of(&req(&[("authorization", "Bearer a\"b")], "/")).is_err());
-        assert!(token_of(&req(&[("authorization", "Bearer a.b.c")], "/x?access_token=a.b.c")).is_err());
+        assert!(
+            token_of(&req(
+                &[("authorization", "Bearer a.b.c")],
+                "/x?access_token=a.b.c"
+            ))
+            .is_err()
+        );
         assert!(token_of(&req(&[], "/x?a=1&access_token=a.b.c")).is_err());
         assert_eq!(token_of(&req(&[], "/x?my_access_token=1")), Ok(None));
     }

@@ -89,7 +89,11 @@ impl ProtectedResource {
     /// The absolute URL of the document, for `resource_metadata` in challenges.
     pub fn metadata_url(&self) -> String {
         match url::Url::parse(&self.resource) {
-            Ok(u) => format!("{}{}", u.origin().ascii_serialization(), self.well_known_path()),
+            Ok(u) => format!(
+                "{}{}",
+                u.origin().ascii_serialization(),
+                self.well_known_path()
+            ),
             Err(_) => format!("{}{WELL_KNOWN}", self.resource.trim_end_matches('/')),
         }
     }
@@ -144,13 +148,16 @@ impl<B> Service<Request<B>> for MetadataService {
             let mut r = Response::new(self.body.to_string());
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r.headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+            r.headers_mut().insert(
+                CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
             r
         } else {
             let mut r = Response::new(String::new());
             *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             r
         };
         if req.method() == Method::HEAD {

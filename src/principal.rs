@@ -109,7 +109,9 @@ impl Principal {
 
     /// When the token was issued (`iat`), if stated.
     pub fn issued_at(&self) -> Option<SystemTime> {
-        self.inner.issued_at.map(|s| UNIX_EPOCH + Duration::from_secs(s))
+        self.inner
+            .issued_at
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
     }
 
     /// The token identifier (`jti`), if stated.

@@ -68,7 +68,9 @@ impl AuthError {
 
     pub(crate) fn from_rejection(rejection: Rejection, challenge: Arc<Challenge>) -> Self {
         let kind = match rejection.retry_after() {
-            Some(retry_after) if rejection.is_unavailable() => AuthErrorKind::Unavailable { retry_after },
+            Some(retry_after) if rejection.is_unavailable() => {
+                AuthErrorKind::Unavailable { retry_after }
+            }
             _ => AuthErrorKind::InvalidToken(rejection),
         };
         AuthError::new(kind, challenge)
@@ -82,9 +84,13 @@ impl AuthError {
     /// The HTTP status this refusal maps to.
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            AuthErrorKind::MissingToken | AuthErrorKind::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthErrorKind::MissingToken | AuthErrorKind::InvalidToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             AuthErrorKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            AuthErrorKind::InsufficientScope { .. } | AuthErrorKind::WrongTenant => StatusCode::FORBIDDEN,
+            AuthErrorKind::InsufficientScope { .. } | AuthErrorKind::WrongTenant => {
+                StatusCode::FORBIDDEN
+            }
             AuthErrorKind::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AuthErrorKind::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,7 +102,9 @@ impl AuthError {
             AuthErrorKind::MissingToken => None,
             AuthErrorKind::InvalidRequest(_) => Some("invalid_request"),
             AuthErrorKind::InvalidToken(_) => Some("invalid_token"),
-            AuthErrorKind::InsufficientScope { .. } | AuthErrorKind::WrongTenant => Some("insufficient_scope"),
+            AuthErrorKind::InsufficientScope { .. } | AuthErrorKind::WrongTenant => {
+                Some("insufficient_scope")
+            }
             AuthErrorKind::Unavailable { .. } => Some("temporarily_unavailable"),
             AuthErrorKind::Misconfigured(_) => Some("server_error"),
         }
@@ -135,7 +143,10 @@ impl AuthError {
         }
         let mut v = format!("Bearer realm=\"{}\"", quote(&self.challenge.realm));
         if let Some(code) = self.error_code() {
-            v.push_str(&format!(", error=\"{code}\", error_description=\"{}\"", self.description()));
+            v.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{}\"",
+                self.description()
+            ));
         }
         if let AuthErrorKind::InsufficientScope { required } = &self.kind {
             v.push_str(&format!(", scope=\"{}\"", quote(required)));

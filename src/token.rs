@@ -148,7 +148,12 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Rejec
         2 => return Err(Rejection::new(Reason::Encrypted)),
         _ => return Err(Rejection::new(Reason::Malformed)),
     }
-    if h.is_empty() || p.is_empty() || s.is_empty() || !is_b64url(h) || !is_b64url(p) || !is_b64url(s)
+    if h.is_empty()
+        || p.is_empty()
+        || s.is_empty()
+        || !is_b64url(h)
+        || !is_b64url(p)
+        || !is_b64url(s)
     {
         return Err(Rejection::new(Reason::Malformed));
     }
@@ -177,9 +182,8 @@ fn parse_header(obj: &Object) -> Result<Header, Rejection> {
         return Err(Rejection::new(Reason::UnsupportedCritical));
     }
     let alg = match obj.get("alg") {
-        Some(Value::String(name)) => {
-            Algorithm::from_name(name).ok_or_else(|| Rejection::new(Reason::UnsupportedAlgorithm))?
-        }
+        Some(Value::String(name)) => Algorithm::from_name(name)
+            .ok_or_else(|| Rejection::new(Reason::UnsupportedAlgorithm))?,
         Some(_) => return Err(Rejection::new(Reason::Malformed)),
         None => return Err(Rejection::new(Reason::Malformed)),
     };
@@ -314,9 +318,18 @@ mod tests {
         let good = tok(h, "{}");
         assert!(parse(&good, 10_000).is_ok());
         assert_eq!(parse("a.b", 100).unwrap_err().reason(), Reason::Malformed);
-        assert_eq!(parse("a.b.c.d", 100).unwrap_err().reason(), Reason::Malformed);
-        assert_eq!(parse("a.b.c.d.e", 100).unwrap_err().reason(), Reason::Encrypted);
-        assert_eq!(parse(&format!("{good}."), 10_000).unwrap_err().reason(), Reason::Malformed);
+        assert_eq!(
+            parse("a.b.c.d", 100).unwrap_err().reason(),
+            Reason::Malformed
+        );
+        assert_eq!(
+            parse("a.b.c.d.e", 100).unwrap_err().reason(),
+            Reason::Encrypted
+        );
+        assert_eq!(
+            parse(&format!("{good}."), 10_000).unwrap_err().reason(),
+            Reason::Malformed
+        );
     }
 
     #[test]
@@ -331,7 +344,9 @@ mod tests {
 
     #[test]
     fn algorithms_are_exact_and_asymmetric() {
-        for bad in ["none", "None", "NONE", "nOnE", "HS256", "HS384", "HS512", "rs256", "ES512", ""] {
+        for bad in [
+            "none", "None", "NONE", "nOnE", "HS256", "HS384", "HS512", "rs256", "ES512", "",
+        ] {
             let t = tok(&format!(r#"{{"alg":"{bad}"}}"#), "{}");
             assert_eq!(
                 parse(&t, 10_000).unwrap_err().reason(),
@@ -346,15 +361,26 @@ mod tests {
     #[test]
     fn crit_and_b64_are_rejected() {
         let t = tok(r#"{"alg":"RS256","crit":["exp"],"exp":1}"#, "{}");
-        assert_eq!(parse(&t, 10_000).unwrap_err().reason(), Reason::UnsupportedCritical);
+        assert_eq!(
+            parse(&t, 10_000).unwrap_err().reason(),
+            Reason::UnsupportedCritical
+        );
         let t = tok(r#"{"alg":"RS256","b64":false}"#, "{}");
-        assert_eq!(parse(&t, 10_000).unwrap_err().reason(), Reason::UnsupportedCritical);
+        assert_eq!(
+            parse(&t, 10_000).unwrap_err().reason(),
+            Reason::UnsupportedCritical
+        );
     }
 
     #[test]
     fn kid_must_be_a_short_string() {
         let long = "k".repeat(MAX_KID_LEN + 1);
-        for kid in [format!("\"{long}\""), "1".into(), "null".into(), "\"\"".into()] {
+        for kid in [
+            format!("\"{long}\""),
+            "1".into(),
+            "null".into(),
+            "\"\"".into(),
+        ] {
             let t = tok(&format!(r#"{{"alg":"RS256","kid":{kid}}}"#), "{}");
             assert_eq!(parse(&t, 100_000).unwrap_err().reason(), Reason::Malformed);
         }
@@ -363,6 +389,9 @@ mod tests {
     #[test]
     fn size_limit_is_checked_first() {
         let t = tok(r#"{"alg":"RS256"}"#, "{}");
-        assert_eq!(parse(&t, t.len() - 1).unwrap_err().reason(), Reason::TooLarge);
+        assert_eq!(
+            parse(&t, t.len() - 1).unwrap_err().reason(),
+            Reason::TooLarge
+        );
     }
 }

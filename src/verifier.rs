@@ -53,7 +53,10 @@ impl moka::Expiry<Arc<str>, Arc<CachedToken>> for ExpireAtExp {
         _created_at: std::time::Instant,
     ) -> Option<std::time::Duration> {
         Some(std::time::Duration::from_secs(
-            value.valid_until.saturating_sub(now_secs()).saturating_add(1),
+            value
+                .valid_until
+                .saturating_sub(now_secs())
+                .saturating_add(1),
         ))
     }
 }
@@ -133,12 +136,18 @@ impl Verifier {
     /// How many key-set fetches were started for `issuer` so far (for
     /// metrics and tests). `None` for an issuer that is not configured.
     pub fn key_fetch_count(&self, issuer: &str) -> Option<u64> {
-        self.inner.issuers.get(issuer).map(|i| i.store.fetch_count())
+        self.inner
+            .issuers
+            .get(issuer)
+            .map(|i| i.store.fetch_count())
     }
 
     /// The key-set URL in use for `issuer`.
     pub fn jwks_url(&self, issuer: &str) -> Option<&str> {
-        self.inner.issuers.get(issuer).map(|i| i.store.url().as_str())
+        self.inner
+            .issuers
+            .get(issuer)
+            .map(|i| i.store.url().as_str())
     }
 
     /// Load every issuer's keys now rather than on the first request.
@@ -165,7 +174,8 @@ impl Verifier {
         if let Some(p) = self.verify_cached(token) {
             return Ok(p);
         }
-        let (principal, store, key_id, valid_from, valid_until) = self.verify_uncached(token).await?;
+        let (principal, store, key_id, valid_from, valid_until) =
+            self.verify_uncached(token).await?;
         if let Some(cache) = &self.inner.cache {
             let entry = CachedToken {
                 principal: principal.clone(),
@@ -197,7 +207,10 @@ impl Verifier {
         }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<(Principal, Arc<KeyStore>, u64, u64, u64), Rejection> {
+    async fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, Arc<KeyStore>, u64, u64, u64), Rejection> {
         let unverified = token::parse(token, self.inner.max_token_bytes)?;
         // The unverified `iss` only selects which configuration verifies the
         // token; an unknown issuer costs no fetch and no signature check.
@@ -216,13 +229,16 @@ impl Verifier {
             .await
             .map_err(|e| e.with_issuer(iv.issuer.clone()))?;
         let valid_until = principal.exp_secs().saturating_add(iv.leeway);
-        let valid_from = principal.nbf_secs().map_or(0, |n| n.saturating_sub(iv.leeway));
+        let valid_from = principal
+            .nbf_secs()
+            .map_or(0, |n| n.saturating_sub(iv.leeway));
         Ok((principal, iv.store.clone(), key_id, valid_from, valid_until))
     }
 }
 
 fn check_typ(typ: Option<&str>, mode: TokenType) -> Result<(), Rejection> {
-    let is_at = |t: &str| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt");
+    let is_at =
+        |t: &str| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt");
     let ok = match (typ, mode) {
         (Some(t), TokenType::Strict) => is_at(t),
         (None, TokenType::Strict) => false,
@@ -329,7 +345,8 @@ impl IssuerVerifier {
         let leeway = self.leeway;
 
         // iss was matched exactly when this verifier was selected.
-        let exp = numeric_date(&claims, "exp")?.ok_or_else(|| Rejection::claim(Reason::MissingClaim, "exp"))?;
+        let exp = numeric_date(&claims, "exp")?
+            .ok_or_else(|| Rejection::claim(Reason::MissingClaim, "exp"))?;
         if now > exp.saturating_add(leeway) {
             return Err(Rejection::new(Reason::Expired));
         }
@@ -447,11 +464,15 @@ impl IssuerVerifier {
         for name in &self.scope_claims {
             match claims.get(name) {
                 None => {}
-                Some(Value::String(s)) => out.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned)),
+                Some(Value::String(s)) => {
+                    out.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
+                }
                 Some(Value::Array(list)) => {
                     for v in list {
                         match v {
-                            Value::String(s) if !s.is_empty() && !s.contains(' ') => out.push(s.clone()),
+                            Value::String(s) if !s.is_empty() && !s.contains(' ') => {
+                                out.push(s.clone())
+                            }
                             _ => return Err(Rejection::claim(Reason::InvalidClaim, name)),
                         }
                     }

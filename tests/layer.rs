@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
 use m2m_guard::test_util::{Outage, TestIssuer};
 use m2m_guard::{
-    AuthError, ClientId, M2mAuthLayer, Principal, ProtectedResource, RequireScope, RequireTenant, ScopeSet, Scoped,
-    Scopes, Tenant, Verifier,
+    AuthError, ClientId, M2mAuthLayer, Principal, ProtectedResource, RequireScope, RequireTenant,
+    ScopeSet, Scoped, Scopes, Tenant, Verifier,
 };
 use std::time::Duration;
 use tower::ServiceExt as _;
@@ -23,7 +23,11 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let issuer = TestIssuer::start().await;
-    let verifier = Verifier::builder().issuer(issuer.config()).build().await.unwrap();
+    let verifier = Verifier::builder()
+        .issuer(issuer.config())
+        .build()
+        .await
+        .unwrap();
     Fixture { issuer, verifier }
 }
 
@@ -36,7 +40,10 @@ fn app(verifier: Verifier) -> Router {
     let resource = ProtectedResource::new("https://api.example.test/v1")
         .authorization_servers(verifier.issuers())
         .scopes_supported(["read:users", "write:flags"]);
-    app_with(M2mAuthLayer::new(verifier).protected_resource(&resource), &resource)
+    app_with(
+        M2mAuthLayer::new(verifier).protected_resource(&resource),
+        &resource,
+    )
 }
 
 fn app_with<R>(layer: M2mAuthLayer<R>, resource: &ProtectedResource) -> Router
@@ -55,12 +62,25 @@ where
         .route_layer(RequireScope::any(["read:reports", "admin"]));
     let header_tenant = Router::new()
         .route("/by-header", get(|| async { "ok" }))
-        .route_layer(RequireTenant::header(header::HeaderName::from_static("x-org-id")));
+        .route_layer(RequireTenant::header(header::HeaderName::from_static(
+            "x-org-id",
+        )));
     Router::new()
-        .route("/whoami", get(|p: Principal| async move { p.client_id().unwrap_or("-").to_owned() }))
+        .route(
+            "/whoami",
+            get(|p: Principal| async move { p.client_id().unwrap_or("-").to_owned() }),
+        )
         .route("/client", get(|c: ClientId| async move { c.0 }))
-        .route("/scopes", get(|s: Scopes| async move { s.iter().collect::<Vec<_>>().join(",") }))
-        .route("/flags", post(|Scoped(p, ..): Scoped<WriteFlags>| async move { p.client_id().unwrap_or("-").to_owned() }))
+        .route(
+            "/scopes",
+            get(|s: Scopes| async move { s.iter().collect::<Vec<_>>().join(",") }),
+        )
+        .route(
+            "/flags",
+            post(|Scoped(p, ..): Scoped<WriteFlags>| async move {
+                p.client_id().unwrap_or("-").to_owned()
+            }),
+        )
         .merge(users)
         .merge(admin)
         .merge(reports)
@@ -78,7 +98,10 @@ fn get_req(uri: &str, token: Option<&str>) -> Request<Body> {
     b.body(Body::empty()).unwrap()
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Option<String>, String, Response<()>) {
+async fn send(
+    app: &Router,
+    req: Request<Body>,
+) -> (StatusCode, Option<String>, String, Response<()>) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
@@ -97,8 +120,14 @@ async fn no_token_is_401_with_a_bare_challenge() {
     let app = app(f.verifier);
     let (status, www, body, resp) = send(&app, get_req("/whoami", None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(www.as_deref(), Some(format!(r#"Bearer realm="api", resource_metadata="{META}""#).as_str()));
-    assert_eq!(body, r#"{"error":"unauthorized","error_description":"a bearer token is required"}"#);
+    assert_eq!(
+        www.as_deref(),
+        Some(format!(r#"Bearer realm="api", resource_metadata="{META}""#).as_str())
+    );
+    assert_eq!(
+        body,
+        r#"{"error":"unauthorized","error_description":"a bearer token is required"}"#
+    );
     assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
     assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
     // Another scheme is no bearer token either.
@@ -114,10 +143,18 @@ async fn no_token_is_401_with_a_bare_challenge() {
 async fn valid_token_reaches_the_handler_with_its_principal() {
     let f = fixture().await;
     let app = app(f.verifier);
-    let t = f.issuer.token().client_id("svc-a").scopes(["read:users", "x"]).sign();
+    let t = f
+        .issuer
+        .token()
+        .client_id("svc-a")
+        .scopes(["read:users", "x"])
+        .sign();
     assert_eq!(send(&app, get_req("/whoami", Some(&t))).await.2, "svc-a");
     assert_eq!(send(&app, get_req("/client", Some(&t))).await.2, "svc-a");
-    assert_eq!(send(&app, get_req("/scopes", Some(&t))).await.2, "read:users,x");
+    assert_eq!(
+        send(&app, get_req("/scopes", Some(&t))).await.2,
+        "read:users,x"
+    );
     // Scheme is case-insensitive.
     let req = Request::builder()
         .uri("/whoami")
@@ -143,11 +180,17 @@ async fn invalid_token_is_401_invalid_token_without_token_contents() {
             .as_str()
         )
     );
-    assert_eq!(body, r#"{"error":"invalid_token","error_description":"the token has expired"}"#);
+    assert_eq!(
+        body,
+        r#"{"error":"invalid_token","error_description":"the token has expired"}"#
+    );
     assert!(!body.contains("leaky-client"));
     let (status, www, ..) = send(&app, get_req("/whoami", Some("not.a.jwt"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(www.unwrap().contains(r#"error_description="the token is malformed""#));
+    assert!(
+        www.unwrap()
+            .contains(r#"error_description="the token is malformed""#)
+    );
 }
 
 #[tokio::test]
@@ -172,8 +215,15 @@ async fn malformed_requests_are_400_invalid_request() {
             .as_str()
         )
     );
-    assert_eq!(body, r#"{"error":"invalid_request","error_description":"more than one authorization header"}"#);
-    let (status, ..) = send(&app, get_req(&format!("/whoami?access_token={t}"), Some(&t))).await;
+    assert_eq!(
+        body,
+        r#"{"error":"invalid_request","error_description":"more than one authorization header"}"#
+    );
+    let (status, ..) = send(
+        &app,
+        get_req(&format!("/whoami?access_token={t}"), Some(&t)),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let req = Request::builder()
         .uri("/whoami")
@@ -194,7 +244,10 @@ async fn missing_scope_is_403_with_the_scope_attribute() {
     let (status, www, body, _) = send(&app, get_req("/orgs/org_1/users", Some(&t))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(www.as_deref(), Some(expected.as_str()));
-    assert_eq!(body, r#"{"error":"insufficient_scope","error_description":"the token lacks a required scope"}"#);
+    assert_eq!(
+        body,
+        r#"{"error":"insufficient_scope","error_description":"the token lacks a required scope"}"#
+    );
     // The extractor-style guard answers the same way.
     let req = Request::builder()
         .method("POST")
@@ -255,15 +308,40 @@ async fn tenant_isolation() {
     assert!(!body.contains("org_1"));
     // A global token, even with the scope, is not any org's.
     let global = f.issuer.token().scopes(["read:users"]).sign();
-    assert_eq!(send(&app, get_req("/orgs/org_1/users", Some(&global))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&app, get_req("/orgs/org_1/users", Some(&global)))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
     // Unless the route opts in for an admin scope.
     let admin = f.issuer.token().scopes(["admin:orgs"]).sign();
-    assert_eq!(send(&app, get_req("/admin/orgs/org_9", Some(&admin))).await.0, StatusCode::OK);
-    assert_eq!(send(&app, get_req("/admin/orgs/org_9", Some(&global))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&app, get_req("/admin/orgs/org_9", Some(&admin)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, get_req("/admin/orgs/org_9", Some(&global)))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
     // An org-scoped token stays bound to its org even with the admin scope.
     let org_admin = f.issuer.token().org("org_1").scopes(["admin:orgs"]).sign();
-    assert_eq!(send(&app, get_req("/admin/orgs/org_9", Some(&org_admin))).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(send(&app, get_req("/admin/orgs/org_1", Some(&org_admin))).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, get_req("/admin/orgs/org_9", Some(&org_admin)))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&app, get_req("/admin/orgs/org_1", Some(&org_admin)))
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -272,14 +350,19 @@ async fn tenant_from_a_header() {
     let app = app(f.verifier);
     let t = f.issuer.token().org("org_1").sign();
     let with = |v: Option<&str>| {
-        let mut b = Request::builder().uri("/by-header").header(header::AUTHORIZATION, format!("Bearer {t}"));
+        let mut b = Request::builder()
+            .uri("/by-header")
+            .header(header::AUTHORIZATION, format!("Bearer {t}"));
         if let Some(v) = v {
             b = b.header("x-org-id", v);
         }
         b.body(Body::empty()).unwrap()
     };
     assert_eq!(send(&app, with(Some("org_1"))).await.0, StatusCode::OK);
-    assert_eq!(send(&app, with(Some("org_2"))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&app, with(Some("org_2"))).await.0,
+        StatusCode::FORBIDDEN
+    );
     let (status, www, ..) = send(&app, with(None)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(www.unwrap().contains(r#"error="invalid_request""#));
@@ -289,15 +372,25 @@ async fn tenant_from_a_header() {
 async fn unknown_paths_stay_404_and_public_routes_need_no_token() {
     let f = fixture().await;
     let app = app(f.verifier);
-    assert_eq!(send(&app, get_req("/nope", None)).await.0, StatusCode::NOT_FOUND);
-    let (status, _, body, resp) = send(&app, get_req("/.well-known/oauth-protected-resource/v1", None)).await;
+    assert_eq!(
+        send(&app, get_req("/nope", None)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _, body, resp) = send(
+        &app,
+        get_req("/.well-known/oauth-protected-resource/v1", None),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["resource"], "https://api.example.test/v1");
     assert_eq!(doc["authorization_servers"][0], f.issuer.issuer());
     assert_eq!(doc["bearer_methods_supported"][0], "header");
-    assert_eq!(doc["scopes_supported"], serde_json::json!(["read:users", "write:flags"]));
+    assert_eq!(
+        doc["scopes_supported"],
+        serde_json::json!(["read:users", "write:flags"])
+    );
 }
 
 #[tokio::test]
@@ -310,10 +403,15 @@ async fn keys_unavailable_is_503_with_retry_after() {
         .await
         .unwrap();
     let app = app(verifier);
-    let (status, www, body, resp) = send(&app, get_req("/whoami", Some(&issuer.token().sign()))).await;
+    let (status, www, body, resp) =
+        send(&app, get_req("/whoami", Some(&issuer.token().sign()))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(www, None);
-    let retry: u64 = resp.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=300).contains(&retry));
     assert_eq!(
         body,
@@ -328,10 +426,18 @@ async fn optional_mode_lets_anonymous_requests_through_but_not_bad_tokens() {
         .route(
             "/maybe",
             get(|p: Option<Principal>, t: Option<Tenant>| async move {
-                format!("{}|{}", p.and_then(|p| p.client_id().map(str::to_owned)).unwrap_or("anon".into()), t.map(|t| t.0).unwrap_or("-".into()))
+                format!(
+                    "{}|{}",
+                    p.and_then(|p| p.client_id().map(str::to_owned))
+                        .unwrap_or("anon".into()),
+                    t.map(|t| t.0).unwrap_or("-".into())
+                )
             }),
         )
-        .route("/must", get(|p: Principal| async move { p.issuer().to_owned() }))
+        .route(
+            "/must",
+            get(|p: Principal| async move { p.issuer().to_owned() }),
+        )
         .route("/scoped", get(|| async { "ok" }))
         .route_layer(RequireScope::all(["s"]))
         .layer(M2mAuthLayer::new(f.verifier).optional());
@@ -339,33 +445,80 @@ async fn optional_mode_lets_anonymous_requests_through_but_not_bad_tokens() {
     let open = Router::new()
         .route(
             "/maybe",
-            get(|p: Option<Principal>| async move { p.and_then(|p| p.client_id().map(str::to_owned)).unwrap_or("anon".into()) }),
+            get(|p: Option<Principal>| async move {
+                p.and_then(|p| p.client_id().map(str::to_owned))
+                    .unwrap_or("anon".into())
+            }),
         )
-        .route("/must", get(|p: Principal| async move { p.issuer().to_owned() }))
-        .layer(M2mAuthLayer::new(Verifier::builder().issuer(f.issuer.config()).build().await.unwrap()).optional());
+        .route(
+            "/must",
+            get(|p: Principal| async move { p.issuer().to_owned() }),
+        )
+        .layer(
+            M2mAuthLayer::new(
+                Verifier::builder()
+                    .issuer(f.issuer.config())
+                    .build()
+                    .await
+                    .unwrap(),
+            )
+            .optional(),
+        );
     assert_eq!(send(&open, get_req("/maybe", None)).await.2, "anon");
-    let t = f.issuer.token().client_id("c1").org("o1").scopes(["s"]).sign();
+    let t = f
+        .issuer
+        .token()
+        .client_id("c1")
+        .org("o1")
+        .scopes(["s"])
+        .sign();
     assert_eq!(send(&open, get_req("/maybe", Some(&t))).await.2, "c1");
-    assert_eq!(send(&open, get_req("/maybe", Some(&f.issuer.token().expired().sign()))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(
+            &open,
+            get_req("/maybe", Some(&f.issuer.token().expired().sign()))
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
     // A required extractor in optional mode answers 401 for an anonymous request.
     let (status, www, ..) = send(&open, get_req("/must", None)).await;
-    assert_eq!((status, www.as_deref()), (StatusCode::UNAUTHORIZED, Some(r#"Bearer realm="api""#)));
+    assert_eq!(
+        (status, www.as_deref()),
+        (StatusCode::UNAUTHORIZED, Some(r#"Bearer realm="api""#))
+    );
     // Guards too.
-    assert_eq!(send(&app, get_req("/scoped", None)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, get_req("/scoped", None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(send(&app, get_req("/maybe", Some(&t))).await.2, "c1|o1");
 }
 
 #[tokio::test]
 async fn extractors_without_the_layer_explain_the_wiring() {
     let app = Router::new()
-        .route("/p", get(|p: Principal| async move { p.issuer().to_owned() }))
-        .route("/o", get(|p: Option<Principal>| async move { format!("{}", p.is_some()) }))
-        .route("/g", get(|| async { "unreachable" }).route_layer(RequireScope::all(["x"])));
+        .route(
+            "/p",
+            get(|p: Principal| async move { p.issuer().to_owned() }),
+        )
+        .route(
+            "/o",
+            get(|p: Option<Principal>| async move { format!("{}", p.is_some()) }),
+        )
+        .route(
+            "/g",
+            get(|| async { "unreachable" }).route_layer(RequireScope::all(["x"])),
+        );
     for path in ["/p", "/o", "/g"] {
         let (status, www, body, _) = send(&app, get_req(path, None)).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
         assert_eq!(www, None);
-        assert!(body.contains("M2mAuthLayer::new(verifier)"), "{path}: {body}");
+        assert!(
+            body.contains("M2mAuthLayer::new(verifier)"),
+            "{path}: {body}"
+        );
     }
 }
 
@@ -373,25 +526,37 @@ async fn extractors_without_the_layer_explain_the_wiring() {
 async fn custom_rejections_apply_to_the_layer_and_the_guards() {
     let f = fixture().await;
     let resource = ProtectedResource::new("https://api.example.test/v1");
-    let layer = M2mAuthLayer::new(f.verifier).realm("acme").on_rejection(|e: AuthError| {
-        let mut r = (e.status(), format!("custom:{}", e.reason_code())).into_response();
-        if let Some(v) = e.www_authenticate() {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        r.headers_mut().insert("x-custom", HeaderValue::from_static("1"));
-        r
-    });
+    let layer = M2mAuthLayer::new(f.verifier)
+        .realm("acme")
+        .on_rejection(|e: AuthError| {
+            let mut r = (e.status(), format!("custom:{}", e.reason_code())).into_response();
+            if let Some(v) = e.www_authenticate() {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            r.headers_mut()
+                .insert("x-custom", HeaderValue::from_static("1"));
+            r
+        });
     let app = app_with(layer, &resource);
     let (status, www, body, resp) = send(&app, get_req("/whoami", None)).await;
-    assert_eq!((status, body.as_str()), (StatusCode::UNAUTHORIZED, "custom:missing_token"));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::UNAUTHORIZED, "custom:missing_token")
+    );
     assert_eq!(www.as_deref(), Some(r#"Bearer realm="acme""#));
     assert_eq!(resp.headers()["x-custom"], "1");
     let t = f.issuer.token().org("org_1").sign();
     let (status, _, body, _) = send(&app, get_req("/orgs/org_2/users", Some(&t))).await;
-    assert_eq!((status, body.as_str()), (StatusCode::FORBIDDEN, "custom:insufficient_scope"));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, "custom:insufficient_scope")
+    );
     let t = f.issuer.token().org("org_1").scopes(["read:users"]).sign();
     let (status, _, body, _) = send(&app, get_req("/orgs/org_2/users", Some(&t))).await;
-    assert_eq!((status, body.as_str()), (StatusCode::FORBIDDEN, "custom:wrong_tenant"));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, "custom:wrong_tenant")
+    );
 }
 
 #[tokio::test]
@@ -401,7 +566,11 @@ async fn the_authorization_header_is_marked_sensitive_for_inner_layers() {
     let app = Router::new()
         .route(
             "/",
-            get(|req: Request<Body>| async move { req.headers()[header::AUTHORIZATION].is_sensitive().to_string() }),
+            get(|req: Request<Body>| async move {
+                req.headers()[header::AUTHORIZATION]
+                    .is_sensitive()
+                    .to_string()
+            }),
         )
         .layer(M2mAuthLayer::new(f.verifier));
     assert_eq!(send(&app, get_req("/", Some(&t))).await.2, "true");
@@ -418,7 +587,10 @@ async fn repeated_tokens_skip_signature_work_but_not_expiry() {
     let app = app(verifier);
     let t = issuer.token().expires_in(Duration::from_secs(2)).sign();
     for _ in 0..3 {
-        assert_eq!(send(&app, get_req("/whoami", Some(&t))).await.0, StatusCode::OK);
+        assert_eq!(
+            send(&app, get_req("/whoami", Some(&t))).await.0,
+            StatusCode::OK
+        );
     }
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let (status, www, ..) = send(&app, get_req("/whoami", Some(&t))).await;
@@ -438,8 +610,13 @@ async fn the_layer_works_in_plain_hyper_over_real_http() {
     let svc = ServiceBuilder::new()
         .layer(M2mAuthLayer::new(f.verifier.clone()))
         .service_fn(|req: Request<hyper::body::Incoming>| async move {
-            let who = req.extensions().get::<Principal>().and_then(|p| p.tenant().map(str::to_owned));
-            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(who.unwrap_or_default()))))
+            let who = req
+                .extensions()
+                .get::<Principal>()
+                .and_then(|p| p.tenant().map(str::to_owned));
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                who.unwrap_or_default(),
+            ))))
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -456,12 +633,20 @@ async fn the_layer_works_in_plain_hyper_over_real_http() {
     });
     let client = reqwest::Client::new();
     let t = f.issuer.token().org("org_h").sign();
-    let ok = client.get(format!("http://{addr}/")).bearer_auth(&t).send().await.unwrap();
+    let ok = client
+        .get(format!("http://{addr}/"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.unwrap(), "org_h");
     let denied = client.get(format!("http://{addr}/")).send().await.unwrap();
     assert_eq!(denied.status(), 401);
-    assert_eq!(denied.headers()["www-authenticate"], r#"Bearer realm="api""#);
+    assert_eq!(
+        denied.headers()["www-authenticate"],
+        r#"Bearer realm="api""#
+    );
 }
 
 #[test]

@@ -13,8 +13,14 @@ fn example_binary(name: &str) -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let bin = dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} is missing: run `cargo test` (which builds the examples) or `cargo build --examples`", bin.display());
+    let bin = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test` (which builds the examples) or `cargo build --examples`",
+        bin.display()
+    );
     bin
 }
 
@@ -44,7 +50,9 @@ fn start(args: &[&str]) -> (Server, String) {
             }
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(30)).expect("serve printed its address");
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("serve printed its address");
     (Server(child), url)
 }
 
@@ -77,8 +85,18 @@ async fn serve_example_protects_its_routes() {
     assert_eq!(get("/healthz", None).await.unwrap().status(), 200);
     assert_eq!(get("/whoami", None).await.unwrap().status(), 401);
 
-    let org_token = issuer.token().client_id("agent-7").org("org_1").scopes(["read:users"]).sign();
-    let who: serde_json::Value = get("/whoami", Some(&org_token)).await.unwrap().json().await.unwrap();
+    let org_token = issuer
+        .token()
+        .client_id("agent-7")
+        .org("org_1")
+        .scopes(["read:users"])
+        .sign();
+    let who: serde_json::Value = get("/whoami", Some(&org_token))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
         who,
         serde_json::json!({
@@ -86,24 +104,57 @@ async fn serve_example_protects_its_routes() {
             "org": "org_1", "scopes": ["read:users"]
         })
     );
-    let global: serde_json::Value = get("/whoami", Some(&issuer.token().sign())).await.unwrap().json().await.unwrap();
+    let global: serde_json::Value = get("/whoami", Some(&issuer.token().sign()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(global["org"], serde_json::Value::Null);
 
-    assert_eq!(get("/orgs/org_1/users", Some(&org_token)).await.unwrap().status(), 200);
-    assert_eq!(get("/orgs/org_2/users", Some(&org_token)).await.unwrap().status(), 403);
+    assert_eq!(
+        get("/orgs/org_1/users", Some(&org_token))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get("/orgs/org_2/users", Some(&org_token))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
     let no_scope = issuer.token().org("org_1").sign();
     let resp = get("/orgs/org_1/users", Some(&no_scope)).await.unwrap();
     assert_eq!(resp.status(), 403);
-    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains(r#"scope="read:users""#));
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"scope="read:users""#)
+    );
 
     let flags = |t: &str| http.post(format!("{base}/flags")).bearer_auth(t).send();
     assert_eq!(flags(&org_token).await.unwrap().status(), 403);
-    assert_eq!(flags(&issuer.token().scopes(["write:flags"]).sign()).await.unwrap().status(), 201);
+    assert_eq!(
+        flags(&issuer.token().scopes(["write:flags"]).sign())
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
 
-    let meta = get("/.well-known/oauth-protected-resource", None).await.unwrap();
+    let meta = get("/.well-known/oauth-protected-resource", None)
+        .await
+        .unwrap();
     assert_eq!(meta.status(), 200);
     let doc: serde_json::Value = meta.json().await.unwrap();
-    assert_eq!(doc["authorization_servers"], serde_json::json!([issuer.issuer()]));
+    assert_eq!(
+        doc["authorization_servers"],
+        serde_json::json!([issuer.issuer()])
+    );
     assert_eq!(get("/nope", None).await.unwrap().status(), 404);
 }
 

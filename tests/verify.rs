@@ -9,11 +9,18 @@ use std::time::{Duration, Instant};
 use support::{Reply, ScriptServer};
 
 async fn verifier_for(issuer: &TestIssuer) -> Verifier {
-    Verifier::builder().issuer(issuer.config()).build().await.unwrap()
+    Verifier::builder()
+        .issuer(issuer.config())
+        .build()
+        .await
+        .unwrap()
 }
 
 async fn reason(v: &Verifier, token: &str) -> Reason {
-    v.verify(token).await.expect_err("token must be rejected").reason()
+    v.verify(token)
+        .await
+        .expect_err("token must be rejected")
+        .reason()
 }
 
 #[tokio::test]
@@ -28,13 +35,20 @@ async fn accepts_valid_tokens_of_each_algorithm_and_reads_the_principal() {
             .org("org_123")
             .scopes(["read:users", "write:flags"])
             .sign();
-        let p = v.verify(&token).await.unwrap_or_else(|e| panic!("{alg}: {e}"));
+        let p = v
+            .verify(&token)
+            .await
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
         assert_eq!(p.issuer(), issuer.issuer());
         assert_eq!(p.client_id(), Some("billing-sync"));
         assert_eq!(p.subject(), Some("billing-sync"));
         assert_eq!(p.tenant(), Some("org_123"));
         assert!(p.has_scope("read:users") && p.has_scope("write:flags"));
-        assert_eq!(p.scopes().len(), 2, "scope and scp are merged without duplicates");
+        assert_eq!(
+            p.scopes().len(),
+            2,
+            "scope and scp are merged without duplicates"
+        );
         assert!(p.jti().is_some());
         assert!(p.expires_at() > std::time::SystemTime::now());
     }
@@ -55,11 +69,25 @@ async fn a_global_token_has_no_tenant() {
 async fn audience_must_contain_a_configured_one() {
     let issuer = TestIssuer::start().await;
     let v = verifier_for(&issuer).await;
-    assert_eq!(reason(&v, &issuer.token().audience("https://other.api").sign()).await, Reason::InvalidAudience);
-    let ok = issuer.token().audiences(["https://other.api", DEFAULT_AUDIENCE]).sign();
+    assert_eq!(
+        reason(&v, &issuer.token().audience("https://other.api").sign()).await,
+        Reason::InvalidAudience
+    );
+    let ok = issuer
+        .token()
+        .audiences(["https://other.api", DEFAULT_AUDIENCE])
+        .sign();
     assert!(v.verify(&ok).await.is_ok());
-    assert_eq!(reason(&v, &issuer.token().without_claim("aud").sign()).await, Reason::MissingClaim);
-    for bad in [json!([]), json!({"a": 1}), json!(7), json!([DEFAULT_AUDIENCE, 3])] {
+    assert_eq!(
+        reason(&v, &issuer.token().without_claim("aud").sign()).await,
+        Reason::MissingClaim
+    );
+    for bad in [
+        json!([]),
+        json!({"a": 1}),
+        json!(7),
+        json!([DEFAULT_AUDIENCE, 3]),
+    ] {
         let t = issuer.token().claim("aud", bad.clone()).sign();
         assert_eq!(reason(&v, &t).await, Reason::InvalidClaim, "aud {bad}");
     }
@@ -73,17 +101,42 @@ async fn exp_nbf_iat_with_leeway() {
         .build()
         .await
         .unwrap();
-    assert_eq!(reason(&v, &issuer.token().expired().sign()).await, Reason::Expired);
+    assert_eq!(
+        reason(&v, &issuer.token().expired().sign()).await,
+        Reason::Expired
+    );
     // Expired 30 s ago: inside the 60 s leeway.
-    let t = issuer.token().issued_ago(Duration::from_secs(630)).expires_in(Duration::from_secs(600)).sign();
+    let t = issuer
+        .token()
+        .issued_ago(Duration::from_secs(630))
+        .expires_in(Duration::from_secs(600))
+        .sign();
     assert!(v.verify(&t).await.is_ok());
     // Expired 90 s ago: outside it.
-    let t = issuer.token().issued_ago(Duration::from_secs(690)).expires_in(Duration::from_secs(600)).sign();
+    let t = issuer
+        .token()
+        .issued_ago(Duration::from_secs(690))
+        .expires_in(Duration::from_secs(600))
+        .sign();
     assert_eq!(reason(&v, &t).await, Reason::Expired);
-    assert_eq!(reason(&v, &issuer.token().not_before_in(120).sign()).await, Reason::NotYetValid);
-    assert!(v.verify(&issuer.token().not_before_in(30).sign()).await.is_ok());
-    assert_eq!(reason(&v, &issuer.token().without_claim("exp").sign()).await, Reason::MissingClaim);
-    let future_iat = issuer.token().claim("iat", 4_000_000_000u64).claim("exp", 4_000_003_600u64).sign();
+    assert_eq!(
+        reason(&v, &issuer.token().not_before_in(120).sign()).await,
+        Reason::NotYetValid
+    );
+    assert!(
+        v.verify(&issuer.token().not_before_in(30).sign())
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        reason(&v, &issuer.token().without_claim("exp").sign()).await,
+        Reason::MissingClaim
+    );
+    let future_iat = issuer
+        .token()
+        .claim("iat", 4_000_000_000u64)
+        .claim("exp", 4_000_003_600u64)
+        .sign();
     assert_eq!(reason(&v, &future_iat).await, Reason::IssuedInFuture);
 }
 
@@ -102,13 +155,28 @@ async fn leeway_is_capped() {
 async fn numeric_dates_must_be_numbers_in_range() {
     let issuer = TestIssuer::start().await;
     let v = verifier_for(&issuer).await;
-    for bad in [json!("4000000000"), json!(-5), json!(1e300), json!(null), json!([1]), json!(true)] {
+    for bad in [
+        json!("4000000000"),
+        json!(-5),
+        json!(1e300),
+        json!(null),
+        json!([1]),
+        json!(true),
+    ] {
         let t = issuer.token().claim("exp", bad.clone()).sign();
         assert_eq!(reason(&v, &t).await, Reason::InvalidClaim, "exp {bad}");
     }
     // A fractional NumericDate is valid (RFC 7519 §2).
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() + 600.5;
-    assert!(v.verify(&issuer.token().claim("exp", exp).sign()).await.is_ok());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 600.5;
+    assert!(
+        v.verify(&issuer.token().claim("exp", exp).sign())
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -127,7 +195,11 @@ async fn claims_of_the_wrong_type_are_rejected_not_read_as_absent() {
         ("sub", json!(42)),
         ("jti", json!(1)),
     ] {
-        let t = issuer.token().scopes(["a"]).claim(claim, bad.clone()).sign();
+        let t = issuer
+            .token()
+            .scopes(["a"])
+            .claim(claim, bad.clone())
+            .sign();
         let e = v.verify(&t).await.unwrap_err();
         assert_eq!(e.reason(), Reason::InvalidClaim, "{claim} = {bad}");
         assert_eq!(e.claim_name(), Some(claim));
@@ -150,11 +222,22 @@ async fn duplicate_json_members_are_rejected() {
         )
     };
     // Control: the same construction without a duplicate verifies.
-    assert!(v.verify(&issuer.sign_raw(Algorithm::RS256, &header, &body(""))).await.is_ok());
+    assert!(
+        v.verify(&issuer.sign_raw(Algorithm::RS256, &header, &body("")))
+            .await
+            .is_ok()
+    );
     let dup = issuer.sign_raw(Algorithm::RS256, &header, &body(r#","org_code":"org_b""#));
     assert_eq!(reason(&v, &dup).await, Reason::Malformed);
     let dup_header = format!(r#"{{"alg":"RS256","kid":"{kid}","kid":"{kid}"}}"#);
-    assert_eq!(reason(&v, &issuer.sign_raw(Algorithm::RS256, &dup_header, &body(""))).await, Reason::Malformed);
+    assert_eq!(
+        reason(
+            &v,
+            &issuer.sign_raw(Algorithm::RS256, &dup_header, &body(""))
+        )
+        .await,
+        Reason::Malformed
+    );
 }
 
 #[tokio::test]
@@ -180,7 +263,10 @@ async fn signature_and_algorithm_rules() {
     let ps = issuer.token().alg(Algorithm::PS256).sign();
     assert_eq!(reason(&v, &ps).await, Reason::AlgorithmMismatch);
     // The ES256 key's kid on an RS256 token.
-    let cross = issuer.token().kid(issuer.current_kid(Algorithm::ES256)).sign();
+    let cross = issuer
+        .token()
+        .kid(issuer.current_kid(Algorithm::ES256))
+        .sign();
     assert_eq!(reason(&v, &cross).await, Reason::AlgorithmMismatch);
 }
 
@@ -192,7 +278,11 @@ async fn none_and_hmac_are_rejected_before_any_fetch() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let claims = serde_json::Value::Object(issuer.token().claims()).to_string();
     for alg in ["none", "None", "HS256"] {
-        let t = format!("{}.{}.c2ln", b64.encode(format!(r#"{{"alg":"{alg}"}}"#)), b64.encode(&claims));
+        let t = format!(
+            "{}.{}.c2ln",
+            b64.encode(format!(r#"{{"alg":"{alg}"}}"#)),
+            b64.encode(&claims)
+        );
         assert_eq!(reason(&v, &t).await, Reason::UnsupportedAlgorithm);
     }
     assert_eq!(issuer.jwks_fetches(), 0);
@@ -206,19 +296,39 @@ async fn configured_algorithms_restrict_further() {
         .build()
         .await
         .unwrap();
-    assert!(v.verify(&issuer.token().alg(Algorithm::ES256).sign()).await.is_ok());
-    assert_eq!(reason(&v, &issuer.token().alg(Algorithm::RS256).sign()).await, Reason::UnsupportedAlgorithm);
+    assert!(
+        v.verify(&issuer.token().alg(Algorithm::ES256).sign())
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        reason(&v, &issuer.token().alg(Algorithm::RS256).sign()).await,
+        Reason::UnsupportedAlgorithm
+    );
 }
 
 #[tokio::test]
 async fn typ_rules_default_and_strict() {
     let issuer = TestIssuer::start().await;
     let v = verifier_for(&issuer).await;
-    for ok in [Some("at+jwt"), Some("application/AT+JWT"), Some("JWT"), Some("jwt"), None] {
-        assert!(v.verify(&issuer.token().typ(ok).sign()).await.is_ok(), "{ok:?}");
+    for ok in [
+        Some("at+jwt"),
+        Some("application/AT+JWT"),
+        Some("JWT"),
+        Some("jwt"),
+        None,
+    ] {
+        assert!(
+            v.verify(&issuer.token().typ(ok).sign()).await.is_ok(),
+            "{ok:?}"
+        );
     }
     for bad in ["dpop+jwt", "id_token+jwt", "JOSE", "logout+jwt"] {
-        assert_eq!(reason(&v, &issuer.token().typ(Some(bad)).sign()).await, Reason::InvalidType, "{bad}");
+        assert_eq!(
+            reason(&v, &issuer.token().typ(Some(bad)).sign()).await,
+            Reason::InvalidType,
+            "{bad}"
+        );
     }
     let strict = Verifier::builder()
         .issuer(issuer.config().strict_rfc9068(true))
@@ -227,11 +337,23 @@ async fn typ_rules_default_and_strict() {
         .unwrap();
     let full = || issuer.token().claim("client_id", "test-client");
     assert!(strict.verify(&full().sign()).await.is_ok());
-    assert_eq!(reason(&strict, &full().typ(Some("JWT")).sign()).await, Reason::InvalidType);
-    assert_eq!(reason(&strict, &full().typ(None).sign()).await, Reason::InvalidType);
+    assert_eq!(
+        reason(&strict, &full().typ(Some("JWT")).sign()).await,
+        Reason::InvalidType
+    );
+    assert_eq!(
+        reason(&strict, &full().typ(None).sign()).await,
+        Reason::InvalidType
+    );
     for claim in ["sub", "jti", "iat", "client_id"] {
-        let e = strict.verify(&full().without_claim(claim).sign()).await.unwrap_err();
-        assert_eq!((e.reason(), e.claim_name()), (Reason::MissingClaim, Some(claim)));
+        let e = strict
+            .verify(&full().without_claim(claim).sign())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.reason(), e.claim_name()),
+            (Reason::MissingClaim, Some(claim))
+        );
     }
 }
 
@@ -253,7 +375,10 @@ async fn lifetime_and_age_limits() {
     assert_eq!(reason(&v, &long).await, Reason::LifetimeTooLong);
     let old = issuer.token().issued_ago(Duration::from_secs(2000)).sign();
     assert_eq!(reason(&v, &old).await, Reason::TooOld);
-    assert_eq!(reason(&v, &issuer.token().without_claim("iat").sign()).await, Reason::MissingClaim);
+    assert_eq!(
+        reason(&v, &issuer.token().without_claim("iat").sign()).await,
+        Reason::MissingClaim
+    );
 }
 
 #[tokio::test]
@@ -261,10 +386,17 @@ async fn unknown_issuer_is_rejected_without_a_fetch() {
     let trusted = TestIssuer::start().await;
     let stranger = TestIssuer::start().await;
     let v = verifier_for(&trusted).await;
-    assert_eq!(reason(&v, &stranger.token().sign()).await, Reason::UnknownIssuer);
+    assert_eq!(
+        reason(&v, &stranger.token().sign()).await,
+        Reason::UnknownIssuer
+    );
     assert_eq!(trusted.jwks_fetches() + stranger.jwks_fetches(), 0);
     // The same issuer string with a different signing key: the signature fails.
-    let forged = stranger.token().claim("iss", trusted.issuer()).kid(trusted.current_kid(Algorithm::RS256)).sign();
+    let forged = stranger
+        .token()
+        .claim("iss", trusted.issuer())
+        .kid(trusted.current_kid(Algorithm::RS256))
+        .sign();
     assert_eq!(reason(&v, &forged).await, Reason::InvalidSignature);
 }
 
@@ -274,14 +406,24 @@ async fn several_issuers_each_with_its_own_audience_and_cache() {
     let b = TestIssuer::start_with(Provider::Scalekit).await;
     let v = Verifier::builder()
         .issuer(a.config())
-        .issuer(Issuer::new(b.issuer()).audience("https://b.api").provider(Provider::Scalekit))
+        .issuer(
+            Issuer::new(b.issuer())
+                .audience("https://b.api")
+                .provider(Provider::Scalekit),
+        )
         .build()
         .await
         .unwrap();
     let pa = v.verify(&a.token().org("org_a").sign()).await.unwrap();
     assert_eq!((pa.issuer(), pa.tenant()), (a.issuer(), Some("org_a")));
     let pb = v
-        .verify(&b.token().audience("https://b.api").org("oid_b").scopes(["x:read"]).sign())
+        .verify(
+            &b.token()
+                .audience("https://b.api")
+                .org("oid_b")
+                .scopes(["x:read"])
+                .sign(),
+        )
         .await
         .unwrap();
     assert_eq!((pb.issuer(), pb.tenant()), (b.issuer(), Some("oid_b")));
@@ -304,32 +446,60 @@ async fn provider_presets_read_their_claims() {
     for (provider, org) in cases {
         let issuer = TestIssuer::start_with(provider).await;
         let v = verifier_for(&issuer).await;
-        let mut b = issuer.token().client_id("app-1").scopes(["a:read", "b:write"]);
+        let mut b = issuer
+            .token()
+            .client_id("app-1")
+            .scopes(["a:read", "b:write"]);
         if let Some(o) = org {
             b = b.org(o);
         }
-        let p = v.verify(&b.sign()).await.unwrap_or_else(|e| panic!("{provider:?}: {e}"));
+        let p = v
+            .verify(&b.sign())
+            .await
+            .unwrap_or_else(|e| panic!("{provider:?}: {e}"));
         assert_eq!(p.client_id(), Some("app-1"), "{provider:?}");
         assert_eq!(p.tenant(), org, "{provider:?}");
-        assert!(p.scopes().contains_all(["a:read", "b:write"]), "{provider:?}");
+        assert!(
+            p.scopes().contains_all(["a:read", "b:write"]),
+            "{provider:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn cognito_uses_a_client_allow_list_and_token_use() {
     let issuer = TestIssuer::start_with(Provider::Cognito).await;
-    let err = Verifier::builder().issuer(issuer.config()).build().await.unwrap_err();
+    let err = Verifier::builder()
+        .issuer(issuer.config())
+        .build()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("allowed_client_ids"), "{err}");
     let v = Verifier::builder()
         .issuer(issuer.config().allowed_client_ids(["app-1"]))
         .build()
         .await
         .unwrap();
-    assert!(v.verify(&issuer.token().client_id("app-1").scopes(["s"]).sign()).await.is_ok());
-    assert_eq!(reason(&v, &issuer.token().client_id("app-2").sign()).await, Reason::ClientNotAllowed);
-    let id_token = issuer.token().client_id("app-1").claim("token_use", "id").sign();
+    assert!(
+        v.verify(&issuer.token().client_id("app-1").scopes(["s"]).sign())
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        reason(&v, &issuer.token().client_id("app-2").sign()).await,
+        Reason::ClientNotAllowed
+    );
+    let id_token = issuer
+        .token()
+        .client_id("app-1")
+        .claim("token_use", "id")
+        .sign();
     assert_eq!(reason(&v, &id_token).await, Reason::InvalidClaim);
-    let with_aud = issuer.token().client_id("app-1").claim("aud", "app-1").sign();
+    let with_aud = issuer
+        .token()
+        .client_id("app-1")
+        .claim("aud", "app-1")
+        .sign();
     assert_eq!(reason(&v, &with_aud).await, Reason::InvalidClaim);
 }
 
@@ -342,7 +512,12 @@ async fn custom_claim_names_and_typed_claims() {
     }
     let issuer = TestIssuer::start().await;
     let v = Verifier::builder()
-        .issuer(issuer.config().tenant_claim("https://acme/tenant").scope_claims(["perms"]))
+        .issuer(
+            issuer
+                .config()
+                .tenant_claim("https://acme/tenant")
+                .scope_claims(["perms"]),
+        )
         .build()
         .await
         .unwrap();
@@ -421,7 +596,10 @@ async fn rotation_is_picked_up_on_first_sight_and_withdrawn_keys_stop_verifying(
     // The very first request with the new kid is accepted.
     assert!(v.verify(&new).await.is_ok());
     assert_eq!(issuer.jwks_fetches(), 2);
-    assert!(v.verify(&old).await.is_ok(), "the old key is still published");
+    assert!(
+        v.verify(&old).await.is_ok(),
+        "the old key is still published"
+    );
 
     issuer.retire_old_keys();
     // Past the refresh time, a request starts a background refresh without waiting for it.
@@ -463,7 +641,10 @@ async fn unknown_kid_flood_costs_at_most_one_fetch_per_cooldown() {
     }
     assert_eq!(issuer.jwks_fetches(), 2, "cooldown holds");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(reason(&v, &issuer.token().kid("after-cooldown").sign()).await, Reason::UnknownKey);
+    assert_eq!(
+        reason(&v, &issuer.token().kid("after-cooldown").sign()).await,
+        Reason::UnknownKey
+    );
     assert_eq!(issuer.jwks_fetches(), 3, "one more after the cooldown");
 }
 
@@ -533,7 +714,10 @@ async fn slow_key_server_is_bounded_by_the_fetch_timeout() {
         .await
         .unwrap();
     let started = Instant::now();
-    assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable);
+    assert_eq!(
+        reason(&v, &issuer.token().sign()).await,
+        Reason::KeysUnavailable
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -565,7 +749,10 @@ async fn garbage_and_oversized_key_sets_keep_the_last_good_keys() {
         issuer.set_outage(Outage::Body(body));
         tokio::time::sleep(Duration::from_millis(5)).await;
         // An unknown kid forces a refetch, which fails...
-        assert_eq!(reason(&v, &issuer.token().kid("nope").sign()).await, Reason::UnknownKey);
+        assert_eq!(
+            reason(&v, &issuer.token().kid("nope").sign()).await,
+            Reason::UnknownKey
+        );
         assert_eq!(issuer.jwks_fetches(), fetches + 1);
         fetches += 1;
         // ...and the good keys are still there.
@@ -622,7 +809,10 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
 async fn discovery_resolves_the_jwks_url() {
     let issuer = TestIssuer::start().await;
     let v = verifier_for(&issuer).await;
-    assert_eq!(v.jwks_url(issuer.issuer()), Some(issuer.jwks_url().as_str()));
+    assert_eq!(
+        v.jwks_url(issuer.issuer()),
+        Some(issuer.jwks_url().as_str())
+    );
 }
 
 #[tokio::test]
@@ -672,8 +862,21 @@ async fn discovered_jwks_uri_must_be_https_or_loopback() {
         "/.well-known/openid-configuration",
         json!({"issuer": iss, "jwks_uri": "http://keys.example.com/jwks"}).to_string(),
     );
-    let err = Verifier::builder().issuer(Issuer::new(&iss).audience("a")).build().await.unwrap_err();
-    assert!(matches!(err, BuildError::Discovery { source: FetchError::InvalidUrl(_), .. }), "{err:?}");
+    let err = Verifier::builder()
+        .issuer(Issuer::new(&iss).audience("a"))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::Discovery {
+                source: FetchError::InvalidUrl(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -685,11 +888,24 @@ async fn plain_http_is_refused_for_remote_hosts() {
         .unwrap_err();
     assert!(matches!(err, BuildError::Url { .. }), "{err:?}");
     let err = Verifier::builder()
-        .issuer(Issuer::new("https://issuer.example.com").audience("a").jwks_url("http://issuer.example.com/jwks"))
+        .issuer(
+            Issuer::new("https://issuer.example.com")
+                .audience("a")
+                .jwks_url("http://issuer.example.com/jwks"),
+        )
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, BuildError::Url { what: "jwks_url", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            BuildError::Url {
+                what: "jwks_url",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -702,8 +918,15 @@ async fn cross_origin_redirects_are_refused_same_origin_ones_followed() {
         .build()
         .await
         .unwrap();
-    assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable);
-    assert_eq!(issuer.jwks_fetches(), 0, "the other origin was never contacted");
+    assert_eq!(
+        reason(&v, &issuer.token().sign()).await,
+        Reason::KeysUnavailable
+    );
+    assert_eq!(
+        issuer.jwks_fetches(),
+        0,
+        "the other origin was never contacted"
+    );
 
     server.set("/jwks", Reply::Redirect("/real-jwks".into()));
     server.json("/real-jwks", issuer.jwks_document().to_string());
@@ -730,7 +953,11 @@ async fn oversized_and_trickling_bodies_are_cut_off() {
             .await
             .unwrap();
         let started = Instant::now();
-        assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable, "{path}");
+        assert_eq!(
+            reason(&v, &issuer.token().sign()).await,
+            Reason::KeysUnavailable,
+            "{path}"
+        );
         assert!(started.elapsed() < Duration::from_secs(3), "{path}");
     }
 }
@@ -744,7 +971,10 @@ async fn a_dropped_connection_is_keys_unavailable() {
         .build()
         .await
         .unwrap();
-    assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable);
+    assert_eq!(
+        reason(&v, &issuer.token().sign()).await,
+        Reason::KeysUnavailable
+    );
 }
 
 #[tokio::test]
@@ -761,7 +991,10 @@ async fn too_many_keys_is_refused() {
         .build()
         .await
         .unwrap();
-    assert_eq!(reason(&v, &issuer.token().sign()).await, Reason::KeysUnavailable);
+    assert_eq!(
+        reason(&v, &issuer.token().sign()).await,
+        Reason::KeysUnavailable
+    );
 }
 
 #[tokio::test]
@@ -784,7 +1017,11 @@ async fn user_agent_is_sent() {
 async fn rejections_never_contain_the_token() {
     let issuer = TestIssuer::start().await;
     let v = verifier_for(&issuer).await;
-    let token = issuer.token().audience("https://secret-aud").org("org_secret").sign();
+    let token = issuer
+        .token()
+        .audience("https://secret-aud")
+        .org("org_secret")
+        .sign();
     let e = v.verify(&token).await.unwrap_err();
     let shown = format!("{e} {e:?}");
     let sig = token.rsplit('.').next().unwrap();

@@ -3,7 +3,9 @@
 use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use m2m_guard::{M2mAuthLayer, Principal, ProtectedResource, RequireScope, RequireTenant, Verifier};
+use m2m_guard::{
+    M2mAuthLayer, Principal, ProtectedResource, RequireScope, RequireTenant, Verifier,
+};
 use serde_json::{Value, json};
 
 /// `GET /healthz`, `GET /whoami`, `GET /orgs/{org}/users`, `POST /flags` and

@@ -110,7 +110,8 @@ fn load_key(pem: &str, alg: Algorithm, kid: String) -> Arc<TestKey> {
         _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
     }
     .expect("bundled test key parses");
-    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg.to_jwt()).expect("public JWK from test key");
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg.to_jwt())
+        .expect("public JWK from test key");
     let mut jwk = serde_json::to_value(jwk).expect("JWK serializes");
     jwk["kid"] = Value::String(kid.clone());
     jwk["use"] = Value::String("sig".into());
@@ -292,7 +293,11 @@ impl TestIssuer {
 
     /// Send this `Cache-Control` header with the JWKS.
     pub fn set_cache_control(&self, value: Option<&str>) {
-        *self.shared.cache_control.lock().unwrap_or_else(|e| e.into_inner()) = value.map(str::to_owned);
+        *self
+            .shared
+            .cache_control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = value.map(str::to_owned);
     }
 
     /// How many times the JWKS was requested.
@@ -316,7 +321,11 @@ impl Drop for TestIssuer {
 }
 
 async fn apply_outage(shared: &Shared) -> Option<Response> {
-    let outage = shared.outage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let outage = shared
+        .outage
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     match outage {
         Outage::None => None,
         Outage::Status(code) => Some(
@@ -328,7 +337,9 @@ async fn apply_outage(shared: &Shared) -> Option<Response> {
             tokio::time::sleep(d).await;
             None
         }
-        Outage::Body(body) => Some(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
+        Outage::Body(body) => {
+            Some(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        }
     }
 }
 
@@ -358,7 +369,12 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
         json!({ "keys": k.published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
     };
     let mut resp = axum::Json(doc).into_response();
-    if let Some(cc) = shared.cache_control.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+    if let Some(cc) = shared
+        .cache_control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_deref()
+    {
         if let Ok(v) = HeaderValue::from_str(cc) {
             resp.headers_mut().insert(header::CACHE_CONTROL, v);
         }
@@ -420,7 +436,9 @@ impl TokenBuilder<'_> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.audience = Some(Value::Array(auds.into_iter().map(|a| Value::String(a.into())).collect()));
+        self.audience = Some(Value::Array(
+            auds.into_iter().map(|a| Value::String(a.into())).collect(),
+        ));
         self
     }
 
@@ -444,7 +462,8 @@ impl TokenBuilder<'_> {
 
     /// An expired token: issued 2 hours ago, valid for 1 hour.
     pub fn expired(self) -> Self {
-        self.issued_ago(Duration::from_secs(7200)).expires_in(Duration::from_secs(3600))
+        self.issued_ago(Duration::from_secs(7200))
+            .expires_in(Duration::from_secs(3600))
     }
 
     /// `nbf` this many seconds from now (negative for the past).
@@ -492,7 +511,10 @@ impl TokenBuilder<'_> {
         }
         c.insert("iat".into(), now.into());
         c.insert("exp".into(), (now + self.lifetime.as_secs()).into());
-        c.insert("jti".into(), format!("jti-{:016x}", fastrand::u64(..)).into());
+        c.insert(
+            "jti".into(),
+            format!("jti-{:016x}", fastrand::u64(..)).into(),
+        );
         if let Some(nbf) = self.not_before {
             let base = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

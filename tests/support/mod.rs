@@ -54,7 +54,11 @@ impl ScriptServer {
     }
 
     pub fn set(&self, path: &str, reply: Reply) {
-        self.script.replies.lock().unwrap().insert(path.to_owned(), reply);
+        self.script
+            .replies
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), reply);
     }
 
     pub fn json(&self, path: &str, body: impl Into<String>) {
@@ -104,7 +108,10 @@ fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Re
                         return None;
                     }
                     tokio::time::sleep(every).await;
-                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b" ")), n + 1))
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b" ")),
+                        n + 1,
+                    ))
                 });
                 Response::new(Body::from_stream(stream))
             }
