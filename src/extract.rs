@@ -15,24 +15,30 @@ use crate::guard::{authenticated, render};
 use crate::principal::{Principal, Scopes};
 use crate::rejection::{AuthError, AuthErrorKind, Challenge};
 
-fn principal(parts: &Parts) -> Result<(Principal, Arc<Challenge>), Response> {
-    authenticated(&parts.extensions).map_err(|e| render(&parts.extensions, e))
+fn principal(parts: &Parts) -> Result<(Principal, Arc<Challenge>), AuthError> {
+    authenticated(&parts.extensions)
 }
 
 /// `Ok(None)` for an anonymous request in optional mode; 500 without the layer.
-fn optional_principal(parts: &Parts) -> Result<Option<(Principal, Arc<Challenge>)>, Response> {
+fn optional_principal(parts: &Parts) -> Result<Option<(Principal, Arc<Challenge>)>, AuthError> {
     match authenticated(&parts.extensions) {
         Ok(p) => Ok(Some(p)),
         Err(e) if matches!(e.kind(), AuthErrorKind::MissingToken) => Ok(None),
-        Err(e) => Err(render(&parts.extensions, e)),
+        Err(e) => Err(e),
     }
+}
+
+fn reject(parts: &Parts, error: AuthError) -> Response {
+    render(&parts.extensions, error)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        principal(parts).map(|(p, _)| p)
+        principal(parts)
+            .map(|(p, _)| p)
+            .map_err(|e| reject(parts, e))
     }
 }
 
@@ -43,7 +49,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        optional_principal(parts).map(|o| o.map(|(p, _)| p))
+        optional_principal(parts)
+            .map(|o| o.map(|(p, _)| p))
+            .map_err(|e| reject(parts, e))
     }
 }
 
@@ -56,7 +64,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let (p, challenge) = principal(parts)?;
+        let (p, challenge) = principal(parts).map_err(|e| reject(parts, e))?;
         match p.tenant() {
             Some(t) => Ok(Tenant(t.to_owned())),
             None => Err(render(
@@ -74,7 +82,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Tenant {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(optional_principal(parts)?.and_then(|(p, _)| p.tenant().map(|t| Tenant(t.to_owned()))))
+        Ok(optional_principal(parts)
+            .map_err(|e| reject(parts, e))?
+            .and_then(|(p, _)| p.tenant().map(|t| Tenant(t.to_owned()))))
     }
 }
 
@@ -86,7 +96,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientId {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let (p, challenge) = principal(parts)?;
+        let (p, challenge) = principal(parts).map_err(|e| reject(parts, e))?;
         match p.client_id() {
             Some(c) => Ok(ClientId(c.to_owned())),
             None => Err(render(
@@ -110,7 +120,8 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for ClientId {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(optional_principal(parts)?
+        Ok(optional_principal(parts)
+            .map_err(|e| reject(parts, e))?
             .and_then(|(p, _)| p.client_id().map(|c| ClientId(c.to_owned()))))
     }
 }
@@ -119,7 +130,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Scopes {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        principal(parts).map(|(p, _)| p.scopes().clone())
+        principal(parts)
+            .map(|(p, _)| p.scopes().clone())
+            .map_err(|e| reject(parts, e))
     }
 }
 
@@ -167,7 +180,7 @@ impl<S: Send + Sync, T: ScopeSet> FromRequestParts<S> for Scoped<T> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let (p, challenge) = principal(parts)?;
+        let (p, challenge) = principal(parts).map_err(|e| reject(parts, e))?;
         let wanted = T::SCOPES.iter().copied();
         let ok = if T::ANY {
             p.scopes().contains_any(wanted)

@@ -242,12 +242,11 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
             if d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store") {
                 return Some(Duration::ZERO);
             }
-            if let Some((name, val)) = d.split_once('=') {
-                if name.trim().eq_ignore_ascii_case("max-age") {
-                    if let Ok(secs) = val.trim().trim_matches('"').parse::<u64>() {
-                        out = Some(Duration::from_secs(secs));
-                    }
-                }
+            if let Some((name, val)) = d.split_once('=')
+                && name.trim().eq_ignore_ascii_case("max-age")
+                && let Ok(secs) = val.trim().trim_matches('"').parse::<u64>()
+            {
+                out = Some(Duration::from_secs(secs));
             }
         }
     }

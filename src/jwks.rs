@@ -161,17 +161,15 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
     let obj = entry.as_object()?;
     let kty = str_field(obj, "kty").ok()??;
     let kid = str_field(obj, "kid").ok()?.map(str::to_owned);
-    if let Some(u) = str_field(obj, "use").ok()? {
-        if u != "sig" {
-            return None;
-        }
+    if let Some(u) = str_field(obj, "use").ok()?
+        && u != "sig"
+    {
+        return None;
     }
     match obj.get("key_ops") {
         None => {}
-        Some(Value::Array(ops)) => {
-            if !ops.iter().any(|o| o.as_str() == Some("verify")) {
-                return None;
-            }
+        Some(Value::Array(ops)) if !ops.iter().any(|o| o.as_str() == Some("verify")) => {
+            return None;
         }
         Some(_) => return None,
     }

@@ -187,7 +187,7 @@ fn parse_header(obj: &Object) -> Result<Header, Rejection> {
         Some(_) => return Err(Rejection::new(Reason::Malformed)),
         None => return Err(Rejection::new(Reason::Malformed)),
     };
-    if matches!(obj.get("enc"), Some(_)) {
+    if obj.get("enc").is_some() {
         return Err(Rejection::new(Reason::Encrypted));
     }
     let kid = match obj.get("kid") {

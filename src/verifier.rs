@@ -263,10 +263,11 @@ fn numeric_date(claims: &Object, name: &str) -> Result<Option<u64>, Rejection> {
                 if (u as f64) <= MAX {
                     return Ok(Some(u));
                 }
-            } else if let Some(f) = n.as_f64() {
-                if f.is_finite() && (0.0..=MAX).contains(&f) {
-                    return Ok(Some(f.floor() as u64));
-                }
+            } else if let Some(f) = n.as_f64()
+                && f.is_finite()
+                && (0.0..=MAX).contains(&f)
+            {
+                return Ok(Some(f.floor() as u64));
             }
             Err(Rejection::claim(Reason::InvalidClaim, name))
         }
@@ -351,16 +352,16 @@ impl IssuerVerifier {
             return Err(Rejection::new(Reason::Expired));
         }
         let nbf = numeric_date(&claims, "nbf")?;
-        if let Some(nbf) = nbf {
-            if now.saturating_add(leeway) < nbf {
-                return Err(Rejection::new(Reason::NotYetValid));
-            }
+        if let Some(nbf) = nbf
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(Rejection::new(Reason::NotYetValid));
         }
         let iat = numeric_date(&claims, "iat")?;
-        if let Some(iat) = iat {
-            if iat > now.saturating_add(leeway) {
-                return Err(Rejection::new(Reason::IssuedInFuture));
-            }
+        if let Some(iat) = iat
+            && iat > now.saturating_add(leeway)
+        {
+            return Err(Rejection::new(Reason::IssuedInFuture));
         }
         if let Some(max_age) = self.max_age {
             let iat = iat.ok_or_else(|| Rejection::claim(Reason::MissingClaim, "iat"))?;

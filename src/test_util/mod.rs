@@ -374,10 +374,9 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_deref()
+        && let Ok(v) = HeaderValue::from_str(cc)
     {
-        if let Ok(v) = HeaderValue::from_str(cc) {
-            resp.headers_mut().insert(header::CACHE_CONTROL, v);
-        }
+        resp.headers_mut().insert(header::CACHE_CONTROL, v);
     }
     resp
 }
@@ -504,10 +503,10 @@ impl TokenBuilder<'_> {
             .saturating_sub(self.issued_ago.as_secs());
         let mut c = Map::new();
         c.insert("iss".into(), self.issuer.issuer().into());
-        if let Some(aud) = &self.audience {
-            if self.provider != Provider::Cognito {
-                c.insert("aud".into(), aud.clone());
-            }
+        if let Some(aud) = &self.audience
+            && self.provider != Provider::Cognito
+        {
+            c.insert("aud".into(), aud.clone());
         }
         c.insert("iat".into(), now.into());
         c.insert("exp".into(), (now + self.lifetime.as_secs()).into());
