@@ -1,0 +1,319 @@
+//! Interop with a real, independent authorization server: panva's
+//! `oidc-provider` (tests/interop/server.mjs), started by each test on loopback.
+//!
+//! Needs Node.js and `npm ci --prefix tests/interop`. Without them these tests
+//! print why and pass, unless `M2M_INTEROP=required` (as in `.ci/run`), where
+//! a missing server is a failure.
+
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+use axum::Router;
+use m2m_guard::{Issuer, ProtectedResource, Verifier};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+const API: &str = "https://api.example.test";
+const OTHER_API: &str = "https://other.example.test";
+
+struct OidcProvider {
+    issuer: String,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    http: reqwest::Client,
+}
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+impl OidcProvider {
+    /// Start the server, or `None` (with a message) when it is not installed
+    /// and not required.
+    async fn start() -> Option<OidcProvider> {
+        let dir = interop_dir();
+        let required = std::env::var("M2M_INTEROP").is_ok_and(|v| v == "required");
+        if !dir.join("node_modules/oidc-provider").exists() {
+            assert!(
+                !required,
+                "M2M_INTEROP=required but tests/interop has no node_modules: run `npm ci --prefix tests/interop`"
+            );
+            eprintln!("SKIPPED: oidc-provider is not installed (npm ci --prefix tests/interop)");
+            return None;
+        }
+        let mut child = tokio::process::Command::new("node")
+            .arg("server.mjs")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let issuer = loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+                .await
+                .expect("oidc-provider starts within 30 s")
+                .unwrap()
+                .expect("a ready line");
+            if let Some(issuer) = line.strip_prefix("ready ") {
+                break issuer.to_owned();
+            }
+        };
+        Some(OidcProvider {
+            issuer,
+            child,
+            stdin,
+            stdout,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn command(&mut self, cmd: &str) {
+        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await.unwrap();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), self.stdout.next_line())
+                .await
+                .expect("command answered")
+                .unwrap()
+                .expect("server still running");
+            // oidc-provider prints its own notices on stdout: skip them.
+            if line.starts_with("ok ") || line.starts_with("error ") {
+                assert_eq!(line, format!("ok {cmd}"));
+                return;
+            }
+        }
+    }
+
+    /// Get a token exactly as an M2M client does: a form POST to the token endpoint.
+    async fn token(&self, client: &str, resource: &str, scope: &str) -> Result<String, String> {
+        let secret = format!("{}-secret", client.trim_end_matches("-app"));
+        let mut form = vec![("grant_type", "client_credentials"), ("resource", resource)];
+        if !scope.is_empty() {
+            form.push(("scope", scope));
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter().copied())
+            .finish();
+        let mut req = self
+            .http
+            .post(format!("{}/token", self.issuer))
+            .header("content-type", "application/x-www-form-urlencoded");
+        // global-app authenticates with client_secret_basic, the others with client_secret_post.
+        let body = if client == "global-app" {
+            req = req.basic_auth(client, Some(&secret));
+            body
+        } else {
+            format!(
+                "{body}&{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("client_id", client)
+                    .append_pair("client_secret", &secret)
+                    .finish()
+            )
+        };
+        let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let json: Value = resp.json().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(json["access_token"].as_str().unwrap().to_owned())
+        } else {
+            Err(json["error"].as_str().unwrap_or("?").to_owned())
+        }
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The demo API (the `serve` example's router) on loopback, trusting `op` by discovery.
+async fn api(op: &OidcProvider, configure: impl FnOnce(Issuer) -> Issuer) -> String {
+    let issuer = Issuer::new(&op.issuer)
+        .audience(API)
+        .tenant_claim("org_code")
+        .strict_rfc9068(true);
+    let verifier = Verifier::builder().issuer(configure(issuer)).build().await.unwrap();
+    let resource = ProtectedResource::new(API).authorization_servers(verifier.issuers());
+    let app: Router = common::demo_router(verifier, &resource);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn call(base: &str, method: &str, path: &str, token: &str) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_tokens_are_accepted_and_refused_like_a_real_api() {
+    let Some(op) = OidcProvider::start().await else { return };
+    let base = api(&op, |i| i).await;
+
+    // A global app.
+    let global = op.token("global-app", API, "read:users write:flags").await.unwrap();
+    let (status, who) = call(&base, "GET", "/whoami", &global).await;
+    assert_eq!(status, StatusCode::OK, "{who}");
+    assert_eq!(who["issuer"], op.issuer.as_str());
+    assert_eq!(who["client_id"], "global-app");
+    assert_eq!(who["subject"], "global-app");
+    assert_eq!(who["org"], Value::Null);
+    assert_eq!(who["scopes"], serde_json::json!(["read:users", "write:flags"]));
+    assert_eq!(call(&base, "POST", "/flags", &global).await.0, StatusCode::CREATED);
+    // A global token is no org's token.
+    assert_eq!(call(&base, "GET", "/orgs/org_acme/users", &global).await.0, StatusCode::FORBIDDEN);
+
+    // An org-scoped app.
+    let org = op.token("org-app", API, "read:users").await.unwrap();
+    let (status, who) = call(&base, "GET", "/whoami", &org).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(who["org"], "org_acme");
+    assert_eq!(who["client_id"], "org-app");
+    assert_eq!(call(&base, "GET", "/orgs/org_acme/users", &org).await.0, StatusCode::OK);
+    assert_eq!(call(&base, "GET", "/orgs/org_other/users", &org).await.0, StatusCode::FORBIDDEN);
+    // It was not granted write:flags.
+    assert_eq!(call(&base, "POST", "/flags", &org).await.0, StatusCode::FORBIDDEN);
+
+    // A read-only app: the issuer refuses it write:flags outright...
+    assert_eq!(
+        op.token("readonly-app", API, "read:users write:flags").await.unwrap_err(),
+        "invalid_scope"
+    );
+    // ...and its read token does not write.
+    let ro = op.token("readonly-app", API, "read:users").await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/flags"))
+        .bearer_auth(&ro)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let www = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(www.contains(r#"error="insufficient_scope""#) && www.contains(r#"scope="write:flags""#), "{www}");
+
+    // A genuinely signed token for the other API.
+    let other = op.token("global-app", OTHER_API, "read:users").await.unwrap();
+    let (status, body) = call(&base, "GET", "/whoami", &other).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error_description"], "the token is not intended for this API");
+
+    // A token with one signature bit flipped.
+    let mut forged = global.clone().into_bytes();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let (status, body) = call(&base, "GET", "/whoami", &String::from_utf8(forged).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error_description"], "the token signature is invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_type_the_issuer_signs_with_is_verified() {
+    let Some(mut op) = OidcProvider::start().await else { return };
+    let base = api(&op, |i| i).await;
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        op.command(&format!("alg {alg}")).await;
+        let token = op.token("org-app", API, "read:users").await.unwrap();
+        let header: Value = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                token.split('.').next().unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["alg"], alg);
+        assert_eq!(header["typ"], "at+jwt");
+        assert_eq!(call(&base, "GET", "/orgs/org_acme/users", &token).await.0, StatusCode::OK, "{alg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_key_rotation_is_picked_up_and_withdrawn_keys_stop_verifying() {
+    let Some(mut op) = OidcProvider::start().await else { return };
+    let base = api(&op, |i| {
+        i.refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+            .refresh_interval(Duration::from_secs(1))
+            .unknown_kid_cooldown(Duration::from_millis(100))
+    })
+    .await;
+    let old = op.token("org-app", API, "read:users").await.unwrap();
+    assert_eq!(call(&base, "GET", "/whoami", &old).await.0, StatusCode::OK);
+
+    // New signing key first in the JWKS, old one still published.
+    op.command("rotate").await;
+    let new = op.token("org-app", API, "read:users").await.unwrap();
+    assert_ne!(new.split('.').next(), old.split('.').next(), "a new kid");
+    assert_eq!(call(&base, "GET", "/whoami", &new).await.0, StatusCode::OK, "first sight of the new kid");
+    assert_eq!(call(&base, "GET", "/whoami", &old).await.0, StatusCode::OK, "old key still published");
+
+    // The old key is withdrawn: once the key set refreshes, its tokens fail
+    // (cached verdicts included), without restarting anything.
+    op.command("retire").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = call(&base, "GET", "/whoami", &old).await;
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(body["error_description"], "the token signing key is unknown");
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(tokio::time::Instant::now() < deadline, "withdrawn key still accepted after 10 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(call(&base, "GET", "/whoami", &new).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_stopped_serves_from_the_stale_window_then_503() {
+    let Some(mut op) = OidcProvider::start().await else { return };
+    let base = api(&op, |i| {
+        i.refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+            .refresh_interval(Duration::from_millis(500))
+            .max_stale(Duration::from_secs(2))
+            .fetch_backoff(Duration::from_millis(100), Duration::from_millis(300))
+    })
+    .await;
+    let t1 = op.token("global-app", API, "read:users").await.unwrap();
+    let t2 = op.token("org-app", API, "read:users").await.unwrap();
+    assert_eq!(call(&base, "GET", "/whoami", &t1).await.0, StatusCode::OK);
+
+    op.command("stop").await;
+    // Past the refresh time, refreshes fail: the last good keys still verify a new token.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(call(&base, "GET", "/whoami", &t2).await.0, StatusCode::OK);
+    // Past refresh + max_stale: 503 with Retry-After, not 401.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/whoami"))
+        .bearer_auth(&t1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+
+    op.command("start").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while call(&base, "GET", "/whoami", &t1).await.0 != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "no recovery within 10 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
