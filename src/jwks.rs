@@ -189,7 +189,11 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
             let e = b64_field(obj, "e")?;
             let n_s = strip_leading_zeros(&n);
             let e_s = strip_leading_zeros(&e);
-            let bits = n_s.len() * 8 - n_s.first().map_or(8, |b| b.leading_zeros() as usize);
+            // An empty modulus has no bits (found by the `jwks` fuzz target).
+            let bits = match n_s.first() {
+                Some(b) => n_s.len() * 8 - b.leading_zeros() as usize,
+                None => 0,
+            };
             if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                 return None;
             }
@@ -322,6 +326,9 @@ mod tests {
             serde_json::json!({"kty":"RSA","n":rsa_n(1024),"e":"AQAB"}),
             serde_json::json!({"kty":"RSA","n":rsa_n(2048),"e":"AAAA"}),
             serde_json::json!({"kty":"RSA","n":"!!!","e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","n":"","e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","n":"AAAA","e":"AQAB"}),
+            serde_json::json!({"kty":"RSA","n":rsa_n(2048),"e":""}),
             serde_json::json!({"kty":"RSA","n":12,"e":"AQAB"}),
             serde_json::json!({"kty":"RSA","alg":"HS256","n":rsa_n(2048),"e":"AQAB"}),
             serde_json::json!({"kty":"RSA","alg":"ES256","n":rsa_n(2048),"e":"AQAB"}),

@@ -41,6 +41,9 @@ mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod fetch;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod jwks;
 mod keystore;
