@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::{BuildError, FetchError};
-use crate::token::parse_object;
+use crate::token::{Object, parse_object};
 
 /// Limits applied to every fetch.
 #[derive(Debug, Clone)]
@@ -166,9 +166,21 @@ impl Fetcher {
         Ok(Fetched { body, max_age })
     }
 
-    /// Resolve an issuer's `jwks_uri`: OpenID Connect discovery first, then
-    /// RFC 8414. The document's `issuer` must equal `issuer` exactly.
+    /// Resolve an issuer's `jwks_uri` by discovery.
     pub(crate) async fn discover(&self, issuer: &str) -> Result<Url, FetchError> {
+        let doc = self.discover_metadata(issuer).await?;
+        let jwks = doc
+            .get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| FetchError::Parse("discovery document has no jwks_uri".into()))?;
+        let jwks = Url::parse(jwks).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
+        check_url(&jwks).map_err(FetchError::InvalidUrl)?;
+        Ok(jwks)
+    }
+
+    /// An issuer's metadata: OpenID Connect discovery first, then RFC 8414.
+    /// The document's `issuer` must equal `issuer` exactly.
+    pub(crate) async fn discover_metadata(&self, issuer: &str) -> Result<Object, FetchError> {
         let base = Url::parse(issuer).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
         let oidc = Url::parse(&format!(
             "{}/.well-known/openid-configuration",
@@ -181,22 +193,22 @@ impl Fetcher {
         rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
         rfc8414.set_query(None);
 
-        let first = self.discovery_doc(&oidc, issuer).await;
-        match first {
-            Ok(url) => Ok(url),
+        match self.metadata_doc(&oidc, issuer).await {
+            Ok(doc) => Ok(doc),
             // A mismatch is a definite answer; do not paper over it with the other document.
             Err(e @ FetchError::IssuerMismatch { .. }) => Err(e),
-            Err(first_err) => self
-                .discovery_doc(&rfc8414, issuer)
-                .await
-                .map_err(|second| match second {
-                    FetchError::Status(404) => first_err,
-                    other => other,
-                }),
+            Err(first_err) => {
+                self.metadata_doc(&rfc8414, issuer)
+                    .await
+                    .map_err(|second| match second {
+                        FetchError::Status(404) => first_err,
+                        other => other,
+                    })
+            }
         }
     }
 
-    async fn discovery_doc(&self, url: &Url, issuer: &str) -> Result<Url, FetchError> {
+    async fn metadata_doc(&self, url: &Url, issuer: &str) -> Result<Object, FetchError> {
         let fetched = self.get(url).await?;
         let doc = parse_object(&fetched.body)
             .ok_or_else(|| FetchError::Parse("discovery document is not a JSON object".into()))?;
@@ -210,13 +222,7 @@ impl Fetcher {
                 found: found.chars().take(200).collect(),
             });
         }
-        let jwks = doc
-            .get("jwks_uri")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| FetchError::Parse("discovery document has no jwks_uri".into()))?;
-        let jwks = Url::parse(jwks).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
-        check_url(&jwks).map_err(FetchError::InvalidUrl)?;
-        Ok(jwks)
+        Ok(doc)
     }
 }
 

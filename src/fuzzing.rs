@@ -21,10 +21,16 @@ pub fn parse_authorization(data: &[u8]) {
         Some((&n, rest)) => rest.split_at((n as usize).min(rest.len())),
         None => return,
     };
-    let Ok(value) = http::HeaderValue::from_bytes(value) else { return };
+    let Ok(value) = http::HeaderValue::from_bytes(value) else {
+        return;
+    };
     let query = String::from_utf8_lossy(query);
     let uri = format!("/?{}", query.replace(|c: char| !c.is_ascii_graphic(), ""));
-    let Ok(req) = http::Request::builder().uri(uri).header(http::header::AUTHORIZATION, value).body(()) else {
+    let Ok(req) = http::Request::builder()
+        .uri(uri)
+        .header(http::header::AUTHORIZATION, value)
+        .body(())
+    else {
         return;
     };
     let _ = crate::layer::find_token(&req);

@@ -6,12 +6,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::FetchError;
+use crate::prepared::{Material, Prepared, prepare_all};
 use crate::token::{Algorithm, parse_object};
 
 /// Smallest RSA modulus accepted (RFC 8725 §3.5 / NIST SP 800-131A).
@@ -22,13 +22,34 @@ const MAX_RSA_BITS: usize = 8192;
 /// One usable verification key.
 pub(crate) struct VerifyKey {
     pub(crate) kid: Option<String>,
-    /// Algorithms this key may verify: the JWK's `alg`, else its family.
-    pub(crate) algs: Vec<Algorithm>,
-    pub(crate) key: DecodingKey,
+    /// Algorithms this key may verify (the JWK's `alg`, else its family),
+    /// each with the key prepared for it.
+    prepared: Vec<(Algorithm, Prepared)>,
     /// Process-unique identity of this key instance, for the token cache.
     pub(crate) id: u64,
     /// kid + algorithms + key material: equal fingerprints are the same key.
     fingerprint: String,
+}
+
+impl VerifyKey {
+    /// Whether this key may verify `alg`.
+    pub(crate) fn allows(&self, alg: Algorithm) -> bool {
+        self.prepared.iter().any(|(a, _)| *a == alg)
+    }
+
+    /// Verify `signature` over `message` with `alg`; `false` for an
+    /// algorithm this key is not bound to.
+    pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.prepared
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, p)| p.verify(alg, message, signature))
+    }
+
+    #[cfg(test)]
+    fn algs(&self) -> Vec<Algorithm> {
+        self.prepared.iter().map(|(a, _)| *a).collect()
+    }
 }
 
 /// A parsed key set.
@@ -65,11 +86,11 @@ impl KeySet {
                 };
                 idx.iter()
                     .map(|&i| &self.keys[i])
-                    .find(|k| k.algs.contains(&alg))
+                    .find(|k| k.allows(alg))
                     .map_or(Lookup::WrongAlgorithm, Lookup::Found)
             }
             None => {
-                let mut it = self.keys.iter().filter(|k| k.algs.contains(&alg));
+                let mut it = self.keys.iter().filter(|k| k.allows(alg));
                 match (it.next(), it.next()) {
                     (Some(k), None) => Lookup::Found(k),
                     _ => Lookup::Ambiguous,
@@ -183,80 +204,73 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
         Some(name) => Some(Algorithm::from_name(name)?),
     };
 
-    let (algs, key, material): (Vec<Algorithm>, DecodingKey, Vec<u8>) = match kty {
-        "RSA" => {
-            let n = b64_field(obj, "n")?;
-            let e = b64_field(obj, "e")?;
-            let n_s = strip_leading_zeros(&n);
-            let e_s = strip_leading_zeros(&e);
-            // An empty modulus has no bits (found by the `jwks` fuzz target).
-            let bits = match n_s.first() {
-                Some(b) => n_s.len() * 8 - b.leading_zeros() as usize,
-                None => 0,
-            };
-            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-                return None;
+    let (algs, prepared, material): (Vec<Algorithm>, Vec<(Algorithm, Prepared)>, Vec<u8>) =
+        match kty {
+            "RSA" => {
+                let n = b64_field(obj, "n")?;
+                let e = b64_field(obj, "e")?;
+                let n_s = strip_leading_zeros(&n);
+                let e_s = strip_leading_zeros(&e);
+                // An empty modulus has no bits (found by the `jwks` fuzz target).
+                let bits = match n_s.first() {
+                    Some(b) => n_s.len() * 8 - b.leading_zeros() as usize,
+                    None => 0,
+                };
+                if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+                    return None;
+                }
+                // Public exponent: odd, at least 3, at most 2^64-1 in practice.
+                if e_s.is_empty() || e_s.len() > 8 || e_s[e_s.len() - 1] & 1 == 0 || e_s == [1] {
+                    return None;
+                }
+                let algs: Vec<Algorithm> = match declared {
+                    Some(a) if a.is_rsa() => vec![a],
+                    Some(_) => return None,
+                    None => Algorithm::ALL.into_iter().filter(|a| a.is_rsa()).collect(),
+                };
+                let prepared = prepare_all(&Material::Rsa { n: n_s, e: e_s }, &algs)?;
+                let mut material = n_s.to_vec();
+                material.extend_from_slice(b"|");
+                material.extend_from_slice(e_s);
+                (algs, prepared, material)
             }
-            // Public exponent: odd, at least 3, at most 2^64-1 in practice.
-            if e_s.is_empty() || e_s.len() > 8 || e_s[e_s.len() - 1] & 1 == 0 || e_s == [1] {
-                return None;
+            "EC" => {
+                let crv = str_field(obj, "crv").ok()??;
+                let (alg, len) = match crv {
+                    "P-256" => (Algorithm::ES256, 32),
+                    "P-384" => (Algorithm::ES384, 48),
+                    _ => return None,
+                };
+                if declared.is_some_and(|a| a != alg) {
+                    return None;
+                }
+                let x = b64_field(obj, "x")?;
+                let y = b64_field(obj, "y")?;
+                if x.len() != len || y.len() != len {
+                    return None;
+                }
+                // Also rejects a point that is not on the curve.
+                let prepared = prepare_all(&Material::Ec { x: &x, y: &y }, &[alg])?;
+                let mut material = x;
+                material.extend_from_slice(&y);
+                (vec![alg], prepared, material)
             }
-            let family: Vec<Algorithm> =
-                Algorithm::ALL.into_iter().filter(|a| a.is_rsa()).collect();
-            let algs = match declared {
-                Some(a) if a.is_rsa() => vec![a],
-                Some(_) => return None,
-                None => family,
-            };
-            let mut material = n_s.to_vec();
-            material.extend_from_slice(b"|");
-            material.extend_from_slice(e_s);
-            (
-                algs,
-                DecodingKey::from_rsa_raw_components(n_s, e_s),
-                material,
-            )
-        }
-        "EC" => {
-            let crv = str_field(obj, "crv").ok()??;
-            let (alg, len) = match crv {
-                "P-256" => (Algorithm::ES256, 32),
-                "P-384" => (Algorithm::ES384, 48),
-                _ => return None,
-            };
-            if declared.is_some_and(|a| a != alg) {
-                return None;
+            "OKP" => {
+                if str_field(obj, "crv").ok()?? != "Ed25519" {
+                    return None;
+                }
+                if declared.is_some_and(|a| a != Algorithm::EdDSA) {
+                    return None;
+                }
+                let x = b64_field(obj, "x")?;
+                if x.len() != 32 {
+                    return None;
+                }
+                let prepared = prepare_all(&Material::Ed { x: &x }, &[Algorithm::EdDSA])?;
+                (vec![Algorithm::EdDSA], prepared, x)
             }
-            let x = b64_field(obj, "x")?;
-            let y = b64_field(obj, "y")?;
-            if x.len() != len || y.len() != len {
-                return None;
-            }
-            let key = DecodingKey::from_ec_components(
-                str_field(obj, "x").ok()??,
-                str_field(obj, "y").ok()??,
-            )
-            .ok()?;
-            let mut material = x;
-            material.extend_from_slice(&y);
-            (vec![alg], key, material)
-        }
-        "OKP" => {
-            if str_field(obj, "crv").ok()?? != "Ed25519" {
-                return None;
-            }
-            if declared.is_some_and(|a| a != Algorithm::EdDSA) {
-                return None;
-            }
-            let x = b64_field(obj, "x")?;
-            if x.len() != 32 {
-                return None;
-            }
-            let key = DecodingKey::from_ed_components(str_field(obj, "x").ok()??).ok()?;
-            (vec![Algorithm::EdDSA], key, x)
-        }
-        _ => return None,
-    };
+            _ => return None,
+        };
     let fingerprint = format!(
         "{}|{}|{}",
         kid.as_deref().unwrap_or(""),
@@ -268,8 +282,7 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
     );
     Some(VerifyKey {
         kid,
-        algs,
-        key,
+        prepared,
         id: NEXT_KEY_ID.fetch_add(1, Ordering::Relaxed),
         fingerprint,
     })
@@ -285,10 +298,11 @@ mod tests {
         URL_SAFE_NO_PAD.encode(n)
     }
 
+    /// A real P-256 public point (the test kit's ec1 key).
     fn ec_xy() -> (String, String) {
         (
-            URL_SAFE_NO_PAD.encode([7u8; 32]),
-            URL_SAFE_NO_PAD.encode([9u8; 32]),
+            "F1WulCUBEGfuO6Nr1HCYD2LGvhGvA0czde3owaUAAWo".into(),
+            "_gg99BuscvD_dcq71U2n3BYKBrji3JnaD-vuH5lkMKo".into(),
         )
     }
 
@@ -302,18 +316,18 @@ mod tests {
     #[test]
     fn rsa_without_alg_is_bound_to_the_rsa_family() {
         let k = one(serde_json::json!({"kty":"RSA","kid":"a","n":rsa_n(2048),"e":"AQAB"})).unwrap();
-        assert!(k.algs.contains(&Algorithm::RS256) && k.algs.contains(&Algorithm::PS512));
-        assert!(!k.algs.contains(&Algorithm::ES256));
+        assert!(k.algs().contains(&Algorithm::RS256) && k.algs().contains(&Algorithm::PS512));
+        assert!(!k.algs().contains(&Algorithm::ES256));
     }
 
     #[test]
     fn declared_alg_pins_the_key() {
         let k =
             one(serde_json::json!({"kty":"RSA","alg":"PS256","n":rsa_n(2048),"e":"AQAB"})).unwrap();
-        assert_eq!(k.algs, vec![Algorithm::PS256]);
+        assert_eq!(k.algs(), vec![Algorithm::PS256]);
         let (x, y) = ec_xy();
         let k = one(serde_json::json!({"kty":"EC","crv":"P-256","x":x,"y":y})).unwrap();
-        assert_eq!(k.algs, vec![Algorithm::ES256]);
+        assert_eq!(k.algs(), vec![Algorithm::ES256]);
     }
 
     #[test]
@@ -335,6 +349,8 @@ mod tests {
             serde_json::json!({"kty":"EC","crv":"P-256","alg":"ES384","x":x,"y":y}),
             serde_json::json!({"kty":"EC","crv":"P-521","x":x,"y":y}),
             serde_json::json!({"kty":"EC","crv":"P-256","x":x,"y":"AAAA"}),
+            // Right sizes, but not a point on the curve.
+            serde_json::json!({"kty":"EC","crv":"P-256","x":URL_SAFE_NO_PAD.encode([7u8; 32]),"y":URL_SAFE_NO_PAD.encode([9u8; 32])}),
             serde_json::json!({"kty":"OKP","crv":"X25519","x":x}),
             serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"AAAA"}),
             serde_json::json!({"kty":"RSA","n":rsa_n(2048),"e":"AQAB","d":"AQAB"}),

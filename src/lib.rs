@@ -32,10 +32,15 @@
 //!   With neither, the build fails with a clear message; with both, aws-lc-rs is used.
 //! - `axum` (default): axum extractors ([`Principal`], [`Tenant`], [`ClientId`],
 //!   [`Scopes`], [`Scoped`]) and [`RequireTenant::path_param`].
+//! - `client`: [`client::TokenProvider`] and [`client::BearerTokenLayer`], the
+//!   client-credentials side for outgoing calls.
 //! - `test-util`: [`test_util::TestIssuer`], an issuer on loopback for tests and demos.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 mod config;
 mod error;
 #[cfg(feature = "axum")]
@@ -49,6 +54,7 @@ mod jwks;
 mod keystore;
 mod layer;
 mod metadata;
+mod prepared;
 mod principal;
 mod provider;
 mod rejection;

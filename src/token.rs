@@ -73,6 +73,8 @@ impl Algorithm {
         Algorithm::ALL.into_iter().find(|a| a.as_str() == name)
     }
 
+    // Used by the rust-crypto backend and by test-util.
+    #[allow(dead_code)]
     pub(crate) fn to_jwt(self) -> jsonwebtoken::Algorithm {
         use jsonwebtoken::Algorithm as J;
         match self {

@@ -1,6 +1,8 @@
 //! The verification path: parse, pick the issuer, pick the key, verify the
 //! signature, then check the claims.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,8 +32,53 @@ pub(crate) struct VerifierInner {
 }
 
 /// Verified tokens, keyed by the whole token (two tokens never collide),
-/// each kept until its own `exp` (+ leeway). Only successes are cached.
-pub(crate) type TokenCache = moka::sync::Cache<Arc<str>, Arc<CachedToken>>;
+/// each kept until its own `exp` (+ leeway). Only successes are cached, and
+/// only from their second sighting (see [`Doorkeeper`]).
+pub(crate) struct TokenCache {
+    tokens: moka::sync::Cache<Arc<str>, Arc<CachedToken>>,
+    doorkeeper: Doorkeeper,
+}
+
+/// Remembers, approximately, which tokens were seen recently: one slot per
+/// expected cache entry holding a keyed 64-bit hash of the token's signature.
+/// A wrong answer is harmless: "seen" admits a token one sighting early,
+/// "not seen" one sighting late. Only admission depends on it, never a verdict.
+pub(crate) struct Doorkeeper {
+    slots: Box<[std::sync::atomic::AtomicU64]>,
+    hasher: std::hash::RandomState,
+}
+
+impl Doorkeeper {
+    fn new(slots: usize) -> Self {
+        let n = slots.clamp(1024, 1 << 22).next_power_of_two();
+        Doorkeeper {
+            slots: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn slot(&self, token: &str) -> (&std::sync::atomic::AtomicU64, u64) {
+        use std::hash::BuildHasher as _;
+        // The signature is enough to tell tokens apart here, and short to hash.
+        let sig = token.rsplit_once('.').map_or(token, |(_, s)| s);
+        let h = self.hasher.hash_one(sig) | 1;
+        (&self.slots[(h as usize) & (self.slots.len() - 1)], h)
+    }
+
+    /// Was `token` seen before? Marks it seen.
+    fn seen_before(&self, token: &str) -> bool {
+        let (slot, h) = self.slot(token);
+        slot.swap(h, std::sync::atomic::Ordering::Relaxed) == h
+    }
+
+    /// Was `token` seen before? Does not mark it.
+    fn contains(&self, token: &str) -> bool {
+        let (slot, h) = self.slot(token);
+        slot.load(std::sync::atomic::Ordering::Relaxed) == h
+    }
+}
 
 pub(crate) struct CachedToken {
     principal: Principal,
@@ -63,16 +110,33 @@ impl moka::Expiry<Arc<str>, Arc<CachedToken>> for ExpireAtExp {
 
 /// Build the token cache: at most `max_entries` entries and about `max_bytes`.
 pub(crate) fn token_cache(max_entries: u64, max_bytes: u64) -> TokenCache {
-    // Every entry weighs at least max_bytes / max_entries, so both bounds hold.
-    let floor = (max_bytes / max_entries.max(1)).clamp(1, u64::from(u32::MAX));
-    moka::sync::Cache::builder()
-        .max_capacity(max_bytes)
+    // Weights are in KiB: moka sizes its frequency sketch from the capacity,
+    // and a capacity counted in bytes would make the sketch itself large.
+    let capacity_kib = (max_bytes / 1024).max(1);
+    // Every entry weighs at least capacity / max_entries, so both bounds hold.
+    let floor = (capacity_kib / max_entries.max(1)).max(1);
+    let tokens = moka::sync::Cache::builder()
+        .max_capacity(capacity_kib)
         .weigher(move |k: &Arc<str>, v: &Arc<CachedToken>| {
-            let approx = 256 + 2 * k.len() as u64 + v.principal.claims().len() as u64 * 64;
-            approx.max(floor).min(u64::from(u32::MAX)) as u32
+            entry_kib(k.len(), v.principal.claims().len())
+                .max(floor)
+                .min(u64::from(u32::MAX)) as u32
         })
         .expire_after(ExpireAtExp)
-        .build()
+        .build();
+    TokenCache {
+        tokens,
+        doorkeeper: Doorkeeper::new(usize::try_from(max_entries).unwrap_or(usize::MAX)),
+    }
+}
+
+/// Resident size of one cache entry, rounded up to KiB: the token itself,
+/// the decoded claims (JSON values, map nodes and strings: about twice the
+/// encoded payload, which is about 3/4 of the token) and fixed overhead
+/// (principal, entry, moka's bookkeeping). Measured with `benches/memory.rs`.
+pub(crate) fn entry_kib(token_len: usize, claim_count: usize) -> u64 {
+    let bytes = 768 + token_len as u64 * 5 / 2 + claim_count as u64 * 96;
+    bytes.div_ceil(1024)
 }
 
 /// Which `typ` header values are accepted.
@@ -142,6 +206,15 @@ impl Verifier {
             .map(|i| i.store.fetch_count())
     }
 
+    /// How many verified tokens the token cache holds (for metrics). A token
+    /// enters the cache on its second sighting.
+    pub fn cached_tokens(&self) -> u64 {
+        self.inner.cache.as_ref().map_or(0, |c| {
+            c.tokens.run_pending_tasks();
+            c.tokens.entry_count()
+        })
+    }
+
     /// The key-set URL in use for `issuer`.
     pub fn jwks_url(&self, issuer: &str) -> Option<&str> {
         self.inner
@@ -174,9 +247,17 @@ impl Verifier {
         if let Some(p) = self.verify_cached(token) {
             return Ok(p);
         }
+        // Admit a token into the cache on its second sighting: a token seen
+        // once costs no cache insert, and a flood of one-off tokens cannot
+        // push the hot ones out.
+        let admit = self
+            .inner
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.doorkeeper.seen_before(token));
         let (principal, store, key_id, valid_from, valid_until) =
             self.verify_uncached(token).await?;
-        if let Some(cache) = &self.inner.cache {
+        if let Some(cache) = self.inner.cache.as_ref().filter(|_| admit) {
             let entry = CachedToken {
                 principal: principal.clone(),
                 store,
@@ -184,7 +265,7 @@ impl Verifier {
                 valid_from,
                 valid_until,
             };
-            cache.insert(token.into(), Arc::new(entry));
+            cache.tokens.insert(token.into(), Arc::new(entry));
         }
         Ok(principal)
     }
@@ -193,7 +274,10 @@ impl Verifier {
     /// still valid. Never does I/O or signature work.
     pub(crate) fn verify_cached(&self, token: &str) -> Option<Principal> {
         let cache = self.inner.cache.as_ref()?;
-        let hit = cache.get(token)?;
+        if !cache.doorkeeper.contains(token) {
+            return None;
+        }
+        let hit = cache.tokens.get(token)?;
         let now = now_secs();
         if now > hit.valid_until || now < hit.valid_from {
             return None;
@@ -201,7 +285,7 @@ impl Verifier {
         match hit.store.snapshot() {
             Snapshot::Ready(keys) if keys.contains_id(hit.key_id) => Some(hit.principal.clone()),
             _ => {
-                cache.invalidate(token);
+                cache.tokens.invalidate(token);
                 None
             }
         }
@@ -311,13 +395,10 @@ impl IssuerVerifier {
         loop {
             match keys.find(kid, alg) {
                 Lookup::Found(key) => {
-                    let valid = jsonwebtoken::crypto::verify(
-                        t.signature,
-                        t.signing_input.as_bytes(),
-                        &key.key,
-                        alg.to_jwt(),
-                    )
-                    .unwrap_or(false);
+                    // Strict base64url: one signature, one encoding.
+                    let valid = URL_SAFE_NO_PAD
+                        .decode(t.signature)
+                        .is_ok_and(|sig| key.verify(alg, t.signing_input.as_bytes(), &sig));
                     if !valid {
                         return Err(Rejection::new(Reason::InvalidSignature));
                     }
@@ -482,5 +563,22 @@ impl IssuerVerifier {
             }
         }
         Ok(Scopes::from_vec(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doorkeeper_marks_and_remembers_by_signature() {
+        let d = Doorkeeper::new(1024);
+        assert!(!d.contains("h.p.sig1"));
+        assert!(!d.seen_before("h.p.sig1"), "first sighting");
+        assert!(d.contains("h.p.sig1"));
+        assert!(d.seen_before("h.p.sig1"), "second sighting");
+        assert!(!d.contains("h.p.sig2"));
+        assert_eq!(d.slots.len(), 1024);
+        assert_eq!(Doorkeeper::new(10_000).slots.len(), 16_384);
     }
 }

@@ -9,6 +9,7 @@
 mod common;
 
 use axum::Router;
+use m2m_guard::client::{ClientAuth, ClientError, ClientSecret, TokenProvider};
 use m2m_guard::{Issuer, ProtectedResource, Verifier};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -26,7 +27,6 @@ struct OidcProvider {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
-    http: reqwest::Client,
 }
 
 fn interop_dir() -> PathBuf {
@@ -73,12 +73,14 @@ impl OidcProvider {
             child,
             stdin,
             stdout,
-            http: reqwest::Client::new(),
         })
     }
 
     async fn command(&mut self, cmd: &str) {
-        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await.unwrap();
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .unwrap();
         loop {
             let line = tokio::time::timeout(Duration::from_secs(30), self.stdout.next_line())
                 .await
@@ -93,40 +95,29 @@ impl OidcProvider {
         }
     }
 
-    /// Get a token exactly as an M2M client does: a form POST to the token endpoint.
+    /// Get a token exactly as an M2M client does, with m2m-guard's own
+    /// client side: discovery of the token endpoint, a form POST with
+    /// `grant_type`, `resource` and `scope`, `client_secret_basic` for the
+    /// global app and `client_secret_post` for the others.
     async fn token(&self, client: &str, resource: &str, scope: &str) -> Result<String, String> {
         let secret = format!("{}-secret", client.trim_end_matches("-app"));
-        let mut form = vec![("grant_type", "client_credentials"), ("resource", resource)];
-        if !scope.is_empty() {
-            form.push(("scope", scope));
-        }
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form.iter().copied())
-            .finish();
-        let mut req = self
-            .http
-            .post(format!("{}/token", self.issuer))
-            .header("content-type", "application/x-www-form-urlencoded");
-        // global-app authenticates with client_secret_basic, the others with client_secret_post.
-        let body = if client == "global-app" {
-            req = req.basic_auth(client, Some(&secret));
-            body
+        let auth = if client == "global-app" {
+            ClientAuth::Basic
         } else {
-            format!(
-                "{body}&{}",
-                url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("client_id", client)
-                    .append_pair("client_secret", &secret)
-                    .finish()
-            )
+            ClientAuth::Post
         };
-        let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let json: Value = resp.json().await.map_err(|e| e.to_string())?;
-        if status.is_success() {
-            Ok(json["access_token"].as_str().unwrap().to_owned())
-        } else {
-            Err(json["error"].as_str().unwrap_or("?").to_owned())
+        let provider = TokenProvider::builder(client, ClientSecret::new(secret))
+            .issuer(&self.issuer)
+            .resource(resource)
+            .scopes(scope.split_whitespace().map(str::to_owned))
+            .client_auth(auth)
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        match provider.token().await {
+            Ok(t) => Ok(t.secret().to_owned()),
+            Err(ClientError::OAuth { code, .. }) => Err(code.as_str().to_owned()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -143,7 +134,11 @@ async fn api(op: &OidcProvider, configure: impl FnOnce(Issuer) -> Issuer) -> Str
         .audience(API)
         .tenant_claim("org_code")
         .strict_rfc9068(true);
-    let verifier = Verifier::builder().issuer(configure(issuer)).build().await.unwrap();
+    let verifier = Verifier::builder()
+        .issuer(configure(issuer))
+        .build()
+        .await
+        .unwrap();
     let resource = ProtectedResource::new(API).authorization_servers(verifier.issuers());
     let app: Router = common::demo_router(verifier, &resource);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -165,21 +160,35 @@ async fn call(base: &str, method: &str, path: &str, token: &str) -> (StatusCode,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tokens_are_accepted_and_refused_like_a_real_api() {
-    let Some(op) = OidcProvider::start().await else { return };
+    let Some(op) = OidcProvider::start().await else {
+        return;
+    };
     let base = api(&op, |i| i).await;
 
     // A global app.
-    let global = op.token("global-app", API, "read:users write:flags").await.unwrap();
+    let global = op
+        .token("global-app", API, "read:users write:flags")
+        .await
+        .unwrap();
     let (status, who) = call(&base, "GET", "/whoami", &global).await;
     assert_eq!(status, StatusCode::OK, "{who}");
     assert_eq!(who["issuer"], op.issuer.as_str());
     assert_eq!(who["client_id"], "global-app");
     assert_eq!(who["subject"], "global-app");
     assert_eq!(who["org"], Value::Null);
-    assert_eq!(who["scopes"], serde_json::json!(["read:users", "write:flags"]));
-    assert_eq!(call(&base, "POST", "/flags", &global).await.0, StatusCode::CREATED);
+    assert_eq!(
+        who["scopes"],
+        serde_json::json!(["read:users", "write:flags"])
+    );
+    assert_eq!(
+        call(&base, "POST", "/flags", &global).await.0,
+        StatusCode::CREATED
+    );
     // A global token is no org's token.
-    assert_eq!(call(&base, "GET", "/orgs/org_acme/users", &global).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&base, "GET", "/orgs/org_acme/users", &global).await.0,
+        StatusCode::FORBIDDEN
+    );
 
     // An org-scoped app.
     let org = op.token("org-app", API, "read:users").await.unwrap();
@@ -187,14 +196,25 @@ async fn real_tokens_are_accepted_and_refused_like_a_real_api() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(who["org"], "org_acme");
     assert_eq!(who["client_id"], "org-app");
-    assert_eq!(call(&base, "GET", "/orgs/org_acme/users", &org).await.0, StatusCode::OK);
-    assert_eq!(call(&base, "GET", "/orgs/org_other/users", &org).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&base, "GET", "/orgs/org_acme/users", &org).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&base, "GET", "/orgs/org_other/users", &org).await.0,
+        StatusCode::FORBIDDEN
+    );
     // It was not granted write:flags.
-    assert_eq!(call(&base, "POST", "/flags", &org).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&base, "POST", "/flags", &org).await.0,
+        StatusCode::FORBIDDEN
+    );
 
     // A read-only app: the issuer refuses it write:flags outright...
     assert_eq!(
-        op.token("readonly-app", API, "read:users write:flags").await.unwrap_err(),
+        op.token("readonly-app", API, "read:users write:flags")
+            .await
+            .unwrap_err(),
         "invalid_scope"
     );
     // ...and its read token does not write.
@@ -206,14 +226,26 @@ async fn real_tokens_are_accepted_and_refused_like_a_real_api() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    let www = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
-    assert!(www.contains(r#"error="insufficient_scope""#) && www.contains(r#"scope="write:flags""#), "{www}");
+    let www = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        www.contains(r#"error="insufficient_scope""#) && www.contains(r#"scope="write:flags""#),
+        "{www}"
+    );
 
     // A genuinely signed token for the other API.
-    let other = op.token("global-app", OTHER_API, "read:users").await.unwrap();
+    let other = op
+        .token("global-app", OTHER_API, "read:users")
+        .await
+        .unwrap();
     let (status, body) = call(&base, "GET", "/whoami", &other).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error_description"], "the token is not intended for this API");
+    assert_eq!(
+        body["error_description"],
+        "the token is not intended for this API"
+    );
 
     // A token with one signature bit flipped.
     let mut forged = global.clone().into_bytes();
@@ -226,7 +258,9 @@ async fn real_tokens_are_accepted_and_refused_like_a_real_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_type_the_issuer_signs_with_is_verified() {
-    let Some(mut op) = OidcProvider::start().await else { return };
+    let Some(mut op) = OidcProvider::start().await else {
+        return;
+    };
     let base = api(&op, |i| i).await;
     for alg in ["RS256", "ES256", "EdDSA"] {
         op.command(&format!("alg {alg}")).await;
@@ -241,13 +275,19 @@ async fn every_key_type_the_issuer_signs_with_is_verified() {
         .unwrap();
         assert_eq!(header["alg"], alg);
         assert_eq!(header["typ"], "at+jwt");
-        assert_eq!(call(&base, "GET", "/orgs/org_acme/users", &token).await.0, StatusCode::OK, "{alg}");
+        assert_eq!(
+            call(&base, "GET", "/orgs/org_acme/users", &token).await.0,
+            StatusCode::OK,
+            "{alg}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_key_rotation_is_picked_up_and_withdrawn_keys_stop_verifying() {
-    let Some(mut op) = OidcProvider::start().await else { return };
+    let Some(mut op) = OidcProvider::start().await else {
+        return;
+    };
     let base = api(&op, |i| {
         i.refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
             .refresh_interval(Duration::from_secs(1))
@@ -261,8 +301,16 @@ async fn live_key_rotation_is_picked_up_and_withdrawn_keys_stop_verifying() {
     op.command("rotate").await;
     let new = op.token("org-app", API, "read:users").await.unwrap();
     assert_ne!(new.split('.').next(), old.split('.').next(), "a new kid");
-    assert_eq!(call(&base, "GET", "/whoami", &new).await.0, StatusCode::OK, "first sight of the new kid");
-    assert_eq!(call(&base, "GET", "/whoami", &old).await.0, StatusCode::OK, "old key still published");
+    assert_eq!(
+        call(&base, "GET", "/whoami", &new).await.0,
+        StatusCode::OK,
+        "first sight of the new kid"
+    );
+    assert_eq!(
+        call(&base, "GET", "/whoami", &old).await.0,
+        StatusCode::OK,
+        "old key still published"
+    );
 
     // The old key is withdrawn: once the key set refreshes, its tokens fail
     // (cached verdicts included), without restarting anything.
@@ -271,11 +319,17 @@ async fn live_key_rotation_is_picked_up_and_withdrawn_keys_stop_verifying() {
     loop {
         let (status, body) = call(&base, "GET", "/whoami", &old).await;
         if status == StatusCode::UNAUTHORIZED {
-            assert_eq!(body["error_description"], "the token signing key is unknown");
+            assert_eq!(
+                body["error_description"],
+                "the token signing key is unknown"
+            );
             break;
         }
         assert_eq!(status, StatusCode::OK);
-        assert!(tokio::time::Instant::now() < deadline, "withdrawn key still accepted after 10 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "withdrawn key still accepted after 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(call(&base, "GET", "/whoami", &new).await.0, StatusCode::OK);
@@ -283,7 +337,9 @@ async fn live_key_rotation_is_picked_up_and_withdrawn_keys_stop_verifying() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_stopped_serves_from_the_stale_window_then_503() {
-    let Some(mut op) = OidcProvider::start().await else { return };
+    let Some(mut op) = OidcProvider::start().await else {
+        return;
+    };
     let base = api(&op, |i| {
         i.refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
             .refresh_interval(Duration::from_millis(500))
@@ -313,7 +369,61 @@ async fn issuer_stopped_serves_from_the_stale_window_then_503() {
     op.command("start").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while call(&base, "GET", "/whoami", &t1).await.0 != StatusCode::OK {
-        assert!(tokio::time::Instant::now() < deadline, "no recovery within 10 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no recovery within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_api_example_gets_a_token_and_calls_the_api() {
+    let Some(op) = OidcProvider::start().await else {
+        return;
+    };
+    let base = api(&op, |i| i).await;
+    let mut bin = std::env::current_exe().unwrap();
+    bin.pop();
+    if bin.ends_with("deps") {
+        bin.pop();
+    }
+    let bin = bin.join("examples").join("call_api");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo test builds the examples",
+        bin.display()
+    );
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "--token-url",
+            &format!("{}/token", op.issuer),
+            "--client-id",
+            "org-app",
+        ])
+        .args([
+            "--audience",
+            API,
+            "--resource",
+            "--post",
+            "--scope",
+            "read:users",
+        ])
+        .args(["--api", &format!("{base}/orgs/org_acme/users")])
+        .env("M2M_CLIENT_SECRET", "org-secret")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("HTTP 200"), "{stdout}");
+    assert!(stdout.contains("org_acme"), "{stdout}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("org-secret"),
+        "the secret is never printed"
+    );
 }

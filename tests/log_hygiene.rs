@@ -52,25 +52,48 @@ async fn no_token_material_in_trace_logs() {
         .await
         .unwrap();
     let app = Router::new()
-        .route("/orgs/{org}/x", get(|p: Principal| async move { p.issuer().to_owned() }))
+        .route(
+            "/orgs/{org}/x",
+            get(|p: Principal| async move { p.issuer().to_owned() }),
+        )
         .route_layer(RequireTenant::path_param("org"))
         .route_layer(RequireScope::all(["s"]))
         .route_layer(M2mAuthLayer::new(verifier.clone()));
 
     let payload = |t: &str| t.split('.').nth(1).unwrap_or("").to_owned();
     let mut tokens: Vec<String> = vec![
-        issuer.token().org("o").scopes(["s"]).sign(),                    // accepted
-        issuer.token().org("o").scopes(["s"]).expired().sign(),          // expired
-        issuer.token().org("o").scopes(["s"]).audience("other").sign(),  // audience
-        issuer.token().org("o").scopes(["s"]).not_before_in(3600).sign(), // nbf
-        issuer.token().org("o").scopes(["s"]).kid("unknown").sign(),     // unknown kid + refetch
-        issuer.token().org("o").scopes(["s"]).typ(Some("dpop+jwt")).sign(),
-        issuer.token().org("o").scopes(["s"]).alg(Algorithm::PS256).sign(), // alg mismatch
-        issuer.token().org("o").claim("org_code", 5).sign(),             // wrong type
-        issuer.token().org("o").sign(),                                  // missing scope
-        issuer.token().org("elsewhere").scopes(["s"]).sign(),            // wrong tenant
-        stranger.token().org("o").scopes(["s"]).sign(),                  // unknown issuer
-        issuer.token().claim("pad", "p".repeat(20_000)).sign(),          // too large
+        issuer.token().org("o").scopes(["s"]).sign(), // accepted
+        issuer.token().org("o").scopes(["s"]).expired().sign(), // expired
+        issuer
+            .token()
+            .org("o")
+            .scopes(["s"])
+            .audience("other")
+            .sign(), // audience
+        issuer
+            .token()
+            .org("o")
+            .scopes(["s"])
+            .not_before_in(3600)
+            .sign(), // nbf
+        issuer.token().org("o").scopes(["s"]).kid("unknown").sign(), // unknown kid + refetch
+        issuer
+            .token()
+            .org("o")
+            .scopes(["s"])
+            .typ(Some("dpop+jwt"))
+            .sign(),
+        issuer
+            .token()
+            .org("o")
+            .scopes(["s"])
+            .alg(Algorithm::PS256)
+            .sign(), // alg mismatch
+        issuer.token().org("o").claim("org_code", 5).sign(), // wrong type
+        issuer.token().org("o").sign(),                      // missing scope
+        issuer.token().org("elsewhere").scopes(["s"]).sign(), // wrong tenant
+        stranger.token().org("o").scopes(["s"]).sign(),      // unknown issuer
+        issuer.token().claim("pad", "p".repeat(20_000)).sign(), // too large
     ];
     let good = tokens[0].clone();
     let (head, sig) = good.rsplit_once('.').unwrap();
@@ -106,8 +129,18 @@ async fn no_token_material_in_trace_logs() {
     issuer.set_outage(Outage::None);
 
     let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(out.contains("m2m-guard decision"), "decisions are logged:\n{out}");
-    for code in ["expired", "invalid_audience", "unknown_key", "insufficient_scope", "wrong_tenant", "invalid_signature"] {
+    assert!(
+        out.contains("m2m-guard decision"),
+        "decisions are logged:\n{out}"
+    );
+    for code in [
+        "expired",
+        "invalid_audience",
+        "unknown_key",
+        "insufficient_scope",
+        "wrong_tenant",
+        "invalid_signature",
+    ] {
         assert!(out.contains(code), "reason code {code} is logged");
     }
     for t in &tokens {
@@ -116,9 +149,15 @@ async fn no_token_material_in_trace_logs() {
         for part in [sig.to_owned(), payload(t)] {
             for start in (0..part.len().saturating_sub(16)).step_by(8) {
                 let window = &part[start..start + 16];
-                assert!(!out.contains(window), "token material {window:?} found in the logs");
+                assert!(
+                    !out.contains(window),
+                    "token material {window:?} found in the logs"
+                );
             }
         }
     }
-    assert!(!out.contains("Bearer ey"), "no bearer header value in the logs");
+    assert!(
+        !out.contains("Bearer ey"),
+        "no bearer header value in the logs"
+    );
 }

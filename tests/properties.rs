@@ -33,7 +33,10 @@ fn world() -> &'static World {
                 .await
                 .unwrap();
             let token = issuer.token().org("org_1").scopes(["a", "b"]).sign();
-            verifier.verify(&token).await.expect("control token verifies");
+            verifier
+                .verify(&token)
+                .await
+                .expect("control token verifies");
             (issuer, verifier, token)
         });
         World {

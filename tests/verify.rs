@@ -1029,3 +1029,39 @@ async fn rejections_never_contain_the_token() {
     let sig = token.rsplit('.').next().unwrap();
     assert!(!shown.contains(sig) && !shown.contains("org_secret") && !shown.contains("secret-aud"));
 }
+
+#[tokio::test]
+async fn tokens_enter_the_cache_on_their_second_sighting_and_floods_stay_out() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    let hot = issuer.token().alg(Algorithm::EdDSA).sign();
+    v.verify(&hot).await.unwrap();
+    assert_eq!(v.cached_tokens(), 0, "seen once: not cached");
+    v.verify(&hot).await.unwrap();
+    assert_eq!(v.cached_tokens(), 1, "seen twice: cached");
+    for i in 0..300 {
+        let once = issuer
+            .token()
+            .alg(Algorithm::EdDSA)
+            .client_id(format!("c{i}"))
+            .sign();
+        v.verify(&once).await.unwrap();
+    }
+    assert_eq!(v.cached_tokens(), 1, "one-off tokens never enter");
+    v.verify(&hot).await.unwrap();
+    // Failures are never cached, however often they are seen.
+    let bad = issuer.token().audience("other").sign();
+    for _ in 0..3 {
+        assert!(v.verify(&bad).await.is_err());
+    }
+    assert_eq!(v.cached_tokens(), 1);
+    let off = Verifier::builder()
+        .issuer(issuer.config())
+        .disable_token_cache()
+        .build()
+        .await
+        .unwrap();
+    off.verify(&hot).await.unwrap();
+    off.verify(&hot).await.unwrap();
+    assert_eq!(off.cached_tokens(), 0);
+}

@@ -1,0 +1,34 @@
+#[path = "../../harness.rs"]
+mod harness;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use jwt_authorizer::{IntoLayer, JwtAuthorizer, Validation};
+use serde_json::Value;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let f = harness::fixture();
+    let validation = Validation::new()
+        .iss(&[f.issuer.as_str()])
+        .aud(&[f.audience.as_str()])
+        .nbf(true)
+        .leeway(60);
+    let auth = JwtAuthorizer::<Value>::from_jwks_url(&f.jwks_url)
+        .validation(validation)
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(auth.into_layer());
+    let req = |t: &str| {
+        http::Request::builder()
+            .uri("/")
+            .header("authorization", format!("Bearer {t}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    harness::measure("jwt-authorizer", app, req, &f.tokens).await;
+}

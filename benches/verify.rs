@@ -1,0 +1,166 @@
+//! m2m-guard against a bare `jsonwebtoken::decode` with a prepared key, in
+//! one run, on identical tokens and keys.
+//!
+//! ```text
+//! cargo bench --bench verify
+//! python3 benches/report.py        # the ratios, as in BENCHMARKS.md
+//! ```
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response, header};
+use jsonwebtoken::{DecodingKey, Validation};
+use m2m_guard::test_util::{DEFAULT_AUDIENCE, TestIssuer};
+use m2m_guard::{Algorithm, M2mAuthLayer, Verifier};
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::Duration;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Claims {
+    iss: String,
+    sub: String,
+    exp: u64,
+    org_code: Option<String>,
+    scope: Option<String>,
+}
+
+fn prepared_key(issuer: &TestIssuer, alg: Algorithm) -> DecodingKey {
+    let kid = issuer.current_kid(alg);
+    let doc = issuer.jwks_document();
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(
+        doc["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    DecodingKey::from_jwk(&jwk).unwrap()
+}
+
+fn baseline_validation(issuer: &TestIssuer, alg: jsonwebtoken::Algorithm) -> Validation {
+    // A fair baseline: the same checks m2m-guard makes by default.
+    let mut v = Validation::new(alg);
+    v.set_issuer(&[issuer.issuer()]);
+    v.set_audience(&[DEFAULT_AUDIENCE]);
+    v.set_required_spec_claims(&["exp", "iss", "aud"]);
+    v.validate_nbf = true;
+    v.leeway = 60;
+    v
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let issuer = rt.block_on(TestIssuer::start());
+    let (uncached, cached) = rt.block_on(async {
+        let uncached = Verifier::builder()
+            .issuer(issuer.config())
+            .disable_token_cache()
+            .build()
+            .await
+            .unwrap();
+        let cached = Verifier::builder()
+            .issuer(issuer.config())
+            .build()
+            .await
+            .unwrap();
+        (uncached, cached)
+    });
+
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        let token = issuer
+            .token()
+            .alg(alg)
+            .org("org_1")
+            .scopes(["read:users", "write:flags"])
+            .sign();
+        let key = prepared_key(&issuer, alg);
+        let validation = baseline_validation(&issuer, alg.to_string().parse().unwrap());
+        assert!(jsonwebtoken::decode::<Claims>(&token, &key, &validation).is_ok());
+        assert!(rt.block_on(uncached.verify(&token)).is_ok());
+
+        let mut g = c.benchmark_group(format!("first_seen/{alg}"));
+        g.bench_function("jsonwebtoken::decode", |b| {
+            b.iter(|| jsonwebtoken::decode::<Claims>(black_box(&token), &key, &validation).unwrap())
+        });
+        g.bench_function("m2m_guard::verify", |b| {
+            b.to_async(&rt)
+                .iter(|| async { uncached.verify(black_box(&token)).await.unwrap() })
+        });
+        g.finish();
+    }
+
+    // First-seen tokens with the token cache on: every call is a miss plus an insert.
+    let fresh: Vec<String> = (0..200_000)
+        .map(|i| {
+            issuer
+                .token()
+                .alg(Algorithm::EdDSA)
+                .client_id(format!("c{i}"))
+                .sign()
+        })
+        .collect();
+    let mut next = 0usize;
+    let mut g = c.benchmark_group("first_seen/EdDSA, cache on");
+    g.bench_function("m2m_guard::verify (first sighting, cache on)", |b| {
+        b.to_async(&rt).iter(|| {
+            next = (next + 1) % fresh.len();
+            let t = &fresh[next];
+            async { cached.verify(black_box(t)).await.unwrap() }
+        })
+    });
+    g.finish();
+
+    let token = issuer
+        .token()
+        .org("org_1")
+        .scopes(["read:users", "write:flags"])
+        .sign();
+    assert!(rt.block_on(cached.verify(&token)).is_ok());
+    let key = prepared_key(&issuer, Algorithm::RS256);
+    let validation = baseline_validation(&issuer, jsonwebtoken::Algorithm::RS256);
+    let svc = ServiceBuilder::new()
+        .layer(M2mAuthLayer::new(cached.clone()))
+        .service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+    let auth = header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+
+    let mut g = c.benchmark_group("repeated/RS256");
+    g.bench_function("jsonwebtoken::decode", |b| {
+        b.iter(|| jsonwebtoken::decode::<Claims>(black_box(&token), &key, &validation).unwrap())
+    });
+    g.bench_function("m2m_guard::verify (cache hit)", |b| {
+        b.to_async(&rt)
+            .iter(|| async { cached.verify(black_box(&token)).await.unwrap() })
+    });
+    g.bench_function("middleware oneshot (cache hit)", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut svc = svc.clone();
+            let req = Request::builder()
+                .uri("/")
+                .header(header::AUTHORIZATION, auth.clone())
+                .body(())
+                .unwrap();
+            async move {
+                let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = verify;
+    config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(verify);

@@ -1,0 +1,37 @@
+//! The other half of M2M: getting client-credentials tokens for outgoing
+//! calls (feature `client`).
+//!
+//! [`TokenProvider`] keeps one token in memory per provider, refreshes it
+//! before it expires (with jitter, in the background: a caller never waits
+//! while the cached token is still valid), shares one token request among
+//! concurrent callers, backs off on 429 / 5xx honouring `Retry-After`, and
+//! parses OAuth errors into [`OAuthErrorCode`]s. [`BearerTokenLayer`] adds
+//! the token to outgoing requests and retries once with a fresh token on 401.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use m2m_guard::client::{BearerTokenLayer, ClientSecret, TokenProvider};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! let provider = TokenProvider::builder("billing-sync", ClientSecret::from_env("BILLING_SYNC_SECRET")?)
+//!     .token_url("https://acme.kinde.com/oauth2/token")
+//!     .audience("https://api.acme.com")
+//!     .scopes(["read:users"])
+//!     .build()
+//!     .await?;
+//! let mut client = ServiceBuilder::new()
+//!     .layer(BearerTokenLayer::new(provider))
+//!     .service(reqwest::Client::new());
+//! let req = reqwest::Request::new(reqwest::Method::GET, "https://api.acme.com/v1/users".parse()?);
+//! let resp = client.ready().await?.call(req).await?;
+//! # Ok(()) }
+//! ```
+
+mod layer;
+mod provider;
+
+pub use layer::{BearerToken, BearerTokenLayer, OutgoingRequest, OutgoingResponse};
+pub use provider::{
+    AccessToken, AudienceParam, ClientAuth, ClientError, ClientSecret, OAuthErrorCode,
+    TokenProvider, TokenProviderBuilder,
+};

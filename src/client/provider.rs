@@ -1,0 +1,770 @@
+//! The client-credentials token provider.
+
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
+use reqwest::Url;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use serde_json::Value;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::fetch::{FetchLimits, Fetcher, parse_url};
+use crate::token::parse_object;
+
+/// A client secret. Its `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct ClientSecret(Arc<str>);
+
+impl ClientSecret {
+    /// Wrap a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        ClientSecret(secret.into().into())
+    }
+
+    /// Read the secret from environment variable `var`.
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] when the variable is unset, empty or not UTF-8.
+    pub fn from_env(var: &str) -> Result<Self, ClientError> {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(ClientSecret::new(v)),
+            _ => Err(ClientError::Config(format!(
+                "environment variable {var} is unset or empty"
+            ))),
+        }
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret(***)")
+    }
+}
+
+/// An access token. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct AccessToken {
+    value: Arc<str>,
+    expires_at: Instant,
+    scope: Option<Arc<str>>,
+}
+
+impl AccessToken {
+    /// The token, for an `Authorization: Bearer` header. Do not log it.
+    pub fn secret(&self) -> &str {
+        &self.value
+    }
+
+    /// When it expires, by the issuer's `expires_in`.
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    /// The granted scopes, if the issuer said.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("value", &"***")
+            .field(
+                "expires_in",
+                &self.expires_at.saturating_duration_since(Instant::now()),
+            )
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// HTTP Basic (`client_secret_basic`, RFC 6749 §2.3.1). The default.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`).
+    Post,
+}
+
+/// How the target API is named in the token request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AudienceParam {
+    /// `audience=...` (Kinde, Auth0 style).
+    Audience(String),
+    /// `resource=...` (RFC 8707 resource indicators).
+    Resource(String),
+}
+
+/// An OAuth 2.0 token-endpoint error code (RFC 6749 §5.2, RFC 8707 §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OAuthErrorCode {
+    /// `invalid_request`
+    InvalidRequest,
+    /// `invalid_client`: wrong client id or secret.
+    InvalidClient,
+    /// `invalid_grant`
+    InvalidGrant,
+    /// `unauthorized_client`: the client may not use this grant.
+    UnauthorizedClient,
+    /// `unsupported_grant_type`
+    UnsupportedGrantType,
+    /// `invalid_scope`: a scope is unknown or not allowed to this client.
+    InvalidScope,
+    /// `invalid_target`: the audience / resource is unknown (RFC 8707).
+    InvalidTarget,
+    /// Any other code.
+    Other(String),
+}
+
+impl OAuthErrorCode {
+    fn parse(s: &str) -> Self {
+        match s {
+            "invalid_request" => Self::InvalidRequest,
+            "invalid_client" => Self::InvalidClient,
+            "invalid_grant" => Self::InvalidGrant,
+            "unauthorized_client" => Self::UnauthorizedClient,
+            "unsupported_grant_type" => Self::UnsupportedGrantType,
+            "invalid_scope" => Self::InvalidScope,
+            "invalid_target" => Self::InvalidTarget,
+            other => Self::Other(other.chars().take(64).collect()),
+        }
+    }
+
+    /// The code as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::InvalidTarget => "invalid_target",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for OAuthErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why no token could be obtained. Never contains the secret or a token.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The token endpoint refused with an OAuth error.
+    #[error("token endpoint refused: {code} (HTTP {status}){}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    OAuth {
+        /// The error code.
+        code: OAuthErrorCode,
+        /// The issuer's `error_description`, shortened.
+        description: Option<String>,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Throttled (429) or a server error (5xx) that outlasted the retries.
+    #[error("token endpoint unavailable: HTTP {status}")]
+    Unavailable {
+        /// The last HTTP status.
+        status: u16,
+        /// The last `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// Another non-success status without an OAuth error body.
+    #[error("token endpoint answered HTTP {0}")]
+    Status(u16),
+    /// Network failure or timeout (after retries).
+    #[error("token request failed: {0}")]
+    Network(String),
+    /// The response is not a valid token response.
+    #[error("invalid token response: {0}")]
+    InvalidResponse(&'static str),
+    /// The configuration is invalid, or discovery failed.
+    #[error("invalid token provider configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// `true` for failures worth retrying later (throttling, 5xx, network).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unavailable { .. } | ClientError::Network(_)
+        )
+    }
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, ClientError>>>;
+
+struct Cached {
+    token: AccessToken,
+    /// From here on, a background refresh starts.
+    refresh_at: Instant,
+    /// Past this the token is not handed out (a little before `exp`).
+    usable_until: Instant,
+}
+
+struct Inner {
+    client_id: String,
+    secret: ClientSecret,
+    token_url: Url,
+    audience: Option<AudienceParam>,
+    scopes: Vec<String>,
+    auth: ClientAuth,
+    refresh_margin: Duration,
+    max_retries: u32,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    default_lifetime: Duration,
+    http: reqwest::Client,
+    timeout: Duration,
+    max_bytes: usize,
+    cached: Mutex<Option<Cached>>,
+    inflight: Mutex<Option<SharedFetch>>,
+    requests: AtomicU64,
+}
+
+/// Gets and caches client-credentials access tokens. Cheap to clone; clones
+/// share the cache. Never persists or logs the token or the secret.
+#[derive(Clone)]
+pub struct TokenProvider {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("client_id", &self.inner.client_id)
+            .field("token_url", &self.inner.token_url.as_str())
+            .field("audience", &self.inner.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`TokenProvider`].
+#[derive(Debug)]
+pub struct TokenProviderBuilder {
+    client_id: String,
+    secret: ClientSecret,
+    token_url: Option<String>,
+    issuer: Option<String>,
+    audience: Option<AudienceParam>,
+    scopes: Vec<String>,
+    auth: ClientAuth,
+    refresh_margin: Duration,
+    max_retries: u32,
+    backoff: (Duration, Duration),
+    default_lifetime: Duration,
+    client: Option<reqwest::Client>,
+    timeout: Duration,
+}
+
+impl TokenProvider {
+    /// Start configuring a provider for this client.
+    pub fn builder(client_id: impl Into<String>, secret: ClientSecret) -> TokenProviderBuilder {
+        TokenProviderBuilder {
+            client_id: client_id.into(),
+            secret,
+            token_url: None,
+            issuer: None,
+            audience: None,
+            scopes: Vec::new(),
+            auth: ClientAuth::Basic,
+            refresh_margin: Duration::from_secs(60),
+            max_retries: 3,
+            backoff: (Duration::from_millis(200), Duration::from_secs(10)),
+            default_lifetime: Duration::from_secs(300),
+            client: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A valid token: the cached one, or a fresh one when there is none.
+    /// When the cached token is due for refresh but still valid, it is
+    /// returned at once and the refresh runs in the background.
+    ///
+    /// # Errors
+    /// A [`ClientError`] when no valid token is cached and none can be obtained.
+    pub async fn token(&self) -> Result<AccessToken, ClientError> {
+        let now = Instant::now();
+        let refresh = {
+            let cached = self.inner.cached.lock().unwrap_or_else(|e| e.into_inner());
+            match cached.as_ref() {
+                Some(c) if now < c.usable_until => {
+                    if now >= c.refresh_at {
+                        Some(c.token.clone())
+                    } else {
+                        return Ok(c.token.clone());
+                    }
+                }
+                _ => None,
+            }
+        };
+        match refresh {
+            Some(token) => {
+                drop(self.fetch());
+                Ok(token)
+            }
+            None => self.fetch().await,
+        }
+    }
+
+    /// Drop `token` from the cache (e.g. the API answered 401), so the next
+    /// [`TokenProvider::token`] gets a fresh one. A newer cached token is kept.
+    pub fn invalidate(&self, token: &AccessToken) {
+        let mut cached = self.inner.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if cached
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.token.value, &token.value))
+        {
+            *cached = None;
+        }
+    }
+
+    /// How many token requests were sent (retries included).
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Join the token request in flight, or start one on its own task.
+    fn fetch(&self) -> SharedFetch {
+        let mut slot = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = slot.as_ref() {
+            return f.clone();
+        }
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let result = fetch_with_retries(&inner).await;
+            if let Ok(token) = &result {
+                let (refresh_at, usable_until) = schedule(
+                    Instant::now(),
+                    token.expires_at,
+                    inner.refresh_margin,
+                    fastrand::f64(),
+                );
+                *inner.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+                    token: token.clone(),
+                    refresh_at,
+                    usable_until,
+                });
+            }
+            *inner.inflight.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            result
+        });
+        let fut = async move {
+            task.await
+                .unwrap_or_else(|_| Err(ClientError::Network("token task cancelled".into())))
+        }
+        .boxed()
+        .shared();
+        *slot = Some(fut.clone());
+        fut
+    }
+}
+
+/// When to start refreshing a token and when to stop handing it out.
+/// Refresh `margin` before expiry (at most half the lifetime), minus up to a
+/// quarter of the lifetime more of jitter (`r` in 0..1) so a fleet started
+/// together does not refresh together; stop using it shortly before `exp`.
+fn schedule(now: Instant, expires_at: Instant, margin: Duration, r: f64) -> (Instant, Instant) {
+    let lifetime = expires_at.saturating_duration_since(now);
+    let margin = margin.min(lifetime / 2);
+    let jitter = (lifetime / 4).min(margin).mul_f64(r.clamp(0.0, 1.0));
+    let skew = (lifetime / 10).min(Duration::from_secs(5));
+    (expires_at - margin - jitter, expires_at - skew)
+}
+
+fn backoff(inner: &Inner, attempt: u32) -> Duration {
+    let exp = inner
+        .backoff_min
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(inner.backoff_max);
+    exp / 2 + (exp / 2).mul_f64(fastrand::f64())
+}
+
+async fn fetch_with_retries(inner: &Inner) -> Result<AccessToken, ClientError> {
+    let mut attempt = 0;
+    loop {
+        let result = request_token(inner).await;
+        match result {
+            Err(e) if e.is_transient() && attempt < inner.max_retries => {
+                let wait = e
+                    .retry_after()
+                    .map_or_else(|| backoff(inner, attempt), |ra| ra.min(inner.backoff_max));
+                tracing::warn!(
+                    target: "m2m_guard::client",
+                    client_id = %inner.client_id,
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "token request failed, retrying"
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::warn!(target: "m2m_guard::client", client_id = %inner.client_id, error = %e, "token request failed");
+                return Err(e);
+            }
+            Ok(t) => {
+                tracing::debug!(target: "m2m_guard::client", client_id = %inner.client_id, "token obtained");
+                return Ok(t);
+            }
+        }
+    }
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().copied())
+        .finish()
+}
+
+async fn request_token(inner: &Inner) -> Result<AccessToken, ClientError> {
+    inner.requests.fetch_add(1, Ordering::Relaxed);
+    let scope = inner.scopes.join(" ");
+    let mut pairs: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+    if !scope.is_empty() {
+        pairs.push(("scope", &scope));
+    }
+    match &inner.audience {
+        Some(AudienceParam::Audience(a)) => pairs.push(("audience", a)),
+        Some(AudienceParam::Resource(r)) => pairs.push(("resource", r)),
+        None => {}
+    }
+    let mut req = inner
+        .http
+        .post(inner.token_url.clone())
+        .header(ACCEPT, "application/json")
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+    match inner.auth {
+        ClientAuth::Basic => {
+            // RFC 6749 §2.3.1: form-encode id and secret before Basic.
+            let id = form_component(&inner.client_id);
+            let secret = form_component(inner.secret.expose());
+            req = req.basic_auth(id, Some(secret));
+        }
+        ClientAuth::Post => {
+            pairs.push(("client_id", &inner.client_id));
+            pairs.push(("client_secret", inner.secret.expose()));
+        }
+    }
+    let sent = Instant::now();
+    let send = async {
+        let mut resp = req.body(form(&pairs)).send().await.map_err(network)?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(network)? {
+            if body.len() + chunk.len() > inner.max_bytes {
+                return Err(ClientError::InvalidResponse("response too large"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, retry_after, body))
+    };
+    let (status, retry_after, body) = tokio::time::timeout(inner.timeout, send)
+        .await
+        .map_err(|_| ClientError::Network(format!("timed out after {:?}", inner.timeout)))??;
+    let doc = parse_object(&body);
+    if !(200..300).contains(&status) {
+        if status == 429 || status >= 500 {
+            return Err(ClientError::Unavailable {
+                status,
+                retry_after,
+            });
+        }
+        if let Some(Value::String(code)) = doc.as_ref().and_then(|d| d.get("error")) {
+            let description = doc
+                .as_ref()
+                .and_then(|d| d.get("error_description"))
+                .and_then(Value::as_str)
+                .map(|s| s.chars().filter(|c| !c.is_control()).take(200).collect());
+            return Err(ClientError::OAuth {
+                code: OAuthErrorCode::parse(code),
+                description,
+                status,
+            });
+        }
+        return Err(ClientError::Status(status));
+    }
+    let doc = doc.ok_or(ClientError::InvalidResponse("not a JSON object"))?;
+    let value = match doc.get("access_token") {
+        Some(Value::String(t)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => {
+            t.as_str()
+        }
+        _ => return Err(ClientError::InvalidResponse("no valid access_token")),
+    };
+    match doc.get("token_type") {
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        None => {}
+        _ => return Err(ClientError::InvalidResponse("token_type is not Bearer")),
+    }
+    let lifetime = match doc.get("expires_in") {
+        None => inner.default_lifetime,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s) if s > 0 => Duration::from_secs(s.min(366 * 24 * 3600)),
+            _ => {
+                return Err(ClientError::InvalidResponse(
+                    "expires_in is not a positive integer",
+                ));
+            }
+        },
+        // Some servers send it as a string.
+        Some(Value::String(s)) => match s.parse::<u64>() {
+            Ok(s) if s > 0 => Duration::from_secs(s.min(366 * 24 * 3600)),
+            _ => {
+                return Err(ClientError::InvalidResponse(
+                    "expires_in is not a positive integer",
+                ));
+            }
+        },
+        Some(_) => return Err(ClientError::InvalidResponse("expires_in is not a number")),
+    };
+    let scope = match doc.get("scope") {
+        Some(Value::String(s)) => Some(s.as_str().into()),
+        _ => None,
+    };
+    Ok(AccessToken {
+        value: value.into(),
+        // Counted from when the request was sent: never later than the issuer's clock.
+        expires_at: sent + lifetime,
+        scope,
+    })
+}
+
+fn form_component(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn network(e: reqwest::Error) -> ClientError {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    ClientError::Network(msg)
+}
+
+impl TokenProviderBuilder {
+    /// The token endpoint.
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.token_url = Some(url.into());
+        self
+    }
+
+    /// Find the token endpoint by discovery (OIDC, then RFC 8414) from this issuer.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Ask for a token for this API with the `audience` parameter (Kinde, Auth0).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(AudienceParam::Audience(audience.into()));
+        self
+    }
+
+    /// Ask for a token for this API with the RFC 8707 `resource` parameter.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.audience = Some(AudienceParam::Resource(resource.into()));
+        self
+    }
+
+    /// Scopes to request.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How the client authenticates. Defaults to [`ClientAuth::Basic`].
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Refresh this long before expiry (at most half the token's lifetime),
+    /// plus jitter. Defaults to 60 s.
+    pub fn refresh_before_expiry(mut self, margin: Duration) -> Self {
+        self.refresh_margin = margin;
+        self
+    }
+
+    /// Retries after 429 / 5xx / network failures. Defaults to 3.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Backoff between retries: doubling from `min`, with jitter, at most
+    /// `max` (also the cap on `Retry-After`). Defaults to 200 ms ..= 10 s.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max);
+        self
+    }
+
+    /// Lifetime assumed when the response has no `expires_in`. Defaults to 5 min.
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.default_lifetime = lifetime;
+        self
+    }
+
+    /// Time limit of one token request. Defaults to 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Use your own HTTP client (custom CA, proxy).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Check the configuration and resolve the token endpoint (discovery
+    /// when only an issuer is given). No token is requested yet.
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] for an invalid configuration or failed discovery.
+    pub async fn build(self) -> Result<TokenProvider, ClientError> {
+        if self.client_id.is_empty() || self.secret.expose().is_empty() {
+            return Err(ClientError::Config(
+                "client id and secret are required".into(),
+            ));
+        }
+        if self.backoff.0.is_zero() || self.backoff.0 > self.backoff.1 {
+            return Err(ClientError::Config(
+                "backoff bounds are zero or inverted".into(),
+            ));
+        }
+        let http = match self.client {
+            Some(c) => c,
+            None => reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(self.timeout)
+                .user_agent(concat!("m2m-guard/", env!("CARGO_PKG_VERSION")))
+                // A token request carries the secret: never follow a redirect with it.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| ClientError::Config(e.to_string()))?,
+        };
+        let token_url = match (self.token_url, self.issuer) {
+            (Some(u), _) => {
+                parse_url("token_url", &u).map_err(|e| ClientError::Config(e.to_string()))?
+            }
+            (None, Some(iss)) => {
+                parse_url("issuer", &iss).map_err(|e| ClientError::Config(e.to_string()))?;
+                let fetcher = Fetcher::new(Some(http.clone()), FetchLimits::default())
+                    .map_err(|e| ClientError::Config(e.to_string()))?;
+                let meta = fetcher
+                    .discover_metadata(&iss)
+                    .await
+                    .map_err(|e| ClientError::Config(format!("discovery for {iss} failed: {e}")))?;
+                let url = meta
+                    .get("token_endpoint")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ClientError::Config("discovery document has no token_endpoint".into())
+                    })?;
+                parse_url("token_endpoint", url).map_err(|e| ClientError::Config(e.to_string()))?
+            }
+            (None, None) => {
+                return Err(ClientError::Config(
+                    "a token_url or an issuer is required".into(),
+                ));
+            }
+        };
+        Ok(TokenProvider {
+            inner: Arc::new(Inner {
+                client_id: self.client_id,
+                secret: self.secret,
+                token_url,
+                audience: self.audience,
+                scopes: self.scopes,
+                auth: self.auth,
+                refresh_margin: self.refresh_margin,
+                max_retries: self.max_retries,
+                backoff_min: self.backoff.0,
+                backoff_max: self.backoff.1,
+                default_lifetime: self.default_lifetime,
+                http,
+                timeout: self.timeout,
+                max_bytes: 64 * 1024,
+                cached: Mutex::new(None),
+                inflight: Mutex::new(None),
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_schedule_is_before_expiry_and_jittered() {
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(3600);
+        let margin = Duration::from_secs(60);
+        let (early, usable) = schedule(now, exp, margin, 1.0);
+        let (late, _) = schedule(now, exp, margin, 0.0);
+        assert_eq!(late, exp - margin);
+        assert_eq!(
+            early,
+            exp - margin - margin,
+            "jitter is capped by the margin"
+        );
+        assert_eq!(usable, exp - Duration::from_secs(5));
+        let (mid, _) = schedule(now, exp, margin, 0.5);
+        assert!(early < mid && mid < late);
+        // A short-lived token: the margin shrinks to half its lifetime.
+        let exp = now + Duration::from_secs(10);
+        let (r, u) = schedule(now, exp, margin, 0.0);
+        assert_eq!(r, exp - Duration::from_secs(5));
+        assert_eq!(u, exp - Duration::from_secs(1));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = ClientSecret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "ClientSecret(***)");
+    }
+}

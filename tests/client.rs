@@ -1,0 +1,467 @@
+//! The client-credentials token provider and the outgoing bearer layer,
+//! against a token endpoint and an API on loopback.
+
+use axum::Router;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use m2m_guard::client::{
+    BearerTokenLayer, ClientAuth, ClientError, ClientSecret, OAuthErrorCode, TokenProvider,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+const SECRET: &str = "s3cr3t:with&odd=chars";
+
+#[derive(Clone)]
+enum Answer {
+    Token { expires_in: u64 },
+    Status(u16, Option<&'static str>, &'static str),
+    Raw(u16, String),
+}
+
+/// One token request as the endpoint saw it: form fields, Authorization header, when.
+type Call = (HashMap<String, String>, Option<String>, Instant);
+
+#[derive(Default)]
+struct Endpoint {
+    script: Mutex<VecDeque<Answer>>,
+    default_expires_in: Mutex<u64>,
+    delay: Mutex<Duration>,
+    calls: Mutex<Vec<Call>>,
+    issued: Mutex<u64>,
+    revoked: Mutex<HashSet<String>>,
+    api_calls: Mutex<u64>,
+}
+
+struct Mock {
+    ep: Arc<Endpoint>,
+    base: String,
+}
+
+impl Mock {
+    async fn start() -> Mock {
+        let ep = Arc::new(Endpoint::default());
+        *ep.default_expires_in.lock().unwrap() = 3600;
+        let app = Router::new()
+            .route("/token", post(token))
+            .route("/api", get(api))
+            .route("/.well-known/openid-configuration", get(discovery))
+            .with_state(ep.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Mock { ep, base }
+    }
+    fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.ep.script.lock().unwrap().extend(answers);
+    }
+    fn calls(&self) -> Vec<Call> {
+        self.ep.calls.lock().unwrap().clone()
+    }
+    fn builder(&self) -> m2m_guard::client::TokenProviderBuilder {
+        TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+            .token_url(format!("{}/token", self.base))
+            .backoff(Duration::from_millis(50), Duration::from_secs(2))
+    }
+}
+
+async fn discovery(State(_): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
+    let host = headers["host"].to_str().unwrap();
+    axum::Json(serde_json::json!({"issuer": format!("http://{host}"), "token_endpoint": format!("http://{host}/token")}))
+        .into_response()
+}
+
+async fn token(
+    State(ep): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_owned());
+    ep.calls
+        .lock()
+        .unwrap()
+        .push((form.clone(), auth, Instant::now()));
+    let delay = *ep.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    let answer = ep
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Answer::Token {
+            expires_in: *ep.default_expires_in.lock().unwrap(),
+        });
+    match answer {
+        Answer::Token { expires_in } => {
+            let n = {
+                let mut i = ep.issued.lock().unwrap();
+                *i += 1;
+                *i
+            };
+            axum::Json(serde_json::json!({
+                "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": expires_in, "scope": form.get("scope")
+            }))
+            .into_response()
+        }
+        Answer::Status(status, retry_after, body) => {
+            let mut r = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            if let Some(ra) = retry_after {
+                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+            }
+            r
+        }
+        Answer::Raw(status, body) => (StatusCode::from_u16(status).unwrap(), body).into_response(),
+    }
+}
+
+async fn api(State(ep): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
+    *ep.api_calls.lock().unwrap() += 1;
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_owned();
+    if token.is_empty() || ep.revoked.lock().unwrap().contains(&token) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    token.into_response()
+}
+
+#[tokio::test]
+async fn caches_the_token_in_memory() {
+    let m = Mock::start().await;
+    let p = m
+        .builder()
+        .audience("https://api")
+        .scopes(["read:users", "write:flags"])
+        .build()
+        .await
+        .unwrap();
+    let a = p.token().await.unwrap();
+    let b = p.token().await.unwrap();
+    assert_eq!(a.secret(), "tok-1");
+    assert_eq!(b.secret(), "tok-1");
+    assert_eq!(p.requests_sent(), 1);
+    let (form, auth, _) = &m.calls()[0];
+    assert_eq!(form["grant_type"], "client_credentials");
+    assert_eq!(form["audience"], "https://api");
+    assert_eq!(form["scope"], "read:users write:flags");
+    assert!(!form.contains_key("client_secret"), "basic auth by default");
+    // RFC 6749 §2.3.1: id and secret are form-encoded, then Basic.
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode("svc-a:s3cr3t%3Awith%26odd%3Dchars");
+    assert_eq!(auth.as_deref(), Some(format!("Basic {expected}").as_str()));
+}
+
+#[tokio::test]
+async fn client_secret_post_and_resource_indicators() {
+    let m = Mock::start().await;
+    let p = m
+        .builder()
+        .client_auth(ClientAuth::Post)
+        .resource("https://api")
+        .build()
+        .await
+        .unwrap();
+    p.token().await.unwrap();
+    let (form, auth, _) = &m.calls()[0];
+    assert_eq!(form["client_id"], "svc-a");
+    assert_eq!(form["client_secret"], SECRET);
+    assert_eq!(form["resource"], "https://api");
+    assert!(!form.contains_key("audience") && !form.contains_key("scope"));
+    assert_eq!(auth, &None);
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_request() {
+    let m = Mock::start().await;
+    *m.ep.delay.lock().unwrap() = Duration::from_millis(200);
+    let p = m.builder().build().await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.token().await.unwrap().secret().to_owned() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "tok-1");
+    }
+    assert_eq!(p.requests_sent(), 1);
+}
+
+#[tokio::test]
+async fn refreshes_before_expiry_without_making_callers_wait() {
+    let m = Mock::start().await;
+    *m.ep.default_expires_in.lock().unwrap() = 4;
+    let p = m
+        .builder()
+        .refresh_before_expiry(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(p.token().await.unwrap().secret(), "tok-1");
+    *m.ep.delay.lock().unwrap() = Duration::from_millis(500);
+    // Refresh is due somewhere in [1 s, 2 s] (margin 2 s, jitter up to 1 s).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let started = Instant::now();
+    assert_eq!(
+        p.token().await.unwrap().secret(),
+        "tok-1",
+        "still valid: handed out"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "the caller did not wait"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(p.requests_sent(), 2, "one background refresh");
+    assert_eq!(p.token().await.unwrap().secret(), "tok-2");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_never_handed_out() {
+    let m = Mock::start().await;
+    *m.ep.default_expires_in.lock().unwrap() = 1;
+    let p = m.builder().build().await.unwrap();
+    assert_eq!(p.token().await.unwrap().secret(), "tok-1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(p.token().await.unwrap().secret(), "tok-2");
+}
+
+#[tokio::test]
+async fn backs_off_on_5xx_and_429_honouring_retry_after() {
+    let m = Mock::start().await;
+    m.script([
+        Answer::Status(503, None, "busy"),
+        Answer::Status(502, None, "bad gateway"),
+    ]);
+    let p = m.builder().build().await.unwrap();
+    assert_eq!(p.token().await.unwrap().secret(), "tok-1");
+    let calls = m.calls();
+    assert_eq!(calls.len(), 3);
+    let gap1 = calls[1].2 - calls[0].2;
+    let gap2 = calls[2].2 - calls[1].2;
+    assert!(gap1 >= Duration::from_millis(20), "{gap1:?}");
+    assert!(gap2 >= Duration::from_millis(45), "exponential: {gap2:?}");
+
+    let m = Mock::start().await;
+    m.script([Answer::Status(429, Some("1"), "slow down")]);
+    let p = m.builder().build().await.unwrap();
+    assert_eq!(p.token().await.unwrap().secret(), "tok-1");
+    let calls = m.calls();
+    assert!(
+        calls[1].2 - calls[0].2 >= Duration::from_millis(950),
+        "Retry-After: 1 honoured"
+    );
+}
+
+#[tokio::test]
+async fn gives_up_after_the_retries() {
+    let m = Mock::start().await;
+    m.script(std::iter::repeat_n(Answer::Status(503, None, "down"), 10));
+    let p = m.builder().max_retries(2).build().await.unwrap();
+    let e = p.token().await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Unavailable { status: 503, .. }),
+        "{e:?}"
+    );
+    assert!(e.is_transient());
+    assert_eq!(p.requests_sent(), 3);
+}
+
+#[tokio::test]
+async fn oauth_errors_are_typed_and_not_retried() {
+    for (status, body, code) in [
+        (
+            401,
+            r#"{"error":"invalid_client","error_description":"bad secret"}"#,
+            OAuthErrorCode::InvalidClient,
+        ),
+        (
+            400,
+            r#"{"error":"invalid_scope"}"#,
+            OAuthErrorCode::InvalidScope,
+        ),
+        (
+            400,
+            r#"{"error":"unauthorized_client"}"#,
+            OAuthErrorCode::UnauthorizedClient,
+        ),
+        (
+            400,
+            r#"{"error":"invalid_target"}"#,
+            OAuthErrorCode::InvalidTarget,
+        ),
+        (
+            400,
+            r#"{"error":"custom_thing"}"#,
+            OAuthErrorCode::Other("custom_thing".into()),
+        ),
+    ] {
+        let m = Mock::start().await;
+        m.script([Answer::Raw(status, body.into())]);
+        let p = m.builder().build().await.unwrap();
+        match p.token().await.unwrap_err() {
+            ClientError::OAuth {
+                code: c, status: s, ..
+            } => assert_eq!((c, s), (code, status)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.requests_sent(), 1, "{body}: not retried");
+    }
+}
+
+#[tokio::test]
+async fn malformed_token_responses_are_errors() {
+    for body in [
+        "<html>login</html>".to_owned(),
+        r#"{"token_type":"Bearer"}"#.to_owned(),
+        r#"{"access_token":"","token_type":"Bearer"}"#.to_owned(),
+        r#"{"access_token":"a b","token_type":"Bearer"}"#.to_owned(),
+        r#"{"access_token":"x","token_type":"mac"}"#.to_owned(),
+        r#"{"access_token":"x","expires_in":-5}"#.to_owned(),
+        r#"{"access_token":"x","expires_in":[1]}"#.to_owned(),
+        format!(r#"{{"access_token":"x","pad":"{}"}}"#, "p".repeat(100_000)),
+    ] {
+        let m = Mock::start().await;
+        m.script([Answer::Raw(200, body.clone())]);
+        let p = m.builder().build().await.unwrap();
+        let e = p.token().await.unwrap_err();
+        assert!(
+            matches!(e, ClientError::InvalidResponse(_)),
+            "{body:.60}: {e:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_secret_and_tokens_never_show_in_debug_or_errors() {
+    let m = Mock::start().await;
+    let b = m.builder();
+    assert!(!format!("{b:?}").contains(SECRET));
+    let p = b.build().await.unwrap();
+    let t = p.token().await.unwrap();
+    for shown in [
+        format!("{p:?}"),
+        format!("{t:?}"),
+        format!("{:?}", ClientSecret::new(SECRET)),
+    ] {
+        assert!(
+            !shown.contains(SECRET) && !shown.contains("tok-1"),
+            "{shown}"
+        );
+    }
+    m.script([Answer::Raw(401, r#"{"error":"invalid_client"}"#.into())]);
+    p.invalidate(&t);
+    let e = p.token().await.unwrap_err();
+    assert!(!format!("{e} {e:?}").contains(SECRET));
+}
+
+#[tokio::test]
+async fn discovery_finds_the_token_endpoint() {
+    let m = Mock::start().await;
+    let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+        .issuer(&m.base)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(p.token().await.unwrap().secret(), "tok-1");
+    let e = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+        .issuer(format!("{}/elsewhere", m.base))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Config(_)), "{e:?}");
+    let e = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+        .token_url("http://token.example.com/token")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("https is required"), "{e}");
+}
+
+#[test]
+fn secret_from_the_environment() {
+    // set_var is unsafe in edition 2024 and this crate forbids unsafe: use
+    // variables the test harness always has, and one it never has.
+    assert!(ClientSecret::from_env("PATH").is_ok());
+    assert!(matches!(
+        ClientSecret::from_env("M2M_GUARD_TEST_SECRET_NEVER_SET"),
+        Err(ClientError::Config(_))
+    ));
+}
+
+async fn api_client(
+    m: &Mock,
+    p: TokenProvider,
+) -> impl Service<reqwest::Request, Response = reqwest::Response, Error = tower::BoxError> + Clone {
+    let _ = m;
+    ServiceBuilder::new()
+        .layer(BearerTokenLayer::new(p))
+        .service(reqwest::Client::new())
+}
+
+#[tokio::test]
+async fn the_layer_adds_the_token_and_retries_once_on_401() {
+    let m = Mock::start().await;
+    let p = m.builder().build().await.unwrap();
+    let mut client = api_client(&m, p.clone()).await;
+    let url: reqwest::Url = format!("{}/api", m.base).parse().unwrap();
+    let req = || reqwest::Request::new(reqwest::Method::GET, url.clone());
+
+    let resp = client.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "tok-1");
+
+    // The API stops accepting tok-1: the layer gets tok-2 and retries once.
+    m.ep.revoked.lock().unwrap().insert("tok-1".into());
+    let before = *m.ep.api_calls.lock().unwrap();
+    let resp = client.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "tok-2");
+    assert_eq!(*m.ep.api_calls.lock().unwrap() - before, 2);
+    assert_eq!(p.requests_sent(), 2);
+
+    // Still 401 with the fresh token: exactly one retry, then the 401 is returned.
+    m.ep.revoked.lock().unwrap().insert("tok-2".into());
+    m.ep.revoked.lock().unwrap().insert("tok-3".into());
+    let before = *m.ep.api_calls.lock().unwrap();
+    let resp = client.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(*m.ep.api_calls.lock().unwrap() - before, 2);
+}
+
+#[tokio::test]
+async fn the_layer_works_with_plain_http_requests() {
+    use http_body_util::{BodyExt, Full};
+    let m = Mock::start().await;
+    let p = m.builder().build().await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let svc = ServiceBuilder::new()
+        .layer(BearerTokenLayer::new(p))
+        .service_fn(move |req: http::Request<Full<bytes::Bytes>>| {
+            let seen = seen2.clone();
+            async move {
+                let auth = req.headers()["authorization"].clone();
+                assert!(auth.is_sensitive());
+                seen.lock().unwrap().push(auth.to_str().unwrap().to_owned());
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+            }
+        });
+    let req = http::Request::post("http://api/x")
+        .body(Full::new(bytes::Bytes::from_static(b"payload")))
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen.lock().unwrap().as_slice(), ["Bearer tok-1"]);
+}
