@@ -70,7 +70,7 @@ pub use layer::{M2mAuth, M2mAuthLayer, ResponseFuture};
 pub use metadata::{MetadataService, ProtectedResource};
 pub use principal::{Principal, Scopes};
 pub use provider::Provider;
-pub use rejection::{AuthError, AuthErrorKind, DefaultRejection, OnRejection};
+pub use rejection::{AuthError, AuthErrorKind, DefaultRejection, GrpcRejection, OnRejection};
 pub use token::Algorithm;
 pub use verifier::Verifier;
 

@@ -95,11 +95,23 @@ mod imp {
     pub(crate) fn prepare(m: &Material<'_>, _alg: Algorithm) -> Option<Prepared> {
         let key = match m {
             Material::Rsa { n, e } => DecodingKey::from_rsa_raw_components(n, e),
-            Material::Ec { x, y } => DecodingKey::from_ec_components(
-                &URL_SAFE_NO_PAD.encode(x),
-                &URL_SAFE_NO_PAD.encode(y),
-            )
-            .ok()?,
+            Material::Ec { x, y } => {
+                // jsonwebtoken does not check the point here: refuse one off the curve now.
+                let sec1 = [&[0x04][..], x, y].concat();
+                let on_curve = match x.len() {
+                    32 => p256::PublicKey::from_sec1_bytes(&sec1).is_ok(),
+                    48 => p384::PublicKey::from_sec1_bytes(&sec1).is_ok(),
+                    _ => false,
+                };
+                if !on_curve {
+                    return None;
+                }
+                DecodingKey::from_ec_components(
+                    &URL_SAFE_NO_PAD.encode(x),
+                    &URL_SAFE_NO_PAD.encode(y),
+                )
+                .ok()?
+            }
             Material::Ed { x } => {
                 DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(x)).ok()?
             }

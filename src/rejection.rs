@@ -231,6 +231,49 @@ where
     }
 }
 
+/// Rejections as gRPC statuses, for tonic services: a headers-only response
+/// with `grpc-status` (400 → `INVALID_ARGUMENT`, 401 → `UNAUTHENTICATED`,
+/// 403 → `PERMISSION_DENIED`, 503 → `UNAVAILABLE`, else `INTERNAL`),
+/// `grpc-message`, and the same `WWW-Authenticate` challenge.
+///
+/// ```no_run
+/// # fn run(verifier: m2m_guard::Verifier) {
+/// use m2m_guard::{GrpcRejection, M2mAuthLayer};
+/// let layer = M2mAuthLayer::new(verifier).on_rejection(GrpcRejection);
+/// // tonic::transport::Server::builder().layer(layer).add_service(...)
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcRejection;
+
+impl<B: Default> OnRejection<B> for GrpcRejection {
+    fn on_rejection(&self, error: AuthError) -> Response<B> {
+        let code: u16 = match error.status().as_u16() {
+            400 => 3,
+            401 => 16,
+            403 => 7,
+            503 => 14,
+            _ => 13,
+        };
+        let mut resp = Response::new(B::default());
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(code));
+        // Descriptions are plain ASCII without '%': valid as grpc-message as they are.
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static(error.description()),
+        );
+        if let Some(v) = error.www_authenticate() {
+            h.insert(WWW_AUTHENTICATE, v);
+        }
+        if let AuthErrorKind::Unavailable { retry_after } = error.kind {
+            h.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+        }
+        resp
+    }
+}
+
 /// Put into request extensions by the auth layer, so guards and extractors
 /// further in render the same challenge and the same custom responses.
 #[derive(Clone)]
