@@ -267,7 +267,7 @@ pub(crate) fn render<B: From<String> + 'static>(
 ) -> Response<B> {
     trace_rejection(&error);
     match extensions.get::<Renderer<B>>() {
-        Some(r) => (r.0)(error),
+        Some(r) => r.0.render(error),
         None => error.into_response(),
     }
 }

@@ -137,7 +137,7 @@ impl<S, R: Clone> Layer<S> for M2mAuthLayer<R> {
             verifier: self.verifier.clone(),
             challenge: self.challenge.clone(),
             optional: self.optional,
-            on_rejection: self.on_rejection.clone(),
+            on_rejection: Arc::new(self.on_rejection.clone()),
         }
     }
 }
@@ -149,7 +149,8 @@ pub struct M2mAuth<S, R = DefaultRejection> {
     verifier: Verifier,
     challenge: Arc<Challenge>,
     optional: bool,
-    on_rejection: R,
+    /// Shared with guards through request extensions without an allocation per request.
+    on_rejection: Arc<R>,
 }
 
 /// Where the bearer token is, or why the request is malformed.
@@ -224,14 +225,11 @@ where
             v.set_sensitive(true);
         }
         let on_rejection = self.on_rejection.clone();
-        let renderer = on_rejection.clone();
         req.extensions_mut().insert(AuthContext {
             challenge: self.challenge.clone(),
         });
         req.extensions_mut()
-            .insert(Renderer::<ResBody>(Arc::new(move |e| {
-                renderer.on_rejection(e)
-            })));
+            .insert(Renderer::<ResBody>(on_rejection.clone()));
 
         // The inner service was driven to readiness: take that one into the
         // future and leave a fresh clone behind (see tower-service docs, "Be
@@ -321,7 +319,7 @@ pin_project! {
         #[pin]
         kind: Kind<S, ReqBody>,
         challenge: Arc<Challenge>,
-        on_rejection: R,
+        on_rejection: Arc<R>,
     }
 }
 

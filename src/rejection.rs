@@ -282,7 +282,18 @@ pub(crate) struct AuthContext {
 }
 
 /// The auth layer's rejection renderer for body type `B`, shared with guards.
-pub(crate) struct Renderer<B>(pub(crate) Arc<dyn Fn(AuthError) -> Response<B> + Send + Sync>);
+pub(crate) struct Renderer<B>(pub(crate) Arc<dyn RenderRejection<B>>);
+
+/// [`OnRejection`] made object-safe, so an `Arc<R>` coerces to a renderer.
+pub(crate) trait RenderRejection<B>: Send + Sync {
+    fn render(&self, error: AuthError) -> Response<B>;
+}
+
+impl<B, T: OnRejection<B>> RenderRejection<B> for T {
+    fn render(&self, error: AuthError) -> Response<B> {
+        self.on_rejection(error)
+    }
+}
 
 impl<B> Clone for Renderer<B> {
     fn clone(&self) -> Self {
