@@ -427,3 +427,144 @@ async fn the_call_api_example_gets_a_token_and_calls_the_api() {
         "the secret is never printed"
     );
 }
+
+/// Authlib (Python) as a second independent issuer: RFC 9068 tokens signed
+/// with a single key and no `kid`, discovery only through RFC 8414.
+struct AuthlibServer {
+    issuer: String,
+    _child: Child,
+}
+
+impl AuthlibServer {
+    async fn start() -> Option<AuthlibServer> {
+        let required = std::env::var("M2M_INTEROP").is_ok_and(|v| v == "required");
+        let installed = std::process::Command::new("python3")
+            .args(["-c", "import authlib, flask"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            assert!(
+                !required,
+                "M2M_INTEROP=required but Authlib is missing: pip install -r tests/interop/requirements.txt"
+            );
+            eprintln!(
+                "SKIPPED: Authlib is not installed (pip install -r tests/interop/requirements.txt)"
+            );
+            return None;
+        }
+        let mut child = tokio::process::Command::new("python3")
+            .arg("authlib_server.py")
+            .current_dir(interop_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let issuer = loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+                .await
+                .expect("Authlib server starts within 30 s")
+                .unwrap()
+                .expect("a ready line");
+            if let Some(issuer) = line.strip_prefix("ready ") {
+                break issuer.to_owned();
+            }
+        };
+        Some(AuthlibServer {
+            issuer,
+            _child: child,
+        })
+    }
+
+    async fn token(&self, client: &str, scope: &str) -> String {
+        let secret = format!("{}-secret", client.trim_end_matches("-app"));
+        let auth = if client == "global-app" {
+            ClientAuth::Basic
+        } else {
+            ClientAuth::Post
+        };
+        TokenProvider::builder(client, ClientSecret::new(secret))
+            .issuer(&self.issuer)
+            .scopes(scope.split_whitespace().map(str::to_owned))
+            .client_auth(auth)
+            .build()
+            .await
+            .unwrap()
+            .token()
+            .await
+            .unwrap()
+            .secret()
+            .to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authlib_tokens_without_kid_are_verified() {
+    let Some(al) = AuthlibServer::start().await else {
+        return;
+    };
+    let verifier = Verifier::builder()
+        .issuer(
+            Issuer::new(&al.issuer)
+                .audience(API)
+                .tenant_claim("org_code")
+                .strict_rfc9068(true),
+        )
+        .build()
+        .await
+        .expect("RFC 8414 discovery (Authlib serves no OIDC document)");
+    assert_eq!(
+        verifier.jwks_url(&al.issuer),
+        Some(format!("{}/jwks", al.issuer).as_str())
+    );
+    let resource = ProtectedResource::new(API).authorization_servers(verifier.issuers());
+    let app: Router = common::demo_router(verifier, &resource);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let org = al.token("org-app", "read:users write:flags").await;
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            org.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    assert!(
+        header.get("kid").is_none(),
+        "Authlib's single-key tokens carry no kid: {header}"
+    );
+
+    let (status, who) = call(&base, "GET", "/whoami", &org).await;
+    assert_eq!(status, StatusCode::OK, "{who}");
+    assert_eq!(who["client_id"], "org-app");
+    assert_eq!(who["org"], "org_acme");
+    // Authlib dropped the scope the client may not have, silently.
+    assert_eq!(who["scopes"], serde_json::json!(["read:users"]));
+    assert_eq!(
+        call(&base, "GET", "/orgs/org_acme/users", &org).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&base, "GET", "/orgs/org_other/users", &org).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&base, "POST", "/flags", &org).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    let global = al.token("global-app", "read:users write:flags").await;
+    assert_eq!(
+        call(&base, "POST", "/flags", &global).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(&base, "GET", "/orgs/org_acme/users", &global).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
