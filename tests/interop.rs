@@ -33,41 +33,89 @@ fn interop_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
+/// `true` when the server can run; otherwise says why (a failure when
+/// `M2M_INTEROP=required`).
+fn available(installed: bool, what: &str, install: &str) -> bool {
+    let required = std::env::var("M2M_INTEROP").is_ok_and(|v| v == "required");
+    if !installed {
+        assert!(
+            !required,
+            "M2M_INTEROP=required but {what} is missing: {install}"
+        );
+        eprintln!("SKIPPED: {what} is not installed ({install})");
+    }
+    installed
+}
+
+/// Start `program script` in tests/interop and wait for its `ready <issuer>` line.
+async fn spawn_ready(
+    program: &str,
+    script: &str,
+) -> (Child, Lines<BufReader<ChildStdout>>, String) {
+    let mut child = tokio::process::Command::new(program)
+        .arg(script)
+        .current_dir(interop_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} {script}: {e}"));
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let issuer = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{script} starts within 30 s"))
+            .unwrap()
+            .expect("a ready line");
+        if let Some(issuer) = line.strip_prefix("ready ") {
+            break issuer.to_owned();
+        }
+    };
+    (child, stdout, issuer)
+}
+
+/// A token exactly as an M2M client gets one, with m2m-guard's own client
+/// side: discovery of the token endpoint, a form POST with `grant_type`,
+/// `scope` (and `resource`), `client_secret_basic` for the global app and
+/// `client_secret_post` for the others.
+async fn client_token(
+    issuer: &str,
+    client: &str,
+    resource: Option<&str>,
+    scope: &str,
+) -> Result<String, ClientError> {
+    let secret = format!("{}-secret", client.trim_end_matches("-app"));
+    let auth = if client == "global-app" {
+        ClientAuth::Basic
+    } else {
+        ClientAuth::Post
+    };
+    let mut builder = TokenProvider::builder(client, ClientSecret::new(secret))
+        .issuer(issuer)
+        .scopes(scope.split_whitespace().map(str::to_owned))
+        .client_auth(auth);
+    if let Some(r) = resource {
+        builder = builder.resource(r);
+    }
+    builder
+        .build()
+        .await?
+        .token()
+        .await
+        .map(|t| t.secret().to_owned())
+}
+
 impl OidcProvider {
     /// Start the server, or `None` (with a message) when it is not installed
     /// and not required.
     async fn start() -> Option<OidcProvider> {
-        let dir = interop_dir();
-        let required = std::env::var("M2M_INTEROP").is_ok_and(|v| v == "required");
-        if !dir.join("node_modules/oidc-provider").exists() {
-            assert!(
-                !required,
-                "M2M_INTEROP=required but tests/interop has no node_modules: run `npm ci --prefix tests/interop`"
-            );
-            eprintln!("SKIPPED: oidc-provider is not installed (npm ci --prefix tests/interop)");
+        let installed = interop_dir().join("node_modules/oidc-provider").exists();
+        if !available(installed, "oidc-provider", "npm ci --prefix tests/interop") {
             return None;
         }
-        let mut child = tokio::process::Command::new("node")
-            .arg("server.mjs")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs");
+        let (mut child, stdout, issuer) = spawn_ready("node", "server.mjs").await;
         let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-                .await
-                .expect("oidc-provider starts within 30 s")
-                .unwrap()
-                .expect("a ready line");
-            if let Some(issuer) = line.strip_prefix("ready ") {
-                break issuer.to_owned();
-            }
-        };
         Some(OidcProvider {
             issuer,
             child,
@@ -95,27 +143,9 @@ impl OidcProvider {
         }
     }
 
-    /// Get a token exactly as an M2M client does, with m2m-guard's own
-    /// client side: discovery of the token endpoint, a form POST with
-    /// `grant_type`, `resource` and `scope`, `client_secret_basic` for the
-    /// global app and `client_secret_post` for the others.
     async fn token(&self, client: &str, resource: &str, scope: &str) -> Result<String, String> {
-        let secret = format!("{}-secret", client.trim_end_matches("-app"));
-        let auth = if client == "global-app" {
-            ClientAuth::Basic
-        } else {
-            ClientAuth::Post
-        };
-        let provider = TokenProvider::builder(client, ClientSecret::new(secret))
-            .issuer(&self.issuer)
-            .resource(resource)
-            .scopes(scope.split_whitespace().map(str::to_owned))
-            .client_auth(auth)
-            .build()
-            .await
-            .map_err(|e| e.to_string())?;
-        match provider.token().await {
-            Ok(t) => Ok(t.secret().to_owned()),
+        match client_token(&self.issuer, client, Some(resource), scope).await {
+            Ok(t) => Ok(t),
             Err(ClientError::OAuth { code, .. }) => Err(code.as_str().to_owned()),
             Err(e) => Err(e.to_string()),
         }
@@ -437,40 +467,18 @@ struct AuthlibServer {
 
 impl AuthlibServer {
     async fn start() -> Option<AuthlibServer> {
-        let required = std::env::var("M2M_INTEROP").is_ok_and(|v| v == "required");
         let installed = std::process::Command::new("python3")
             .args(["-c", "import authlib, flask"])
             .output()
             .is_ok_and(|o| o.status.success());
-        if !installed {
-            assert!(
-                !required,
-                "M2M_INTEROP=required but Authlib is missing: pip install -r tests/interop/requirements.txt"
-            );
-            eprintln!(
-                "SKIPPED: Authlib is not installed (pip install -r tests/interop/requirements.txt)"
-            );
+        if !available(
+            installed,
+            "Authlib",
+            "pip install -r tests/interop/requirements.txt",
+        ) {
             return None;
         }
-        let mut child = tokio::process::Command::new("python3")
-            .arg("authlib_server.py")
-            .current_dir(interop_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 runs");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-                .await
-                .expect("Authlib server starts within 30 s")
-                .unwrap()
-                .expect("a ready line");
-            if let Some(issuer) = line.strip_prefix("ready ") {
-                break issuer.to_owned();
-            }
-        };
+        let (child, _, issuer) = spawn_ready("python3", "authlib_server.py").await;
         Some(AuthlibServer {
             issuer,
             _child: child,
@@ -478,24 +486,9 @@ impl AuthlibServer {
     }
 
     async fn token(&self, client: &str, scope: &str) -> String {
-        let secret = format!("{}-secret", client.trim_end_matches("-app"));
-        let auth = if client == "global-app" {
-            ClientAuth::Basic
-        } else {
-            ClientAuth::Post
-        };
-        TokenProvider::builder(client, ClientSecret::new(secret))
-            .issuer(&self.issuer)
-            .scopes(scope.split_whitespace().map(str::to_owned))
-            .client_auth(auth)
-            .build()
+        client_token(&self.issuer, client, None, scope)
             .await
             .unwrap()
-            .token()
-            .await
-            .unwrap()
-            .secret()
-            .to_owned()
     }
 }
 
