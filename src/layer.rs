@@ -268,7 +268,8 @@ where
                     let verifier = self.verifier.clone();
                     let token = token.to_owned();
                     Kind::Verifying {
-                        fut: Box::pin(async move { verifier.verify(&token).await }),
+                        // The cache was just consulted: go straight to the full check.
+                        fut: Box::pin(async move { verifier.verify_cache_miss(&token).await }),
                         req: Some(req),
                         inner: Some(inner),
                     }

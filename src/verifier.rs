@@ -244,9 +244,15 @@ impl Verifier {
     /// # Errors
     /// A [`Rejection`] saying why the token is not accepted; see [`Reason`].
     pub async fn verify(&self, token: &str) -> Result<Principal, Rejection> {
-        if let Some(p) = self.verify_cached(token) {
-            return Ok(p);
+        match self.verify_cached(token) {
+            Some(p) => Ok(p),
+            None => self.verify_cache_miss(token).await,
         }
+    }
+
+    /// The full verification, for a token [`Verifier::verify_cached`] did
+    /// not answer; caches the verdict from the token's second sighting.
+    pub(crate) async fn verify_cache_miss(&self, token: &str) -> Result<Principal, Rejection> {
         // Admit a token into the cache on its second sighting: a token seen
         // once costs no cache insert, and a flood of one-off tokens cannot
         // push the hot ones out.

@@ -584,7 +584,7 @@ async fn repeated_tokens_skip_signature_work_but_not_expiry() {
         .build()
         .await
         .unwrap();
-    let app = app(verifier);
+    let app = app(verifier.clone());
     let t = issuer.token().expires_in(Duration::from_secs(2)).sign();
     for _ in 0..3 {
         assert_eq!(
@@ -592,6 +592,8 @@ async fn repeated_tokens_skip_signature_work_but_not_expiry() {
             StatusCode::OK
         );
     }
+    // Through the layer too, the token entered the cache on its second sighting.
+    assert_eq!(verifier.cached_tokens(), 1);
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let (status, www, ..) = send(&app, get_req("/whoami", Some(&t))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
