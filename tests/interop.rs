@@ -188,6 +188,23 @@ async fn call(base: &str, method: &str, path: &str, token: &str) -> (StatusCode,
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// An org-scoped token with `read:users` only: its own org's users, not
+/// another org's, and no writes.
+async fn assert_org_app_boundaries(base: &str, token: &str) {
+    assert_eq!(
+        call(base, "GET", "/orgs/org_acme/users", token).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(base, "GET", "/orgs/org_other/users", token).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(base, "POST", "/flags", token).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tokens_are_accepted_and_refused_like_a_real_api() {
     let Some(op) = OidcProvider::start().await else {
@@ -226,19 +243,8 @@ async fn real_tokens_are_accepted_and_refused_like_a_real_api() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(who["org"], "org_acme");
     assert_eq!(who["client_id"], "org-app");
-    assert_eq!(
-        call(&base, "GET", "/orgs/org_acme/users", &org).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        call(&base, "GET", "/orgs/org_other/users", &org).await.0,
-        StatusCode::FORBIDDEN
-    );
     // It was not granted write:flags.
-    assert_eq!(
-        call(&base, "POST", "/flags", &org).await.0,
-        StatusCode::FORBIDDEN
-    );
+    assert_org_app_boundaries(&base, &org).await;
 
     // A read-only app: the issuer refuses it write:flags outright...
     assert_eq!(
@@ -538,18 +544,7 @@ async fn authlib_tokens_without_kid_are_verified() {
     assert_eq!(who["org"], "org_acme");
     // Authlib dropped the scope the client may not have, silently.
     assert_eq!(who["scopes"], serde_json::json!(["read:users"]));
-    assert_eq!(
-        call(&base, "GET", "/orgs/org_acme/users", &org).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        call(&base, "GET", "/orgs/org_other/users", &org).await.0,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        call(&base, "POST", "/flags", &org).await.0,
-        StatusCode::FORBIDDEN
-    );
+    assert_org_app_boundaries(&base, &org).await;
 
     let global = al.token("global-app", "read:users write:flags").await;
     assert_eq!(
