@@ -36,15 +36,19 @@ pub fn fixture() -> Fixture {
 
 /// Time the whole middleware call: first-seen (every token once) and
 /// repeated (the first token again and again). Prints one JSON line.
-pub async fn measure<S, B, RB>(
-    peer: &str,
-    svc: S,
-    request: impl Fn(&str) -> http::Request<B>,
-    tokens: &[String],
-) where
+pub async fn measure<S, B, RB>(peer: &str, svc: S, tokens: &[String])
+where
     S: Service<http::Request<B>, Response = http::Response<RB>> + Clone,
     S::Error: std::fmt::Debug,
+    B: Default,
 {
+    let request = |t: &str| {
+        http::Request::builder()
+            .uri("/")
+            .header("authorization", format!("Bearer {t}"))
+            .body(B::default())
+            .unwrap()
+    };
     // Warm-up: some peers load their keys in the background after building.
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     loop {

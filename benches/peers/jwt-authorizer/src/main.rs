@@ -23,12 +23,5 @@ async fn main() {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .layer(auth.into_layer());
-    let req = |t: &str| {
-        http::Request::builder()
-            .uri("/")
-            .header("authorization", format!("Bearer {t}"))
-            .body(Body::empty())
-            .unwrap()
-    };
-    harness::measure("jwt-authorizer", app, req, &f.tokens).await;
+    harness::measure::<_, Body, _>("jwt-authorizer", app, &f.tokens).await;
 }

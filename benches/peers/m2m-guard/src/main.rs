@@ -59,12 +59,5 @@ async fn main() {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .route_layer(M2mAuthLayer::new(verifier));
-    let req = |t: &str| {
-        http::Request::builder()
-            .uri("/")
-            .header("authorization", format!("Bearer {t}"))
-            .body(Body::empty())
-            .unwrap()
-    };
-    harness::measure("m2m-guard", app, req, &f.tokens).await;
+    harness::measure::<_, Body, _>("m2m-guard", app, &f.tokens).await;
 }

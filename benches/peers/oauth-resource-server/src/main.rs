@@ -29,12 +29,5 @@ async fn main() {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .route_layer(auth);
-    let req = |t: &str| {
-        http::Request::builder()
-            .uri("/")
-            .header("authorization", format!("Bearer {t}"))
-            .body(Body::empty())
-            .unwrap()
-    };
-    harness::measure("oauth-resource-server", app, req, &f.tokens).await;
+    harness::measure::<_, Body, _>("oauth-resource-server", app, &f.tokens).await;
 }

@@ -25,12 +25,5 @@ async fn main() {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .layer(server.into_layer());
-    let req = |t: &str| {
-        http::Request::builder()
-            .uri("/")
-            .header("authorization", format!("Bearer {t}"))
-            .body(Body::empty())
-            .unwrap()
-    };
-    harness::measure("tower-oauth2-resource-server", app, req, &f.tokens).await;
+    harness::measure::<_, Body, _>("tower-oauth2-resource-server", app, &f.tokens).await;
 }
