@@ -90,16 +90,24 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut client = ServiceBuilder::new()
-        .layer(BearerTokenLayer::new(provider))
-        .service(reqwest::Client::new());
-    let url = match api.parse() {
+    let url: reqwest::Url = match api.parse() {
         Ok(u) => u,
         Err(e) => {
             eprintln!("error: invalid --api URL: {e}");
             return ExitCode::from(2);
         }
     };
+    // The token goes to the API's origin and nowhere else.
+    let layer = match BearerTokenLayer::new(provider).allow_origin(url.as_str()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: --api: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut client = ServiceBuilder::new()
+        .layer(layer)
+        .service(reqwest::Client::new());
     let req = reqwest::Request::new(reqwest::Method::GET, url);
     let resp = match client.ready().await {
         Ok(c) => c.call(req).await,

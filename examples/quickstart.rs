@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
         .issuer(
             issuer
                 .config()
-                .refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+                .refresh_bounds(Duration::from_millis(100), Duration::from_secs(3600))
                 .refresh_interval(Duration::from_secs(1))
                 .max_stale(Duration::from_secs(3))
                 .unknown_kid_cooldown(Duration::from_secs(1))

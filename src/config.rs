@@ -4,15 +4,52 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::error::BuildError;
 use crate::fetch::{FetchLimits, Fetcher, parse_url};
-use crate::keystore::{KeyStore, RefreshPolicy};
+use crate::keystore::{KeySource, KeyStore, RefreshPolicy};
 use crate::provider::Provider;
 use crate::token::Algorithm;
 use crate::verifier::{IssuerVerifier, TokenType, Verifier, VerifierInner, token_cache};
 
 /// The largest leeway accepted for clock skew.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `value` must lie in `min..=max`, else a [`BuildError::OutOfRange`] naming `setting`.
+fn in_range(
+    setting: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), BuildError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(BuildError::OutOfRange {
+            setting,
+            value: format!("{value:?}"),
+            allowed: format!("{min:?} ..= {max:?}"),
+        })
+    }
+}
+
+/// Like [`in_range`] for counts and sizes.
+fn count_in_range(setting: &'static str, value: u64, min: u64, max: u64) -> Result<(), BuildError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(BuildError::OutOfRange {
+            setting,
+            value: value.to_string(),
+            allowed: format!("{min} ..= {max}"),
+        })
+    }
+}
 
 /// One trusted issuer and the rules its tokens must meet.
 ///
@@ -91,20 +128,22 @@ impl Issuer {
     }
 
     /// How long past its refresh time a key set is still used when the
-    /// issuer cannot be reached. Defaults to 12 hours.
+    /// issuer cannot be reached. Defaults to 12 hours; at most 7 days.
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.policy.max_stale = max_stale;
         self
     }
 
     /// Key-set lifetime when the response has no `Cache-Control: max-age`.
-    /// Defaults to 10 minutes. A background refresh starts at 3/4 of it.
+    /// Defaults to 10 minutes (100 ms ..= 7 days). A background refresh
+    /// starts at 3/4 of it.
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
         self.policy.default_ttl = interval;
         self
     }
 
-    /// Bounds applied to the issuer's `Cache-Control: max-age`. Defaults to 1 minute ..= 24 hours.
+    /// Bounds applied to the issuer's `Cache-Control: max-age`. Defaults to
+    /// 1 minute ..= 24 hours; each bound must lie in 100 ms ..= 7 days.
     pub fn refresh_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.policy.min_ttl = min;
         self.policy.max_ttl = max;
@@ -112,17 +151,24 @@ impl Issuer {
     }
 
     /// Minimum time between two key-set refetches caused by tokens with an
-    /// unknown `kid`. Defaults to 30 s.
+    /// unknown `kid`, while fetches succeed. Defaults to 30 s (100 ms ..= 1 hour).
+    ///
+    /// Within the cooldown a token with an unknown `kid` gets 401
+    /// `invalid_token`: the key set was fetched successfully moments ago
+    /// and lacks the key. When the last fetch failed, such a token gets 503
+    /// with `Retry-After` instead (the token may be good; we cannot tell),
+    /// and the fetch backoff paces the refetches.
     pub fn unknown_kid_cooldown(mut self, cooldown: Duration) -> Self {
         self.policy.unknown_kid_cooldown = cooldown;
         self
     }
 
-    /// Backoff between failed key-set fetches: doubles from `min` up to `max`,
-    /// with jitter. Defaults to 1 s ..= 5 min.
+    /// Backoff between failed metadata / key-set fetches: doubles from `min`
+    /// up to `max`, with jitter. Defaults to 1 s ..= 30 s; `min` at least
+    /// 10 ms, `max` at most 1 hour. After an outage, keys are back within
+    /// about `max` of the issuer's return.
     pub fn fetch_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.policy.backoff_min = min;
-        self.policy.backoff_max = max;
+        self.policy.backoff = Backoff { min, max };
         self
     }
 
@@ -133,13 +179,18 @@ impl Issuer {
         self
     }
 
-    /// Reject tokens whose lifetime (`exp - iat`) exceeds `max`. Off by default.
+    /// Reject tokens whose lifetime (`exp - iat`) exceeds `max`; requires
+    /// `iat` (without it the lifetime is unknown, and measuring from now
+    /// would let an old token pass in its last minutes). Off by default;
+    /// 1 s ..= 366 days.
     pub fn max_token_lifetime(mut self, max: Duration) -> Self {
         self.max_lifetime = Some(max);
         self
     }
 
-    /// Reject tokens issued (`iat`) longer ago than `max`; requires `iat`. Off by default.
+    /// Reject tokens issued (`iat`) `max` (plus the leeway) ago or longer;
+    /// requires `iat`. A token answered from the token cache is held to it
+    /// too. Off by default; 1 s ..= 366 days.
     pub fn max_token_age(mut self, max: Duration) -> Self {
         self.max_age = Some(max);
         self
@@ -208,12 +259,7 @@ impl Issuer {
     fn validate(&self) -> Result<(), BuildError> {
         let cfg = |m: String| Err(BuildError::Config(m));
         parse_url("issuer", &self.issuer)?;
-        if self.leeway > MAX_LEEWAY {
-            return cfg(format!(
-                "leeway {:?} exceeds the maximum of {MAX_LEEWAY:?}",
-                self.leeway
-            ));
-        }
+        in_range("Issuer::leeway", self.leeway, Duration::ZERO, MAX_LEEWAY)?;
         if self.provider.uses_audience() && self.audiences.is_empty() {
             return cfg(format!(
                 "issuer {}: at least one audience is required",
@@ -245,8 +291,33 @@ impl Issuer {
             return cfg("the algorithm list is empty".into());
         }
         let p = &self.policy;
-        if p.min_ttl > p.max_ttl || p.backoff_min > p.backoff_max || p.backoff_min.is_zero() {
-            return cfg("refresh or backoff bounds are inverted or zero".into());
+        in_range("Issuer::max_stale", p.max_stale, Duration::ZERO, 7 * DAY)?;
+        in_range("Issuer::refresh_interval", p.default_ttl, 100 * MS, 7 * DAY)?;
+        in_range("Issuer::refresh_bounds (min)", p.min_ttl, 100 * MS, 7 * DAY)?;
+        in_range(
+            "Issuer::refresh_bounds (max)",
+            p.max_ttl,
+            p.min_ttl,
+            7 * DAY,
+        )?;
+        in_range(
+            "Issuer::unknown_kid_cooldown",
+            p.unknown_kid_cooldown,
+            100 * MS,
+            HOUR,
+        )?;
+        in_range("Issuer::fetch_backoff (min)", p.backoff.min, 10 * MS, HOUR)?;
+        in_range(
+            "Issuer::fetch_backoff (max)",
+            p.backoff.max,
+            p.backoff.min,
+            HOUR,
+        )?;
+        if let Some(d) = self.max_lifetime {
+            in_range("Issuer::max_token_lifetime", d, SEC, 366 * DAY)?;
+        }
+        if let Some(d) = self.max_age {
+            in_range("Issuer::max_token_age", d, SEC, 366 * DAY)?;
         }
         Ok(())
     }
@@ -267,7 +338,7 @@ impl Issuer {
 #[derive(Debug)]
 pub struct VerifierBuilder {
     issuers: Vec<Issuer>,
-    client: Option<reqwest::Client>,
+    client: Option<reqwest::ClientBuilder>,
     limits: FetchLimits,
     max_token_bytes: Option<usize>,
     token_cache: Option<(u64, u64)>,
@@ -289,12 +360,15 @@ impl Default for VerifierBuilder {
 }
 
 impl VerifierBuilder {
-    /// Bound the verified-token cache: at most `max_entries` tokens and about
-    /// `max_bytes` of memory. Defaults to 10 000 tokens and 32 MiB.
+    /// Bound the verified-token cache: at most `max_entries` tokens (one or
+    /// more) and about `max_bytes` of memory (at least 1 KiB). Defaults to
+    /// 10 000 tokens and 32 MiB. To turn it off, use
+    /// [`VerifierBuilder::disable_token_cache`].
     ///
-    /// A cached token skips signature work until its own `exp`; `exp` and
-    /// `nbf` are still checked on every hit, and a hit is refused once the
-    /// key that verified it is withdrawn by a key-set refresh.
+    /// A cached token skips signature work, never a time rule: `exp`, `nbf`,
+    /// `iat` and [`Issuer::max_token_age`] are checked again on every hit, and
+    /// a hit is refused once the key that verified it is withdrawn by a
+    /// key-set refresh.
     pub fn token_cache(mut self, max_entries: u64, max_bytes: u64) -> Self {
         self.token_cache = Some((max_entries, max_bytes));
         self
@@ -313,32 +387,34 @@ impl VerifierBuilder {
         self
     }
 
-    /// Use your own HTTP client (custom CA, proxy). The total timeout, size
-    /// cap and origin pinning still apply; its redirect policy is its own.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+    /// Start from your own HTTP client settings (custom CA, proxy). m2m-guard
+    /// still sets on it what keeps fetches safe: no redirects (keys come only
+    /// from their own URL), the timeouts and the user agent below; the size
+    /// cap applies too.
+    pub fn http_client(mut self, client: reqwest::ClientBuilder) -> Self {
         self.client = Some(client);
         self
     }
 
-    /// Total time for one metadata or key-set fetch. Defaults to 5 s.
+    /// Total time for one metadata or key-set fetch. Defaults to 5 s (at most 5 min).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.limits.timeout = timeout;
         self
     }
 
-    /// Connect timeout of the built-in client. Defaults to 3 s.
+    /// Connect timeout for metadata and key-set fetches. Defaults to 3 s (at most 5 min).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.limits.connect_timeout = timeout;
         self
     }
 
-    /// Largest metadata or key-set response accepted. Defaults to 256 KiB.
+    /// Largest metadata or key-set response accepted. Defaults to 256 KiB (at most 16 MiB).
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_bytes = bytes;
         self
     }
 
-    /// Most keys a key set may hold. Defaults to 100.
+    /// Most keys a key set may hold. Defaults to 100 (at most 10 000).
     pub fn max_keys(mut self, keys: usize) -> Self {
         self.limits.max_keys = keys;
         self
@@ -350,27 +426,52 @@ impl VerifierBuilder {
         self
     }
 
-    /// Largest token accepted, in bytes. Defaults to 16 KiB.
+    /// Largest token accepted, in bytes. Defaults to 16 KiB (1 KiB ..= 1 MiB).
     pub fn max_token_bytes(mut self, bytes: usize) -> Self {
         self.max_token_bytes = Some(bytes);
         self
     }
 
-    /// Check the configuration and resolve each issuer's key-set URL
-    /// (discovery, when no JWKS URL is given). Keys themselves are fetched
-    /// on first use, once, however many requests arrive together.
+    /// Check the configuration. Nothing is fetched here: discovery (when no
+    /// JWKS URL is given) and keys happen on first use, once, however many
+    /// requests arrive together, so a service starts even while its issuer
+    /// is down and answers 503 with `Retry-After` until the issuer is back.
+    /// To fail fast at start instead, call [`Verifier::preload`] after `build`.
     ///
     /// # Errors
-    /// A [`BuildError`] when the configuration is invalid, an URL is not
-    /// allowed, or discovery fails or names another issuer.
+    /// A [`BuildError`] when the configuration is invalid or out of range,
+    /// or an URL is not allowed.
     pub async fn build(self) -> Result<Verifier, BuildError> {
         crate::backend::ensure_provider();
         if self.issuers.is_empty() {
             return Err(BuildError::Config("no issuer configured".into()));
         }
-        if self.limits.max_bytes == 0 || self.limits.max_keys == 0 || self.limits.timeout.is_zero()
-        {
-            return Err(BuildError::Config("fetch limits must be non-zero".into()));
+        let l = &self.limits;
+        in_range("VerifierBuilder::fetch_timeout", l.timeout, MS, 300 * SEC)?;
+        in_range(
+            "VerifierBuilder::connect_timeout",
+            l.connect_timeout,
+            MS,
+            300 * SEC,
+        )?;
+        count_in_range(
+            "VerifierBuilder::max_response_bytes",
+            l.max_bytes as u64,
+            1,
+            16 << 20,
+        )?;
+        count_in_range("VerifierBuilder::max_keys", l.max_keys as u64, 1, 10_000)?;
+        if let Some(n) = self.max_token_bytes {
+            count_in_range("VerifierBuilder::max_token_bytes", n as u64, 1024, 1 << 20)?;
+        }
+        if let Some((entries, bytes)) = self.token_cache {
+            count_in_range(
+                "VerifierBuilder::token_cache (entries)",
+                entries,
+                1,
+                100_000_000,
+            )?;
+            count_in_range("VerifierBuilder::token_cache (bytes)", bytes, 1024, 1 << 40)?;
         }
         let mut seen = HashSet::new();
         for i in &self.issuers {
@@ -385,17 +486,11 @@ impl VerifierBuilder {
         let fetcher = Arc::new(Fetcher::new(self.client, self.limits)?);
         let mut issuers = HashMap::new();
         for i in self.issuers {
-            let jwks_url =
-                match &i.jwks_url {
-                    Some(u) => parse_url("jwks_url", u)?,
-                    None => fetcher.discover(&i.issuer).await.map_err(|source| {
-                        BuildError::Discovery {
-                            issuer: i.issuer.clone(),
-                            source,
-                        }
-                    })?,
-                };
-            let store = Arc::new(KeyStore::new(jwks_url, fetcher.clone(), i.policy.clone()));
+            let source = match &i.jwks_url {
+                Some(u) => KeySource::Jwks(parse_url("jwks_url", u)?),
+                None => KeySource::Discovery(i.issuer.clone()),
+            };
+            let store = Arc::new(KeyStore::new(source, fetcher.clone(), i.policy.clone()));
             let provider = i.provider;
             let verifier = IssuerVerifier {
                 issuer: i.issuer.as_str().into(),
@@ -434,7 +529,6 @@ impl VerifierBuilder {
             max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
             cache: self
                 .token_cache
-                .filter(|&(entries, bytes)| entries > 0 && bytes > 0)
                 .map(|(entries, bytes)| token_cache(entries, bytes)),
         }))
     }

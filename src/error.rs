@@ -23,14 +23,25 @@ pub enum BuildError {
         /// Why it was refused.
         reason: String,
     },
-    /// Discovery of the issuer's metadata failed.
-    #[error("discovery for issuer {issuer} failed: {source}")]
-    Discovery {
+    /// A setting is outside the range m2m-guard accepts (an absurd value
+    /// would overflow time arithmetic or disable a protection).
+    #[error("invalid m2m-guard setting {setting} = {value}: allowed {allowed}")]
+    OutOfRange {
+        /// The setting, e.g. `Issuer::max_stale`.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// The accepted range.
+        allowed: String,
+    },
+    /// [`Verifier::preload`](crate::Verifier::preload): an issuer's metadata
+    /// or keys could not be loaded.
+    #[error("issuer {issuer}: metadata or keys unavailable: {cause}")]
+    Unavailable {
         /// The configured issuer.
         issuer: String,
         /// What went wrong.
-        #[source]
-        source: FetchError,
+        cause: Arc<FetchError>,
     },
     /// The HTTP client could not be created.
     #[error("could not create the HTTP client: {0}")]
@@ -56,9 +67,11 @@ pub enum FetchError {
         /// The configured limit in bytes.
         limit: usize,
     },
-    /// A redirect led to another origin (or the response came from one).
-    #[error("redirect to another origin refused")]
-    CrossOriginRedirect,
+    /// The server answered with a redirect. Metadata and key sets are read
+    /// only from the URL configured or discovered, never from where a
+    /// redirect points (whoever controls another path could publish keys).
+    #[error("redirect refused (HTTP {0}): keys and metadata are read only from their own URL")]
+    Redirect(u16),
     /// A URL in the response is not valid or not allowed.
     #[error("invalid URL in response: {0}")]
     InvalidUrl(String),
@@ -87,6 +100,10 @@ pub enum FetchError {
     /// The background fetch task ended without an answer (runtime shutting down).
     #[error("fetch task was cancelled")]
     Cancelled,
+    /// The background fetch task panicked (a bug: please report it). The
+    /// next request starts a new fetch.
+    #[error("fetch task panicked")]
+    Panicked,
 }
 
 /// "outer: inner: root", since reqwest's own message hides the cause.

@@ -136,6 +136,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Scopes {
     }
 }
 
+const fn valid_scope_set(scopes: &[&str]) -> bool {
+    if scopes.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < scopes.len() {
+        if !crate::guard::is_scope_token(scopes[i]) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A set of scopes named at compile time, for the [`Scoped`] extractor.
 ///
 /// ```
@@ -146,8 +160,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Scopes {
 ///     const SCOPES: &'static [&'static str] = &["write:flags"];
 /// }
 /// ```
+///
+/// An empty list, or a scope that is empty or contains whitespace, is a
+/// compile error where the extractor is used:
+///
+/// ```compile_fail
+/// use m2m_guard::{Scoped, ScopeSet};
+///
+/// struct Nothing;
+/// impl ScopeSet for Nothing {
+///     const SCOPES: &'static [&'static str] = &[];
+/// }
+///
+/// async fn handler(Scoped(principal, ..): Scoped<Nothing>) {}
+/// let _ = axum::Router::<()>::new().route("/", axum::routing::get(handler));
+/// ```
 pub trait ScopeSet: Send + Sync + 'static {
-    /// The scopes.
+    /// The scopes (at least one).
     const SCOPES: &'static [&'static str];
     /// `true`: any one of them suffices; `false` (default): all are needed.
     const ANY: bool = false;
@@ -180,6 +209,12 @@ impl<S: Send + Sync, T: ScopeSet> FromRequestParts<S> for Scoped<T> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        const {
+            assert!(
+                valid_scope_set(T::SCOPES),
+                "m2m-guard: ScopeSet::SCOPES must name at least one scope, each non-empty without whitespace"
+            )
+        };
         let (p, challenge) = principal(parts).map_err(|e| reject(parts, e))?;
         let wanted = T::SCOPES.iter().copied();
         let ok = if T::ANY {

@@ -81,43 +81,42 @@ pub(crate) fn parse_url(what: &'static str, s: &str) -> Result<Url, BuildError> 
     Ok(url)
 }
 
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host() == b.host()
-        && a.port_or_known_default() == b.port_or_known_default()
+/// The HTTP client for everything m2m-guard requests itself (metadata, key
+/// sets, tokens): the caller's builder (custom CA, proxy) or a default one,
+/// always with redirects off — a key set must come from its own URL, and a
+/// token request must never carry its secret to where a redirect points —
+/// and with our timeouts and user agent.
+pub(crate) fn http_client(
+    builder: Option<reqwest::ClientBuilder>,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    builder
+        .unwrap_or_default()
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .user_agent(concat!("m2m-guard/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
 impl Fetcher {
     pub(crate) fn new(
-        client: Option<reqwest::Client>,
+        builder: Option<reqwest::ClientBuilder>,
         limits: FetchLimits,
     ) -> Result<Self, BuildError> {
-        let client = match client {
-            Some(c) => c,
-            None => reqwest::Client::builder()
-                .connect_timeout(limits.connect_timeout)
-                .timeout(limits.timeout)
-                .user_agent(limits.user_agent.clone())
-                .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                    let same = attempt
-                        .previous()
-                        .first()
-                        .is_some_and(|first| same_origin(first, attempt.url()));
-                    if !same {
-                        attempt.error(FetchError::CrossOriginRedirect)
-                    } else if attempt.previous().len() > 3 {
-                        attempt.error("too many redirects")
-                    } else {
-                        attempt.follow()
-                    }
-                }))
-                .build()
-                .map_err(BuildError::HttpClient)?,
-        };
+        let client = http_client(builder, limits.connect_timeout, limits.timeout)
+            .map_err(BuildError::HttpClient)?;
         Ok(Fetcher { client, limits })
     }
 
-    /// GET `url`, bounded in time and size, and pinned to its origin.
+    /// With a client made by [`http_client`].
+    #[cfg(feature = "client")]
+    pub(crate) fn with_client(client: reqwest::Client, limits: FetchLimits) -> Self {
+        Fetcher { client, limits }
+    }
+
+    /// GET `url`, bounded in time and size; a redirect is a failure.
     pub(crate) async fn get(&self, url: &Url) -> Result<Fetched, FetchError> {
         // Applied even to a caller-supplied client, whose own settings we cannot see.
         match tokio::time::timeout(self.limits.timeout, self.get_inner(url)).await {
@@ -138,9 +137,9 @@ impl Fetcher {
             .header(reqwest::header::USER_AGENT, &self.limits.user_agent)
             .send()
             .await
-            .map_err(map_reqwest)?;
-        if !same_origin(url, resp.url()) {
-            return Err(FetchError::CrossOriginRedirect);
+            .map_err(network)?;
+        if resp.status().is_redirection() || resp.url() != url {
+            return Err(FetchError::Redirect(resp.status().as_u16()));
         }
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
@@ -157,7 +156,7 @@ impl Fetcher {
         let max_age = max_age(resp.headers());
         let mut body =
             BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize).min(limit));
-        while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
+        while let Some(chunk) = resp.chunk().await.map_err(network)? {
             if body.len() + chunk.len() > limit {
                 return Err(FetchError::TooLarge { limit });
             }
@@ -219,22 +218,14 @@ impl Fetcher {
         if found != issuer {
             return Err(FetchError::IssuerMismatch {
                 expected: issuer.to_owned(),
-                found: found.chars().take(200).collect(),
+                found: crate::text::remote(found, 200),
             });
         }
         Ok(doc)
     }
 }
 
-fn map_reqwest(e: reqwest::Error) -> FetchError {
-    // Our redirect policy's error comes back wrapped.
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = src {
-        if let Some(FetchError::CrossOriginRedirect) = s.downcast_ref::<FetchError>() {
-            return FetchError::CrossOriginRedirect;
-        }
-        src = s.source();
-    }
+fn network(e: reqwest::Error) -> FetchError {
     FetchError::Network(e.without_url())
 }
 

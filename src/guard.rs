@@ -56,6 +56,11 @@ pub struct RequireScope {
 
 impl RequireScope {
     /// Require every one of `scopes`.
+    ///
+    /// # Panics
+    /// If `scopes` is empty (that would let every token through), or a
+    /// scope is empty or contains whitespace: a route definition mistake,
+    /// caught when the router is built.
     pub fn all<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -65,6 +70,10 @@ impl RequireScope {
     }
 
     /// Require at least one of `scopes`.
+    ///
+    /// # Panics
+    /// If `scopes` is empty (that would refuse every token), or a scope is
+    /// empty or contains whitespace.
     pub fn any<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -79,6 +88,21 @@ impl RequireScope {
         S: Into<String>,
     {
         let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        let name = if any {
+            "RequireScope::any"
+        } else {
+            "RequireScope::all"
+        };
+        assert!(
+            !scopes.is_empty(),
+            "m2m-guard: {name} needs at least one scope"
+        );
+        for scope in &scopes {
+            assert!(
+                is_scope_token(scope),
+                "m2m-guard: {name}: {scope:?} is not a scope (empty, whitespace or a non-printable character)"
+            );
+        }
         let required = scopes.join(" ").into();
         RequireScope {
             scopes: scopes.into(),
@@ -110,6 +134,22 @@ impl Check for RequireScope {
             })
         }
     }
+}
+
+/// RFC 6749 §3.3 scope-token: one or more of %x21 / %x23-5B / %x5D-7E.
+pub(crate) const fn is_scope_token(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if !matches!(b[i], 0x21 | 0x23..=0x5B | 0x5D..=0x7E) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[derive(Debug, Clone)]
@@ -172,15 +212,25 @@ impl RequireTenant {
         match &self.source {
             #[cfg(feature = "axum")]
             TenantSource::PathParam(name) => {
+                use axum::extract::rejection::RawPathParamsRejection;
                 use axum::extract::{FromRequestParts, RawPathParams};
                 use futures_util::FutureExt as _;
                 // RawPathParams reads an extension the router set: it is ready at once.
-                let params = RawPathParams::from_request_parts(parts, &())
-                    .now_or_never()
-                    .and_then(Result::ok)
-                    .ok_or(AuthErrorKind::Misconfigured(
-                        "m2m-guard: RequireTenant::path_param needs an axum route with path parameters; use route_layer",
-                    ))?;
+                let params = match RawPathParams::from_request_parts(parts, &()).now_or_never() {
+                    Some(Ok(params)) => params,
+                    // The client's path does not decode (e.g. `%FF`): its
+                    // mistake, a 400, never a 500 that pages an operator.
+                    Some(Err(RawPathParamsRejection::InvalidUtf8InPathParam(_))) => {
+                        return Err(AuthErrorKind::InvalidRequest(
+                            "a path parameter is not valid percent-encoded UTF-8",
+                        ));
+                    }
+                    _ => {
+                        return Err(AuthErrorKind::Misconfigured(
+                            "m2m-guard: RequireTenant::path_param needs an axum route with path parameters; use route_layer",
+                        ));
+                    }
+                };
                 params
                     .iter()
                     .find(|(k, _)| *k == &**name)

@@ -28,7 +28,18 @@ pub(crate) struct VerifyKey {
     /// Process-unique identity of this key instance, for the token cache.
     pub(crate) id: u64,
     /// kid + algorithms + key material: equal fingerprints are the same key.
-    fingerprint: String,
+    fingerprint: Fingerprint,
+}
+
+/// What makes a key the same key across refreshes: compared field by field,
+/// each key component on its own, so no two different keys can share one
+/// (a joined string such as `n|e` could: `n = N|7C|01, e = 010001` and
+/// `n = N, e = 01|7C|01|00|01` join to the same bytes).
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint {
+    kid: Option<String>,
+    algs: Vec<Algorithm>,
+    components: Vec<Vec<u8>>,
 }
 
 impl VerifyKey {
@@ -204,87 +215,77 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
         Some(name) => Some(Algorithm::from_name(name)?),
     };
 
-    let (algs, prepared, material): (Vec<Algorithm>, Vec<(Algorithm, Prepared)>, Vec<u8>) =
-        match kty {
-            "RSA" => {
-                let n = b64_field(obj, "n")?;
-                let e = b64_field(obj, "e")?;
-                let n_s = strip_leading_zeros(&n);
-                let e_s = strip_leading_zeros(&e);
-                // An empty modulus has no bits (found by the `jwks` fuzz target).
-                let bits = match n_s.first() {
-                    Some(b) => n_s.len() * 8 - b.leading_zeros() as usize,
-                    None => 0,
-                };
-                if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-                    return None;
-                }
-                // Public exponent: odd, at least 3, at most 2^64-1 in practice.
-                if e_s.is_empty() || e_s.len() > 8 || e_s[e_s.len() - 1] & 1 == 0 || e_s == [1] {
-                    return None;
-                }
-                let algs: Vec<Algorithm> = match declared {
-                    Some(a) if a.is_rsa() => vec![a],
-                    Some(_) => return None,
-                    None => Algorithm::ALL.into_iter().filter(|a| a.is_rsa()).collect(),
-                };
-                let prepared = prepare_all(&Material::Rsa { n: n_s, e: e_s }, &algs)?;
-                let mut material = n_s.to_vec();
-                material.extend_from_slice(b"|");
-                material.extend_from_slice(e_s);
-                (algs, prepared, material)
+    type Parsed = (Vec<Algorithm>, Vec<(Algorithm, Prepared)>, Vec<Vec<u8>>);
+    let (algs, prepared, components): Parsed = match kty {
+        "RSA" => {
+            let n = b64_field(obj, "n")?;
+            let e = b64_field(obj, "e")?;
+            let n_s = strip_leading_zeros(&n);
+            let e_s = strip_leading_zeros(&e);
+            // An empty modulus has no bits (found by the `jwks` fuzz target).
+            let bits = match n_s.first() {
+                Some(b) => n_s.len() * 8 - b.leading_zeros() as usize,
+                None => 0,
+            };
+            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+                return None;
             }
-            "EC" => {
-                let crv = str_field(obj, "crv").ok()??;
-                let (alg, len) = match crv {
-                    "P-256" => (Algorithm::ES256, 32),
-                    "P-384" => (Algorithm::ES384, 48),
-                    _ => return None,
-                };
-                if declared.is_some_and(|a| a != alg) {
-                    return None;
-                }
-                let x = b64_field(obj, "x")?;
-                let y = b64_field(obj, "y")?;
-                if x.len() != len || y.len() != len {
-                    return None;
-                }
-                // Also rejects a point that is not on the curve.
-                let prepared = prepare_all(&Material::Ec { x: &x, y: &y }, &[alg])?;
-                let mut material = x;
-                material.extend_from_slice(&y);
-                (vec![alg], prepared, material)
+            // Public exponent: odd, at least 3, at most 2^64-1 in practice.
+            if e_s.is_empty() || e_s.len() > 8 || e_s[e_s.len() - 1] & 1 == 0 || e_s == [1] {
+                return None;
             }
-            "OKP" => {
-                if str_field(obj, "crv").ok()?? != "Ed25519" {
-                    return None;
-                }
-                if declared.is_some_and(|a| a != Algorithm::EdDSA) {
-                    return None;
-                }
-                let x = b64_field(obj, "x")?;
-                if x.len() != 32 {
-                    return None;
-                }
-                let prepared = prepare_all(&Material::Ed { x: &x }, &[Algorithm::EdDSA])?;
-                (vec![Algorithm::EdDSA], prepared, x)
+            let algs: Vec<Algorithm> = match declared {
+                Some(a) if a.is_rsa() => vec![a],
+                Some(_) => return None,
+                None => Algorithm::ALL.into_iter().filter(|a| a.is_rsa()).collect(),
+            };
+            let prepared = prepare_all(&Material::Rsa { n: n_s, e: e_s }, &algs)?;
+            (algs, prepared, vec![n_s.to_vec(), e_s.to_vec()])
+        }
+        "EC" => {
+            let crv = str_field(obj, "crv").ok()??;
+            let (alg, len) = match crv {
+                "P-256" => (Algorithm::ES256, 32),
+                "P-384" => (Algorithm::ES384, 48),
+                _ => return None,
+            };
+            if declared.is_some_and(|a| a != alg) {
+                return None;
             }
-            _ => return None,
-        };
-    let fingerprint = format!(
-        "{}|{}|{}",
-        kid.as_deref().unwrap_or(""),
-        algs.iter()
-            .map(|a| a.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-        URL_SAFE_NO_PAD.encode(&material)
-    );
+            let x = b64_field(obj, "x")?;
+            let y = b64_field(obj, "y")?;
+            if x.len() != len || y.len() != len {
+                return None;
+            }
+            // Also rejects a point that is not on the curve.
+            let prepared = prepare_all(&Material::Ec { x: &x, y: &y }, &[alg])?;
+            (vec![alg], prepared, vec![x, y])
+        }
+        "OKP" => {
+            if str_field(obj, "crv").ok()?? != "Ed25519" {
+                return None;
+            }
+            if declared.is_some_and(|a| a != Algorithm::EdDSA) {
+                return None;
+            }
+            let x = b64_field(obj, "x")?;
+            if x.len() != 32 {
+                return None;
+            }
+            let prepared = prepare_all(&Material::Ed { x: &x }, &[Algorithm::EdDSA])?;
+            (vec![Algorithm::EdDSA], prepared, vec![x])
+        }
+        _ => return None,
+    };
     Some(VerifyKey {
+        fingerprint: Fingerprint {
+            kid: kid.clone(),
+            algs,
+            components,
+        },
         kid,
         prepared,
         id: NEXT_KEY_ID.fetch_add(1, Ordering::Relaxed),
-        fingerprint,
     })
 }
 
@@ -311,6 +312,45 @@ mod tests {
         parse_jwks(doc.as_bytes(), 10)
             .ok()
             .map(|mut s| s.keys.remove(0))
+    }
+
+    fn set(jwk: serde_json::Value) -> KeySet {
+        let doc = serde_json::json!({ "keys": [jwk] }).to_string();
+        parse_jwks(doc.as_bytes(), 10).unwrap()
+    }
+
+    #[test]
+    fn a_key_keeps_its_identity_across_refreshes_only_if_unchanged() {
+        let jwk = serde_json::json!({"kty":"RSA","kid":"k","n":rsa_n(2048),"e":"AQAB"});
+        let first = set(jwk.clone());
+        let mut same = set(jwk);
+        same.inherit_ids(&first);
+        assert_eq!(same.keys[0].id, first.keys[0].id);
+        // Other key material under the same kid is another key, even when
+        // the components joined with a separator give the same bytes.
+        let mut n = vec![0xC5u8; 256];
+        n[255] = 0xC7; // odd
+        let e1 = [0x01, 0x7C, 0x01, 0x00, 0x01];
+        let mut n2 = n.clone();
+        n2.extend_from_slice(&[0x7C, 0x01]);
+        let e2 = [0x01, 0x00, 0x01];
+        let a = set(serde_json::json!({"kty":"RSA","kid":"k","alg":"RS256",
+            "n":URL_SAFE_NO_PAD.encode(&n),"e":URL_SAFE_NO_PAD.encode(e1)}));
+        let mut b = set(serde_json::json!({"kty":"RSA","kid":"k","alg":"RS256",
+            "n":URL_SAFE_NO_PAD.encode(&n2),"e":URL_SAFE_NO_PAD.encode(e2)}));
+        assert_eq!(a.len(), 1, "both keys load");
+        assert_eq!(b.len(), 1, "both keys load");
+        b.inherit_ids(&a);
+        assert_ne!(
+            b.keys[0].id, a.keys[0].id,
+            "a different key is a different key"
+        );
+        // A kid that differs only around a separator is another key too.
+        let (x, y) = ec_xy();
+        let c = set(serde_json::json!({"kty":"EC","crv":"P-256","kid":"a|b","x":x,"y":y}));
+        let mut d = set(serde_json::json!({"kty":"EC","crv":"P-256","kid":"a","x":x,"y":y}));
+        d.inherit_ids(&c);
+        assert_ne!(d.keys[0].id, c.keys[0].id);
     }
 
     #[test]

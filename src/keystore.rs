@@ -6,15 +6,15 @@
 //! `.await`: a request only ever waits on the shared fetch future itself, and
 //! only when it cannot be answered without new keys.
 
-use futures_util::FutureExt as _;
-use futures_util::future::{BoxFuture, Shared};
 use reqwest::Url;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::backoff::{Backoff, instant_after};
 use crate::error::FetchError;
 use crate::fetch::Fetcher;
+use crate::flight::{Flight, Lost, SingleFlight};
 use crate::jwks::{KeySet, parse_jwks};
 
 /// Timing policy of a key store.
@@ -28,8 +28,7 @@ pub(crate) struct RefreshPolicy {
     pub(crate) max_stale: Duration,
     /// Minimum time between two refetches caused by unknown `kid`s.
     pub(crate) unknown_kid_cooldown: Duration,
-    pub(crate) backoff_min: Duration,
-    pub(crate) backoff_max: Duration,
+    pub(crate) backoff: Backoff,
 }
 
 impl Default for RefreshPolicy {
@@ -40,13 +39,25 @@ impl Default for RefreshPolicy {
             max_ttl: Duration::from_secs(24 * 60 * 60),
             max_stale: Duration::from_secs(12 * 60 * 60),
             unknown_kid_cooldown: Duration::from_secs(30),
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(5 * 60),
+            backoff: Backoff {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(30),
+            },
         }
     }
 }
 
-type SharedFetch = Shared<BoxFuture<'static, Result<Arc<KeySet>, Arc<FetchError>>>>;
+type SharedFetch = Flight<Arc<KeySet>, Arc<FetchError>>;
+
+/// Where the key set comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum KeySource {
+    /// A configured JWKS URL.
+    Jwks(Url),
+    /// The `jwks_uri` of this issuer's metadata, discovered on the first
+    /// fetch and again after any failed fetch (an issuer may move it).
+    Discovery(String),
+}
 
 struct State {
     keys: Option<Arc<KeySet>>,
@@ -56,8 +67,22 @@ struct State {
     usable_until: Instant,
     /// No fetch before this (backoff after failures).
     next_attempt: Instant,
+    /// Consecutive failed fetches; 0 when the last fetch succeeded.
     failures: u32,
     last_kid_refetch: Option<Instant>,
+}
+
+/// What a token whose `kid` is not in the current keys should get.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum KidMiss {
+    /// Fetch (or join the fetch under way) and look again.
+    Refetch,
+    /// The last fetch succeeded within the unknown-kid cooldown: the key set
+    /// is fresh and really lacks the kid.
+    Fresh,
+    /// The last fetch failed and fetches are backing off for this long: the
+    /// token may be good, we cannot tell.
+    Unavailable(Duration),
 }
 
 /// What a request may do with the current keys.
@@ -71,19 +96,27 @@ pub(crate) enum Snapshot {
 }
 
 pub(crate) struct KeyStore {
-    url: Url,
+    source: KeySource,
+    /// The key-set URL in use: the configured one, or the last discovered
+    /// one (`None` until discovery succeeds, and after a failed fetch).
+    jwks_url: RwLock<Option<Url>>,
     fetcher: Arc<Fetcher>,
     policy: RefreshPolicy,
     state: RwLock<State>,
-    inflight: Mutex<Option<SharedFetch>>,
+    flight: SingleFlight<Arc<KeySet>, Arc<FetchError>>,
     fetches: AtomicU64,
 }
 
 impl KeyStore {
-    pub(crate) fn new(url: Url, fetcher: Arc<Fetcher>, policy: RefreshPolicy) -> Self {
+    pub(crate) fn new(source: KeySource, fetcher: Arc<Fetcher>, policy: RefreshPolicy) -> Self {
         let now = Instant::now();
+        let jwks_url = match &source {
+            KeySource::Jwks(url) => Some(url.clone()),
+            KeySource::Discovery(_) => None,
+        };
         KeyStore {
-            url,
+            source,
+            jwks_url: RwLock::new(jwks_url),
             fetcher,
             policy,
             state: RwLock::new(State {
@@ -94,13 +127,17 @@ impl KeyStore {
                 failures: 0,
                 last_kid_refetch: None,
             }),
-            inflight: Mutex::new(None),
+            flight: SingleFlight::default(),
             fetches: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn url(&self) -> &Url {
-        &self.url
+    /// The key-set URL in use, once known.
+    pub(crate) fn url(&self) -> Option<Url> {
+        self.jwks_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// How many key-set fetches were started.
@@ -119,7 +156,10 @@ impl KeyStore {
                     now >= st.refresh_at && now >= st.next_attempt,
                 ),
                 _ if now >= st.next_attempt => (Snapshot::NeedFetch, false),
-                _ => (Snapshot::Unavailable(st.next_attempt - now), false),
+                _ => (
+                    Snapshot::Unavailable(st.next_attempt.saturating_duration_since(now)),
+                    false,
+                ),
             }
         };
         if refresh {
@@ -137,19 +177,30 @@ impl KeyStore {
             .max(Duration::from_secs(1))
     }
 
-    /// Whether an unknown `kid` may trigger a refetch now; if so, the
-    /// cooldown starts now (so concurrent callers share one refetch).
-    pub(crate) fn claim_kid_refetch(&self) -> bool {
+    /// What a token with a `kid` missing from the current keys gets.
+    /// Unknown kids trigger at most one refetch per cooldown while fetches
+    /// succeed; while they fail, the backoff alone paces them.
+    pub(crate) fn on_unknown_kid(&self) -> KidMiss {
         let now = Instant::now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if now < st.next_attempt {
-            return false;
+        if st.failures > 0 {
+            if now < st.next_attempt {
+                return KidMiss::Unavailable(st.next_attempt.saturating_duration_since(now));
+            }
+            st.last_kid_refetch = Some(now);
+            return KidMiss::Refetch;
+        }
+        if self.flight.is_running() {
+            // Joining the fetch under way costs nothing.
+            return KidMiss::Refetch;
         }
         match st.last_kid_refetch {
-            Some(t) if now.duration_since(t) < self.policy.unknown_kid_cooldown => false,
+            Some(t) if now.saturating_duration_since(t) < self.policy.unknown_kid_cooldown => {
+                KidMiss::Fresh
+            }
             _ => {
                 st.last_kid_refetch = Some(now);
-                true
+                KidMiss::Refetch
             }
         }
     }
@@ -157,35 +208,44 @@ impl KeyStore {
     /// Join the fetch in flight, or start one. The fetch runs on its own task,
     /// so it completes even if every caller gives up waiting.
     pub(crate) fn refresh(self: &Arc<Self>) -> SharedFetch {
-        let mut slot = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(fut) = slot.as_ref() {
-            return fut.clone();
-        }
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            let result = this.fetch_once().await;
-            // Clear the slot before the result is seen, so a caller that reads
-            // the new state and still misses a key can start the next fetch.
-            *this.inflight.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            result
-        });
-        let fut = async move {
-            task.await
-                .unwrap_or_else(|_| Err(Arc::new(FetchError::Cancelled)))
+        let (flight, started) = self.flight.join_or_start(
+            move || async move { this.fetch_once().await },
+            |lost| {
+                Arc::new(match lost {
+                    Lost::Panicked => FetchError::Panicked,
+                    Lost::Cancelled => FetchError::Cancelled,
+                })
+            },
+        );
+        if started {
+            self.fetches.fetch_add(1, Ordering::Relaxed);
         }
-        .boxed()
-        .shared();
-        *slot = Some(fut.clone());
-        fut
+        flight
+    }
+
+    /// The key-set URL, discovering it first when needed.
+    async fn resolve_url(&self) -> Result<Url, FetchError> {
+        if let Some(url) = self.url() {
+            return Ok(url);
+        }
+        let KeySource::Discovery(issuer) = &self.source else {
+            unreachable!("a configured JWKS URL is never cleared")
+        };
+        let url = self.fetcher.discover(issuer).await?;
+        *self.jwks_url.write().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
+        Ok(url)
+    }
+
+    async fn load(&self) -> Result<(KeySet, Option<Duration>), FetchError> {
+        let url = self.resolve_url().await?;
+        let fetched = self.fetcher.get(&url).await?;
+        let set = parse_jwks(&fetched.body, self.fetcher.limits.max_keys)?;
+        Ok((set, fetched.max_age))
     }
 
     async fn fetch_once(&self) -> Result<Arc<KeySet>, Arc<FetchError>> {
-        let result = match self.fetcher.get(&self.url).await {
-            Ok(fetched) => parse_jwks(&fetched.body, self.fetcher.limits.max_keys)
-                .map(|set| (set, fetched.max_age)),
-            Err(e) => Err(e),
-        };
+        let result = self.load().await;
         let now = Instant::now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         match result {
@@ -199,29 +259,33 @@ impl KeyStore {
                 let set = Arc::new(set);
                 tracing::debug!(
                     target: "m2m_guard::keys",
-                    url = %self.url,
+                    source = %self.source,
                     keys = set.len(),
                     skipped = set.skipped,
                     ttl_secs = ttl.as_secs(),
                     "key set refreshed"
                 );
                 st.keys = Some(set.clone());
-                st.refresh_at = now + ttl * 3 / 4;
-                st.usable_until = now + ttl + self.policy.max_stale;
+                st.refresh_at = instant_after(now, ttl - ttl / 4);
+                st.usable_until = instant_after(instant_after(now, ttl), self.policy.max_stale);
                 st.failures = 0;
                 st.next_attempt = now;
                 Ok(set)
             }
             Err(e) => {
+                if matches!(self.source, KeySource::Discovery(_)) {
+                    // Discover again next time: the issuer may have moved its keys.
+                    *self.jwks_url.write().unwrap_or_else(|e| e.into_inner()) = None;
+                }
                 st.failures = st.failures.saturating_add(1);
-                let backoff = backoff(&self.policy, st.failures);
-                st.next_attempt = now + backoff;
+                let backoff = self.policy.backoff.delay(st.failures);
+                st.next_attempt = instant_after(now, backoff);
                 tracing::warn!(
                     target: "m2m_guard::keys",
-                    url = %self.url,
+                    source = %self.source,
                     error = %e,
                     failures = st.failures,
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                     has_keys = st.keys.is_some(),
                     "key set fetch failed"
                 );
@@ -231,29 +295,13 @@ impl KeyStore {
     }
 }
 
-/// Exponential backoff with full jitter in its upper half.
-fn backoff(policy: &RefreshPolicy, failures: u32) -> Duration {
-    let exp = policy
-        .backoff_min
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(policy.backoff_max);
-    let half = exp / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_jittered_and_capped() {
-        let p = RefreshPolicy::default();
-        for _ in 0..100 {
-            let b1 = backoff(&p, 1);
-            assert!(b1 >= Duration::from_millis(500) && b1 <= Duration::from_secs(1));
-            let b4 = backoff(&p, 4);
-            assert!(b4 >= Duration::from_secs(4) && b4 <= Duration::from_secs(8));
-            assert!(backoff(&p, 1000) <= p.backoff_max);
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Jwks(url) => write!(f, "{url}"),
+            KeySource::Discovery(issuer) => {
+                write!(f, "discovery of {}", crate::text::remote(issuer, 200))
+            }
         }
     }
 }

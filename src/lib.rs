@@ -38,6 +38,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod backoff;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
@@ -46,6 +47,7 @@ mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod fetch;
+mod flight;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -58,6 +60,7 @@ mod prepared;
 mod principal;
 mod provider;
 mod rejection;
+mod text;
 mod token;
 mod verifier;
 

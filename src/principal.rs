@@ -23,7 +23,6 @@ struct Inner {
     tenant: Option<String>,
     scopes: Scopes,
     expires_at: u64,
-    not_before: Option<u64>,
     issued_at: Option<u64>,
     jti: Option<String>,
     claims: Map<String, Value>,
@@ -37,7 +36,6 @@ pub(crate) struct PrincipalParts {
     pub(crate) tenant: Option<String>,
     pub(crate) scopes: Scopes,
     pub(crate) expires_at: u64,
-    pub(crate) not_before: Option<u64>,
     pub(crate) issued_at: Option<u64>,
     pub(crate) jti: Option<String>,
     pub(crate) claims: Map<String, Value>,
@@ -53,7 +51,6 @@ impl Principal {
                 tenant: p.tenant,
                 scopes: p.scopes,
                 expires_at: p.expires_at,
-                not_before: p.not_before,
                 issued_at: p.issued_at,
                 jti: p.jti,
                 claims: p.claims,
@@ -97,14 +94,6 @@ impl Principal {
     /// When the token expires (`exp`).
     pub fn expires_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.inner.expires_at)
-    }
-
-    pub(crate) fn exp_secs(&self) -> u64 {
-        self.inner.expires_at
-    }
-
-    pub(crate) fn nbf_secs(&self) -> Option<u64> {
-        self.inner.not_before
     }
 
     /// When the token was issued (`iat`), if stated.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::VerifierBuilder;
-use crate::error::{Reason, Rejection};
+use crate::error::{BuildError, Reason, Rejection};
 use crate::jwks::{KeySet, Lookup};
-use crate::keystore::{KeyStore, Snapshot};
+use crate::keystore::{KeyStore, KidMiss, Snapshot};
 use crate::principal::{Principal, PrincipalParts, Scopes};
 use crate::token::{self, Algorithm, Object, Unverified};
 
@@ -67,7 +67,8 @@ impl Doorkeeper {
         (&self.slots[(h as usize) & (self.slots.len() - 1)], h)
     }
 
-    /// Was `token` seen before? Marks it seen.
+    /// Was `token` seen before? Marks it seen. Called only for tokens that
+    /// verified, so garbage cannot push hot tokens out of the filter.
     fn seen_before(&self, token: &str) -> bool {
         let (slot, h) = self.slot(token);
         slot.swap(h, std::sync::atomic::Ordering::Relaxed) == h
@@ -86,8 +87,23 @@ pub(crate) struct CachedToken {
     /// withdraws the key ends the entry's validity at once.
     store: Arc<KeyStore>,
     key_id: u64,
-    valid_from: u64,
-    valid_until: u64,
+    /// Every time rule the token met, as one window.
+    window: Window,
+}
+
+/// The whole seconds during which every time-based rule holds: valid while
+/// `from <= now < until`. The intersection of `exp`, `nbf`, `iat` (not in the
+/// future) and the maximum age, each with the leeway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    from: u64,
+    until: u64,
+}
+
+impl Window {
+    fn contains(&self, now: u64) -> bool {
+        self.from <= now && now < self.until
+    }
 }
 
 struct ExpireAtExp;
@@ -100,10 +116,7 @@ impl moka::Expiry<Arc<str>, Arc<CachedToken>> for ExpireAtExp {
         _created_at: std::time::Instant,
     ) -> Option<std::time::Duration> {
         Some(std::time::Duration::from_secs(
-            value
-                .valid_until
-                .saturating_sub(now_secs())
-                .saturating_add(1),
+            value.window.until.saturating_sub(now_secs()),
         ))
     }
 }
@@ -215,31 +228,49 @@ impl Verifier {
         })
     }
 
-    /// The key-set URL in use for `issuer`.
-    pub fn jwks_url(&self, issuer: &str) -> Option<&str> {
+    /// The key-set URL in use for `issuer`: the configured one, or the one
+    /// discovery found (`None` before discovery succeeds, and for an issuer
+    /// that is not configured).
+    pub fn jwks_url(&self, issuer: &str) -> Option<String> {
         self.inner
             .issuers
             .get(issuer)
-            .map(|i| i.store.url().as_str())
+            .and_then(|i| i.store.url())
+            .map(String::from)
     }
 
-    /// Load every issuer's keys now rather than on the first request.
+    /// Load every issuer's metadata and keys now rather than on the first
+    /// request: the way to fail fast at start.
+    ///
+    /// Without it a service starts even while an issuer is down (requests
+    /// get 503 with `Retry-After` until its keys load, then work without a
+    /// restart). With it, start-up stops on the first issuer that cannot be
+    /// reached, with the reason.
     ///
     /// # Errors
-    /// The first issuer whose keys could not be loaded, as a [`Rejection`]
-    /// with [`Reason::KeysUnavailable`].
-    pub async fn preload(&self) -> Result<(), Rejection> {
+    /// [`BuildError::Unavailable`] naming the first issuer whose discovery
+    /// document or key set could not be loaded, and why.
+    pub async fn preload(&self) -> Result<(), BuildError> {
         for iv in self.inner.issuers.values() {
-            iv.keys_now().await?;
+            if let Snapshot::Ready(_) = iv.store.snapshot() {
+                continue;
+            }
+            iv.store
+                .refresh()
+                .await
+                .map_err(|cause| BuildError::Unavailable {
+                    issuer: iv.issuer.to_string(),
+                    cause,
+                })?;
         }
         Ok(())
     }
 
     /// Verify `token` (the bare JWT, without `Bearer `).
     ///
-    /// A token verified before is answered from the token cache: `exp` and
-    /// `nbf` are checked again, and the key that verified it must still be
-    /// published.
+    /// A token verified before is answered from the token cache: every time
+    /// rule (`exp`, `nbf`, `iat`, maximum age) is checked again, and the key
+    /// that verified it must still be published.
     ///
     /// # Errors
     /// A [`Rejection`] saying why the token is not accepted; see [`Reason`].
@@ -253,24 +284,14 @@ impl Verifier {
     /// The full verification, for a token [`Verifier::verify_cached`] did
     /// not answer; caches the verdict from the token's second sighting.
     pub(crate) async fn verify_cache_miss(&self, token: &str) -> Result<Principal, Rejection> {
-        // Admit a token into the cache on its second sighting: a token seen
-        // once costs no cache insert, and a flood of one-off tokens cannot
-        // push the hot ones out.
-        let admit = self
-            .inner
-            .cache
-            .as_ref()
-            .is_some_and(|c| c.doorkeeper.seen_before(token));
-        let (principal, store, key_id, valid_from, valid_until) =
-            self.verify_uncached(token).await?;
-        if let Some(cache) = self.inner.cache.as_ref().filter(|_| admit) {
-            let entry = CachedToken {
-                principal: principal.clone(),
-                store,
-                key_id,
-                valid_from,
-                valid_until,
-            };
+        let entry = self.verify_uncached(token).await?;
+        let principal = entry.principal.clone();
+        // Admit a token into the cache on its second verified sighting: a
+        // token seen once costs no cache insert, and a flood of one-off (or
+        // invalid) tokens cannot push the hot ones out.
+        if let Some(cache) = &self.inner.cache
+            && cache.doorkeeper.seen_before(token)
+        {
             cache.tokens.insert(token.into(), Arc::new(entry));
         }
         Ok(principal)
@@ -284,8 +305,7 @@ impl Verifier {
             return None;
         }
         let hit = cache.tokens.get(token)?;
-        let now = now_secs();
-        if now > hit.valid_until || now < hit.valid_from {
+        if !hit.window.contains(now_secs()) {
             return None;
         }
         match hit.store.snapshot() {
@@ -297,10 +317,7 @@ impl Verifier {
         }
     }
 
-    async fn verify_uncached(
-        &self,
-        token: &str,
-    ) -> Result<(Principal, Arc<KeyStore>, u64, u64, u64), Rejection> {
+    async fn verify_uncached(&self, token: &str) -> Result<CachedToken, Rejection> {
         let unverified = token::parse(token, self.inner.max_token_bytes)?;
         // The unverified `iss` only selects which configuration verifies the
         // token; an unknown issuer costs no fetch and no signature check.
@@ -314,15 +331,9 @@ impl Verifier {
             .issuers
             .get(iss)
             .ok_or_else(|| Rejection::new(Reason::UnknownIssuer))?;
-        let (principal, key_id) = iv
-            .verify(unverified)
+        iv.verify(unverified)
             .await
-            .map_err(|e| e.with_issuer(iv.issuer.clone()))?;
-        let valid_until = principal.exp_secs().saturating_add(iv.leeway);
-        let valid_from = principal
-            .nbf_secs()
-            .map_or(0, |n| n.saturating_sub(iv.leeway));
-        Ok((principal, iv.store.clone(), key_id, valid_from, valid_until))
+            .map_err(|e| e.with_issuer(iv.issuer.clone()))
     }
 }
 
@@ -342,22 +353,34 @@ fn check_typ(typ: Option<&str>, mode: TokenType) -> Result<(), Rejection> {
     }
 }
 
+/// An RFC 7519 NumericDate in whole seconds, rounded both ways, so each rule
+/// can round against the token: `exp` and an age limit count from `floor`,
+/// `nbf` and "not issued in the future" from `ceil`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Date {
+    floor: u64,
+    ceil: u64,
+}
+
 /// RFC 7519 NumericDate: a non-negative number of seconds, fraction allowed.
-fn numeric_date(claims: &Object, name: &str) -> Result<Option<u64>, Rejection> {
+fn numeric_date(claims: &Object, name: &str) -> Result<Option<Date>, Rejection> {
     // 9999-12-31T23:59:59Z: anything later is a forgery or a bug.
-    const MAX: f64 = 253_402_300_799.0;
+    const MAX: u64 = 253_402_300_799;
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
             if let Some(u) = n.as_u64() {
-                if (u as f64) <= MAX {
-                    return Ok(Some(u));
+                if u <= MAX {
+                    return Ok(Some(Date { floor: u, ceil: u }));
                 }
             } else if let Some(f) = n.as_f64()
                 && f.is_finite()
-                && (0.0..=MAX).contains(&f)
+                && (0.0..=MAX as f64).contains(&f)
             {
-                return Ok(Some(f.floor() as u64));
+                return Ok(Some(Date {
+                    floor: f.floor() as u64,
+                    ceil: f.ceil() as u64,
+                }));
             }
             Err(Rejection::claim(Reason::InvalidClaim, name))
         }
@@ -374,6 +397,13 @@ fn opt_string(claims: &Object, name: &str) -> Result<Option<String>, Rejection> 
     }
 }
 
+/// The claim checks that need no signature: they can only reject.
+struct Prechecked {
+    window: Window,
+    exp: Date,
+    iat: Option<Date>,
+}
+
 impl IssuerVerifier {
     /// Keys usable now, fetching (shared) when there are none.
     async fn keys_now(&self) -> Result<Arc<KeySet>, Rejection> {
@@ -388,12 +418,15 @@ impl IssuerVerifier {
         }
     }
 
-    async fn verify(&self, t: Unverified<'_>) -> Result<(Principal, u64), Rejection> {
+    async fn verify(&self, t: Unverified<'_>) -> Result<CachedToken, Rejection> {
         let alg = t.header.alg;
         if !self.algorithms.contains(&alg) {
             return Err(Rejection::new(Reason::UnsupportedAlgorithm));
         }
         check_typ(t.header.typ.as_deref(), self.token_type)?;
+        // Expired, not yet valid, wrong audience: refused before any key
+        // work, so such a token never costs a fetch or the unknown-kid cooldown.
+        let pre = self.precheck(&t.claims, now_secs())?;
 
         let mut keys = self.keys_now().await?;
         let kid = t.header.kid.as_deref();
@@ -408,63 +441,89 @@ impl IssuerVerifier {
                     if !valid {
                         return Err(Rejection::new(Reason::InvalidSignature));
                     }
-                    return self.check_claims(t.claims).map(|p| (p, key.id));
+                    let key_id = key.id;
+                    let window = pre.window;
+                    return Ok(CachedToken {
+                        principal: self.principal(t.claims, pre)?,
+                        store: self.store.clone(),
+                        key_id,
+                        window,
+                    });
                 }
                 Lookup::WrongAlgorithm => return Err(Rejection::new(Reason::AlgorithmMismatch)),
                 Lookup::Ambiguous => return Err(Rejection::new(Reason::AmbiguousKey)),
-                Lookup::UnknownKid => {
-                    // A rotated key: refetch once, shared by every request
-                    // that needs it, at most once per cooldown.
-                    if refetched || !self.store.claim_kid_refetch() {
-                        return Err(Rejection::new(Reason::UnknownKey));
-                    }
-                    refetched = true;
-                    keys = match self.store.refresh().await {
-                        Ok(k) => k,
-                        Err(_) => return Err(Rejection::new(Reason::UnknownKey)),
-                    };
+                Lookup::UnknownKid if refetched => {
+                    // A key set fetched just now lacks the kid.
+                    return Err(Rejection::new(Reason::UnknownKey));
                 }
+                Lookup::UnknownKid => match self.store.on_unknown_kid() {
+                    KidMiss::Fresh => return Err(Rejection::new(Reason::UnknownKey)),
+                    // Our outage is never the caller's fault: the token may
+                    // be signed by a key we cannot fetch yet.
+                    KidMiss::Unavailable(retry) => {
+                        return Err(Rejection::keys_unavailable(retry));
+                    }
+                    KidMiss::Refetch => {
+                        refetched = true;
+                        keys =
+                            self.store.refresh().await.map_err(|_| {
+                                Rejection::keys_unavailable(self.store.retry_after())
+                            })?;
+                    }
+                },
             }
         }
     }
 
-    fn check_claims(&self, claims: Object) -> Result<Principal, Rejection> {
-        let now = now_secs();
+    /// Time rules, audience and `token_use`, on the unverified claims.
+    fn precheck(&self, claims: &Object, now: u64) -> Result<Prechecked, Rejection> {
         let leeway = self.leeway;
-
         // iss was matched exactly when this verifier was selected.
-        let exp = numeric_date(&claims, "exp")?
+        // RFC 7519 §4.1.4: valid only while now is before exp (+ leeway).
+        let exp = numeric_date(claims, "exp")?
             .ok_or_else(|| Rejection::claim(Reason::MissingClaim, "exp"))?;
-        if now > exp.saturating_add(leeway) {
+        let mut window = Window {
+            from: 0,
+            until: exp.floor.saturating_add(leeway),
+        };
+        if now >= window.until {
             return Err(Rejection::new(Reason::Expired));
         }
-        let nbf = numeric_date(&claims, "nbf")?;
-        if let Some(nbf) = nbf
-            && now.saturating_add(leeway) < nbf
-        {
-            return Err(Rejection::new(Reason::NotYetValid));
+        // §4.1.5: valid from nbf on (- leeway).
+        let nbf = numeric_date(claims, "nbf")?;
+        if let Some(nbf) = nbf {
+            window.from = nbf.ceil.saturating_sub(leeway);
+            if now < window.from {
+                return Err(Rejection::new(Reason::NotYetValid));
+            }
         }
-        let iat = numeric_date(&claims, "iat")?;
-        if let Some(iat) = iat
-            && iat > now.saturating_add(leeway)
-        {
-            return Err(Rejection::new(Reason::IssuedInFuture));
+        let iat = numeric_date(claims, "iat")?;
+        if let Some(iat) = iat {
+            let issued = iat.ceil.saturating_sub(leeway);
+            if now < issued {
+                return Err(Rejection::new(Reason::IssuedInFuture));
+            }
+            window.from = window.from.max(issued);
         }
         if let Some(max_age) = self.max_age {
             let iat = iat.ok_or_else(|| Rejection::claim(Reason::MissingClaim, "iat"))?;
-            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
+            let too_old_at = iat.floor.saturating_add(max_age).saturating_add(leeway);
+            if now >= too_old_at {
                 return Err(Rejection::new(Reason::TooOld));
             }
+            window.until = window.until.min(too_old_at);
         }
         if let Some(max) = self.max_lifetime {
-            let from = iat.unwrap_or(now);
-            if exp.saturating_sub(from) > max {
+            // Without iat the lifetime is unknown: measuring from now would
+            // let an old token pass in its last minutes.
+            let iat = iat.ok_or_else(|| Rejection::claim(Reason::MissingClaim, "iat"))?;
+            if exp.ceil.saturating_sub(iat.floor) > max {
                 return Err(Rejection::new(Reason::LifetimeTooLong));
             }
         }
 
         if self.uses_audience {
-            self.check_audience(&claims)?;
+            self.check_audience(claims)?;
         } else if claims.contains_key("aud") {
             // Cognito access tokens never carry `aud`: one that does is an ID token.
             return Err(Rejection::claim(Reason::InvalidClaim, "aud"));
@@ -476,22 +535,28 @@ impl IssuerVerifier {
                 None => return Err(Rejection::claim(Reason::MissingClaim, "token_use")),
             }
         }
+        Ok(Prechecked { window, exp, iat })
+    }
 
+    /// The remaining rules, after the signature: the principal.
+    fn principal(&self, claims: Object, pre: Prechecked) -> Result<Principal, Rejection> {
         let subject = opt_string(&claims, "sub")?;
         let jti = opt_string(&claims, "jti")?;
+        // Every client-id claim is type-checked, not only up to the first
+        // present one: a claim of the wrong type is never read as absent.
         let mut client_id = None;
         for name in &self.client_id_claims {
-            if let Some(c) = opt_string(&claims, name)? {
-                client_id = Some(c);
-                break;
+            let value = opt_string(&claims, name)?;
+            if client_id.is_none() {
+                client_id = value;
             }
         }
         if self.token_type == TokenType::Strict {
             for (name, present) in [
                 ("sub", subject.is_some()),
                 ("jti", jti.is_some()),
-                ("iat", iat.is_some()),
-                ("client_id", claims.contains_key("client_id")),
+                ("iat", pre.iat.is_some()),
+                ("client_id", opt_string(&claims, "client_id")?.is_some()),
             ] {
                 if !present {
                     return Err(Rejection::claim(Reason::MissingClaim, name));
@@ -516,9 +581,8 @@ impl IssuerVerifier {
             client_id,
             tenant,
             scopes,
-            expires_at: exp,
-            not_before: nbf,
-            issued_at: iat,
+            expires_at: pre.exp.floor,
+            issued_at: pre.iat.map(|d| d.floor),
             jti,
             claims,
         }))

@@ -403,9 +403,8 @@ async fn api_client(
     m: &Mock,
     p: TokenProvider,
 ) -> impl Service<reqwest::Request, Response = reqwest::Response, Error = tower::BoxError> + Clone {
-    let _ = m;
     ServiceBuilder::new()
-        .layer(BearerTokenLayer::new(p))
+        .layer(BearerTokenLayer::new(p).allow_origin(&m.base).unwrap())
         .service(reqwest::Client::new())
 }
 
@@ -429,14 +428,238 @@ async fn the_layer_adds_the_token_and_retries_once_on_401() {
     assert_eq!(resp.text().await.unwrap(), "tok-2");
     assert_eq!(*m.ep.api_calls.lock().unwrap() - before, 2);
     assert_eq!(p.requests_sent(), 2);
+}
 
-    // Still 401 with the fresh token: exactly one retry, then the 401 is returned.
-    m.ep.revoked.lock().unwrap().insert("tok-2".into());
-    m.ep.revoked.lock().unwrap().insert("tok-3".into());
-    let before = *m.ep.api_calls.lock().unwrap();
+#[tokio::test]
+async fn a_401_refreshes_at_most_once_per_token_and_never_in_a_storm() {
+    let m = Mock::start().await;
+    let p = m.builder().build().await.unwrap();
+    let mut client = api_client(&m, p.clone()).await;
+    let url: reqwest::Url = format!("{}/api", m.base).parse().unwrap();
+    let req = || reqwest::Request::new(reqwest::Method::GET, url.clone());
+    // The API refuses every token (say, a misconfigured audience).
+    for t in ["tok-1", "tok-2", "tok-3", "tok-4"] {
+        m.ep.revoked.lock().unwrap().insert(t.into());
+    }
+    // One retry with a fresh token, then the 401 is returned.
     let resp = client.ready().await.unwrap().call(req()).await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(*m.ep.api_calls.lock().unwrap() - before, 2);
+    assert_eq!(*m.ep.api_calls.lock().unwrap(), 2);
+    assert_eq!(p.requests_sent(), 2);
+    // Every later request: one call, its 401, and no token request each.
+    for _ in 0..20 {
+        let resp = client.ready().await.unwrap().call(req()).await.unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    assert_eq!(*m.ep.api_calls.lock().unwrap(), 22);
+    assert_eq!(
+        p.requests_sent(),
+        2,
+        "401s never cause a token request each"
+    );
+}
+
+#[tokio::test]
+async fn the_token_goes_only_to_the_api_origins() {
+    let m = Mock::start().await;
+    // The audience is the API's URL: its origin is allowed by default.
+    let p = m
+        .builder()
+        .audience(format!("{}/api", m.base))
+        .build()
+        .await
+        .unwrap();
+    let mut client = ServiceBuilder::new()
+        .layer(BearerTokenLayer::new(p.clone()))
+        .service(reqwest::Client::new());
+    let call = |url: String| reqwest::Request::new(reqwest::Method::GET, url.parse().unwrap());
+    let resp = client
+        .ready()
+        .await
+        .unwrap()
+        .call(call(format!("{}/api", m.base)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Another origin (another port on the same host, here) gets no token.
+    let other = Mock::start().await;
+    let err = client
+        .ready()
+        .await
+        .unwrap()
+        .call(call(format!("{}/api", other.base)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not an allowed origin"), "{err}");
+    assert_eq!(*other.ep.api_calls.lock().unwrap(), 0, "never contacted");
+    assert!(!err.to_string().contains("tok-"), "{err}");
+    // An audience that is not an URL allows nothing until an origin is added.
+    let p = m.builder().audience("billing-api").build().await.unwrap();
+    let mut client = ServiceBuilder::new()
+        .layer(BearerTokenLayer::new(p.clone()))
+        .service(reqwest::Client::new());
+    assert!(
+        client
+            .ready()
+            .await
+            .unwrap()
+            .call(call(format!("{}/api", m.base)))
+            .await
+            .is_err()
+    );
+    assert_eq!(p.requests_sent(), 0, "no token is even requested");
+    // Origins must be https, or http to loopback.
+    assert!(
+        BearerTokenLayer::new(p.clone())
+            .allow_origin("http://api.example.com")
+            .is_err()
+    );
+    assert!(BearerTokenLayer::new(p).allow_origin("not a url").is_err());
+}
+
+#[tokio::test]
+async fn failed_refreshes_back_off_and_callers_get_a_fast_typed_error() {
+    let m = Mock::start().await;
+    let p = m
+        .builder()
+        .max_retries(0)
+        .backoff(Duration::from_millis(400), Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    m.script([Answer::Status(401, None, r#"{"error":"invalid_client"}"#)]);
+    assert!(matches!(
+        p.token().await.unwrap_err(),
+        ClientError::OAuth { .. }
+    ));
+    assert_eq!(p.requests_sent(), 1);
+    // During the backoff: no request, a fast error saying why.
+    let started = Instant::now();
+    for _ in 0..50 {
+        match p.token().await.unwrap_err() {
+            ClientError::BackingOff {
+                retry_after,
+                last_error,
+            } => {
+                assert!(retry_after <= Duration::from_millis(400));
+                assert!(matches!(*last_error, ClientError::OAuth { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(p.requests_sent(), 1, "no request storm");
+    // After the backoff, the next call tries again.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(p.token().await.unwrap().secret(), "tok-1");
+    assert_eq!(p.requests_sent(), 2);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_across_calls() {
+    let m = Mock::start().await;
+    let p = m
+        .builder()
+        .max_retries(0)
+        .backoff(Duration::from_millis(10), Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    m.script([Answer::Status(429, Some("2"), "slow down")]);
+    assert!(matches!(
+        p.token().await.unwrap_err(),
+        ClientError::Unavailable { status: 429, .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match p.token().await.unwrap_err() {
+        ClientError::BackingOff { retry_after, .. } => {
+            assert!(retry_after > Duration::from_millis(1000), "{retry_after:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.requests_sent(), 1);
+}
+
+#[tokio::test]
+async fn a_still_valid_token_is_served_while_refreshes_back_off() {
+    let m = Mock::start().await;
+    let p = m
+        .builder()
+        .max_retries(0)
+        .backoff(Duration::from_secs(1), Duration::from_secs(2))
+        .refresh_before_expiry(Duration::from_secs(3000))
+        .build()
+        .await
+        .unwrap();
+    // Due for refresh at once (margin capped to half the lifetime: 30 min).
+    m.ep.default_expires_in.lock().unwrap().clone_from(&3600);
+    let t1 = p.token().await.unwrap();
+    m.script(std::iter::repeat_n(Answer::Status(503, None, "down"), 10));
+    // Refresh is due (background), fails; the valid token keeps being served.
+    for _ in 0..30 {
+        assert_eq!(p.token().await.unwrap().secret(), t1.secret());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(p.requests_sent() <= 3, "{} requests", p.requests_sent());
+}
+
+#[tokio::test]
+async fn a_caller_client_cannot_carry_the_secret_across_a_redirect() {
+    use axum::routing::post;
+    // A token endpoint that redirects (307 keeps the method and the body).
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen2 = seen.clone();
+    let target = Router::new().route(
+        "/steal",
+        post(move |body: String| {
+            let seen = seen2.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                "{}"
+            }
+        }),
+    );
+    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let steal = format!("http://{}/steal", l2.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l2, target).await.unwrap() });
+    let to = steal.clone();
+    let redirecting = Router::new().route(
+        "/token",
+        post(move || {
+            let to = to.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", to)]) }
+        }),
+    );
+    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_url = format!("http://{}/token", l1.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l1, redirecting).await.unwrap() });
+
+    let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+        .token_url(&token_url)
+        .client_auth(ClientAuth::Post)
+        .max_retries(0)
+        // The caller's client follows redirects; m2m-guard turns that off.
+        .http_client(reqwest::Client::builder().redirect(reqwest::redirect::Policy::limited(5)))
+        .build()
+        .await
+        .unwrap();
+    let e = p.token().await.unwrap_err();
+    assert!(matches!(e, ClientError::Status(307)), "{e:?}");
+    assert!(seen.lock().unwrap().is_empty(), "the secret never left");
+}
+
+#[tokio::test]
+async fn remote_error_codes_cannot_forge_log_lines() {
+    let m = Mock::start().await;
+    let p = m.builder().max_retries(0).build().await.unwrap();
+    m.script([Answer::Raw(
+        400,
+        r#"{"error":"bad\nINFO forged line\u001b[31m","error_description":"x\r\ny"}"#.into(),
+    )]);
+    let e = p.token().await.unwrap_err();
+    let text = e.to_string();
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(text.contains("forged line"), "kept, escaped: {text}");
 }
 
 #[tokio::test]
@@ -447,7 +670,11 @@ async fn the_layer_works_with_plain_http_requests() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
     let svc = ServiceBuilder::new()
-        .layer(BearerTokenLayer::new(p))
+        .layer(
+            BearerTokenLayer::new(p.clone())
+                .allow_origin("http://localhost:1")
+                .unwrap(),
+        )
         .service_fn(move |req: http::Request<Full<bytes::Bytes>>| {
             let seen = seen2.clone();
             async move {
@@ -458,10 +685,16 @@ async fn the_layer_works_with_plain_http_requests() {
                 Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
             }
         });
-    let req = http::Request::post("http://api/x")
+    let req = http::Request::post("http://localhost:1/x")
         .body(Full::new(bytes::Bytes::from_static(b"payload")))
         .unwrap();
-    let resp = svc.oneshot(req).await.unwrap();
+    let resp = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(seen.lock().unwrap().as_slice(), ["Bearer tok-1"]);
+    // A relative URI names no origin: refused, no token attached.
+    let req = http::Request::post("/x")
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert!(svc.oneshot(req).await.is_err());
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }

@@ -325,7 +325,7 @@ async fn live_key_rotation_is_picked_up_and_withdrawn_keys_stop_verifying() {
         return;
     };
     let base = api(&op, |i| {
-        i.refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+        i.refresh_bounds(Duration::from_millis(100), Duration::from_secs(3600))
             .refresh_interval(Duration::from_secs(1))
             .unknown_kid_cooldown(Duration::from_millis(100))
     })
@@ -377,7 +377,7 @@ async fn issuer_stopped_serves_from_the_stale_window_then_503() {
         return;
     };
     let base = api(&op, |i| {
-        i.refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+        i.refresh_bounds(Duration::from_millis(100), Duration::from_secs(3600))
             .refresh_interval(Duration::from_millis(500))
             .max_stale(Duration::from_secs(2))
             .fetch_backoff(Duration::from_millis(100), Duration::from_millis(300))
@@ -512,10 +512,14 @@ async fn authlib_tokens_without_kid_are_verified() {
         )
         .build()
         .await
+        .unwrap();
+    verifier
+        .preload()
+        .await
         .expect("RFC 8414 discovery (Authlib serves no OIDC document)");
     assert_eq!(
         verifier.jwks_url(&al.issuer),
-        Some(format!("{}/jwks", al.issuer).as_str())
+        Some(format!("{}/jwks", al.issuer))
     );
     let resource = ProtectedResource::new(API).authorization_servers(verifier.issuers());
     let app: Router = common::demo_router(verifier, &resource);

@@ -664,3 +664,50 @@ fn layer_service_and_futures_are_send() {
     assert_send::<m2m_guard::Guarded<Inner, RequireScope>>();
     assert_send::<m2m_guard::GuardFuture<<Inner as tower::Service<Request<Body>>>::Future, Body>>();
 }
+
+#[tokio::test]
+async fn an_undecodable_path_parameter_is_the_clients_400_not_a_500() {
+    let f = fixture().await;
+    let app = app(f.verifier);
+    let org1 = f.issuer.token().org("org_1").scopes(["read:users"]).sign();
+    for path in ["/orgs/%FF/users", "/orgs/%C3%28/users"] {
+        let (status, www, _, _) = send(&app, get_req(path, Some(&org1))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            www.as_deref()
+                .is_some_and(|w| w.contains(r#"error="invalid_request""#)),
+            "{www:?}"
+        );
+    }
+    // A percent-encoded valid org still works.
+    let (status, _, body, _) = send(&app, get_req("/orgs/org%5F1/users", Some(&org1))).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "org_1"));
+}
+
+#[test]
+#[should_panic(expected = "RequireScope::all needs at least one scope")]
+fn require_scope_all_of_nothing_is_refused() {
+    let _ = RequireScope::all(Vec::<String>::new());
+}
+
+#[test]
+#[should_panic(expected = "RequireScope::any needs at least one scope")]
+fn require_scope_any_of_nothing_is_refused() {
+    let _ = RequireScope::any(Vec::<String>::new());
+}
+
+#[test]
+fn require_scope_refuses_what_is_not_a_scope() {
+    for bad in [
+        "",
+        "read users",
+        "tab\tscope",
+        "quote\"d",
+        "back\\slash",
+        "é",
+    ] {
+        let r = std::panic::catch_unwind(|| RequireScope::all(["ok", bad]));
+        assert!(r.is_err(), "{bad:?} accepted");
+    }
+    let _ = RequireScope::all(["read:users", "api://app/.default", "a!#$%&'()*+,-./"]);
+}

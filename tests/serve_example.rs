@@ -174,3 +174,69 @@ fn serve_example_rejects_bad_arguments() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("https is required"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_an_absurd_max_stale_naming_the_setting() {
+    let issuer = TestIssuer::start().await;
+    let out = Command::new(example_binary("serve"))
+        .args(["--issuer", issuer.issuer(), "--audience", DEFAULT_AUDIENCE])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--max-stale",
+            "18446744073709551615",
+        ])
+        .env_remove("M2M_ISSUER")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Issuer::max_stale"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_started_while_the_issuer_is_down_answers_503_then_heals() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_outage(m2m_guard::test_util::Outage::Status(500));
+    // Discovery (no --jwks-url) while the issuer answers 500: it must start.
+    let (_server, base) = start(&[
+        "--issuer",
+        issuer.issuer(),
+        "--audience",
+        DEFAULT_AUDIENCE,
+        "--preset",
+        "kinde",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let http = reqwest::Client::new();
+    let token = issuer.token().sign();
+    let whoami = || {
+        http.get(format!("{base}/whoami"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let resp = whoami().await.unwrap();
+    assert_eq!(resp.status(), 503, "our outage is not the caller's fault");
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    issuer.set_outage(m2m_guard::test_util::Outage::None);
+    let back = std::time::Instant::now();
+    loop {
+        let status = whoami().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "accepted within seconds of the issuer coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -148,7 +148,16 @@ async fn leeway_is_capped() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, BuildError::Config(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            BuildError::OutOfRange {
+                setting: "Issuer::leeway",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -583,7 +592,7 @@ async fn rotation_is_picked_up_on_first_sight_and_withdrawn_keys_stop_verifying(
         .issuer(
             issuer
                 .config()
-                .refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+                .refresh_bounds(Duration::from_millis(100), Duration::from_secs(3600))
                 .refresh_interval(Duration::from_millis(400)),
         )
         .build()
@@ -658,7 +667,8 @@ async fn issuer_down_serves_last_good_keys_until_max_stale() {
         .issuer(
             issuer
                 .config()
-                .refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+                .jwks_url(issuer.jwks_url())
+                .refresh_bounds(Duration::from_millis(100), Duration::from_secs(3600))
                 .refresh_interval(Duration::from_millis(300))
                 .max_stale(Duration::from_millis(1200))
                 .fetch_backoff(Duration::from_millis(50), Duration::from_millis(100)),
@@ -731,8 +741,9 @@ async fn garbage_and_oversized_key_sets_keep_the_last_good_keys() {
         .issuer(
             issuer
                 .config()
-                .unknown_kid_cooldown(Duration::ZERO)
-                .fetch_backoff(Duration::from_millis(1), Duration::from_millis(1)),
+                .jwks_url(issuer.jwks_url())
+                .unknown_kid_cooldown(Duration::from_millis(100))
+                .fetch_backoff(Duration::from_millis(10), Duration::from_millis(10)),
         )
         .max_response_bytes(64 * 1024)
         .build()
@@ -750,11 +761,12 @@ async fn garbage_and_oversized_key_sets_keep_the_last_good_keys() {
     for body in bodies {
         let fetches = issuer.jwks_fetches();
         issuer.set_outage(Outage::Body(body));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        // An unknown kid forces a refetch, which fails...
+        // Past the 10 ms backoff of the previous round's failure.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // An unknown kid forces a refetch, which fails: our outage, a 503...
         assert_eq!(
             reason(&v, &issuer.token().kid("nope").sign()).await,
-            Reason::UnknownKey
+            Reason::KeysUnavailable
         );
         assert_eq!(issuer.jwks_fetches(), fetches + 1);
         // ...and the good keys are still there.
@@ -770,7 +782,7 @@ async fn cache_control_max_age_sets_the_refresh_time_within_bounds() {
         .issuer(
             issuer
                 .config()
-                .refresh_bounds(Duration::ZERO, Duration::from_secs(3600))
+                .refresh_bounds(Duration::from_millis(100), Duration::from_secs(3600))
                 .refresh_interval(Duration::from_secs(3600)),
         )
         .build()
@@ -808,13 +820,16 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
 // ===== discovery and fetch policy =====
 
 #[tokio::test]
-async fn discovery_resolves_the_jwks_url() {
+async fn discovery_resolves_the_jwks_url_on_first_use() {
     let issuer = TestIssuer::start().await;
     let v = verifier_for(&issuer).await;
     assert_eq!(
         v.jwks_url(issuer.issuer()),
-        Some(issuer.jwks_url().as_str())
+        None,
+        "nothing fetched at build"
     );
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(v.jwks_url(issuer.issuer()), Some(issuer.jwks_url()));
 }
 
 #[tokio::test]
@@ -825,18 +840,17 @@ async fn discovery_issuer_must_match_exactly() {
         "/.well-known/openid-configuration",
         json!({"issuer": format!("{iss}/"), "jwks_uri": server.url("/jwks")}).to_string(),
     );
-    let err = Verifier::builder()
+    let v = Verifier::builder()
         .issuer(Issuer::new(&iss).audience("a"))
         .build()
         .await
-        .unwrap_err();
-    match err {
-        BuildError::Discovery {
-            source: FetchError::IssuerMismatch { .. },
-            ..
-        } => {}
+        .unwrap();
+    match v.preload().await.unwrap_err() {
+        BuildError::Unavailable { cause, .. }
+            if matches!(*cause, FetchError::IssuerMismatch { .. }) => {}
         other => panic!("{other:?}"),
     }
+    assert_eq!(server.hits("/jwks"), 0);
 }
 
 #[tokio::test]
@@ -852,7 +866,8 @@ async fn discovery_falls_back_to_rfc8414_with_the_path_inserted() {
         .build()
         .await
         .unwrap();
-    assert_eq!(v.jwks_url(&iss), Some(server.url("/keys").as_str()));
+    let _ = v.preload().await; // "/keys" itself is not served
+    assert_eq!(server.hits("/keys"), 1, "the RFC 8414 document's jwks_uri");
     assert_eq!(server.hits("/tenant/a/.well-known/openid-configuration"), 1);
 }
 
@@ -864,19 +879,14 @@ async fn discovered_jwks_uri_must_be_https_or_loopback() {
         "/.well-known/openid-configuration",
         json!({"issuer": iss, "jwks_uri": "http://keys.example.com/jwks"}).to_string(),
     );
-    let err = Verifier::builder()
+    let v = Verifier::builder()
         .issuer(Issuer::new(&iss).audience("a"))
         .build()
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = v.preload().await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            BuildError::Discovery {
-                source: FetchError::InvalidUrl(_),
-                ..
-            }
-        ),
+        matches!(&err, BuildError::Unavailable { cause, .. } if matches!(**cause, FetchError::InvalidUrl(_))),
         "{err:?}"
     );
 }
@@ -911,33 +921,28 @@ async fn plain_http_is_refused_for_remote_hosts() {
 }
 
 #[tokio::test]
-async fn cross_origin_redirects_are_refused_same_origin_ones_followed() {
+async fn redirects_are_never_followed_cross_origin_or_not() {
     let issuer = TestIssuer::start().await;
     let server = ScriptServer::start().await;
-    server.set("/jwks", Reply::Redirect(issuer.jwks_url()));
-    let v = Verifier::builder()
-        .issuer(issuer.config().jwks_url(server.url("/jwks")))
-        .build()
-        .await
-        .unwrap();
-    assert_eq!(
-        reason(&v, &issuer.token().sign()).await,
-        Reason::KeysUnavailable
-    );
+    server.json("/real-jwks", issuer.jwks_document().to_string());
+    for target in [issuer.jwks_url(), "/real-jwks".to_owned()] {
+        server.set("/jwks", Reply::Redirect(target));
+        let v = Verifier::builder()
+            .issuer(issuer.config().jwks_url(server.url("/jwks")))
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(
+            reason(&v, &issuer.token().sign()).await,
+            Reason::KeysUnavailable
+        );
+    }
     assert_eq!(
         issuer.jwks_fetches(),
         0,
         "the other origin was never contacted"
     );
-
-    server.set("/jwks", Reply::Redirect("/real-jwks".into()));
-    server.json("/real-jwks", issuer.jwks_document().to_string());
-    let v = Verifier::builder()
-        .issuer(issuer.config().jwks_url(server.url("/jwks")))
-        .build()
-        .await
-        .unwrap();
-    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(server.hits("/real-jwks"), 0, "nor the other path");
 }
 
 #[tokio::test]

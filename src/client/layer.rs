@@ -1,14 +1,16 @@
 //! A tower layer for outgoing requests: `Authorization: Bearer` from a
-//! [`TokenProvider`], and one retry with a fresh token on 401.
+//! [`TokenProvider`], only to the API's own origins, and one retry with a
+//! fresh token on 401.
 
 use futures_util::future::BoxFuture;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, StatusCode};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::provider::{AccessToken, TokenProvider};
+use super::provider::{AccessToken, ClientError, TokenProvider};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -22,6 +24,9 @@ mod sealed {
 pub trait OutgoingRequest: sealed::Sealed + Sized {
     #[doc(hidden)]
     fn set_bearer(&mut self, value: HeaderValue);
+    /// `scheme://host[:port]` of the target, if the request names one.
+    #[doc(hidden)]
+    fn origin(&self) -> Option<String>;
     #[doc(hidden)]
     fn try_copy(&self) -> Option<Self>;
 }
@@ -36,6 +41,13 @@ impl<B: Clone> sealed::Sealed for http::Request<B> {}
 impl<B: Clone> OutgoingRequest for http::Request<B> {
     fn set_bearer(&mut self, value: HeaderValue) {
         self.headers_mut().insert(AUTHORIZATION, value);
+    }
+    fn origin(&self) -> Option<String> {
+        let uri = self.uri();
+        // A relative URI names no host: the token's destination is unknown.
+        uri.scheme()?;
+        uri.authority()?;
+        origin_of(&uri.to_string())
     }
     fn try_copy(&self) -> Option<Self> {
         let mut b = http::Request::builder()
@@ -53,6 +65,10 @@ impl sealed::Sealed for reqwest::Request {}
 impl OutgoingRequest for reqwest::Request {
     fn set_bearer(&mut self, value: HeaderValue) {
         self.headers_mut().insert(AUTHORIZATION, value);
+    }
+    fn origin(&self) -> Option<String> {
+        let origin = self.url().origin();
+        origin.is_tuple().then(|| origin.ascii_serialization())
     }
     fn try_copy(&self) -> Option<Self> {
         self.try_clone()
@@ -73,18 +89,55 @@ impl OutgoingResponse for reqwest::Response {
     }
 }
 
-/// Adds `Authorization: Bearer <token>` from a [`TokenProvider`] to every
-/// request; on a 401 it invalidates the token, gets a fresh one and retries
-/// once (when the request can be copied).
+/// `scheme://host[:port]` (default port omitted) of an absolute http(s) URL.
+fn origin_of(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.origin().ascii_serialization())
+}
+
+/// Adds `Authorization: Bearer <token>` from a [`TokenProvider`] to requests
+/// for the API's own origins; on a 401 it retries once with a fresh token
+/// (when the request can be copied).
+///
+/// The token goes only to allowed origins (`scheme://host[:port]`): by
+/// default the origin of the provider's `audience` / `resource` when that is
+/// an URL, plus any added with [`BearerTokenLayer::allow_origin`]. A request
+/// for any other origin fails with an error and carries no token, so a
+/// redirect, a mistyped URL or a shared client never hands it to another host.
+///
+/// A 401 refreshes the token at most once per token, and at most once per
+/// 10 s: an API that refuses every token does not turn each request into a
+/// token request.
 #[derive(Debug, Clone)]
 pub struct BearerTokenLayer {
     provider: TokenProvider,
+    origins: Arc<[String]>,
 }
 
 impl BearerTokenLayer {
-    /// Authorize requests with tokens from `provider`.
+    /// Authorize requests with tokens from `provider`, for the origin of its
+    /// audience or resource (when that is an URL).
     pub fn new(provider: TokenProvider) -> Self {
-        BearerTokenLayer { provider }
+        let origins = provider.audience_origin().into_iter().collect();
+        BearerTokenLayer { provider, origins }
+    }
+
+    /// Also send the token to `origin` (e.g. `https://api.acme.com`; a path
+    /// is ignored). https only, except for loopback hosts.
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] when `origin` is not an https URL (or http to
+    /// a loopback host).
+    pub fn allow_origin(mut self, origin: &str) -> Result<Self, ClientError> {
+        let url = crate::fetch::parse_url("origin", origin)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let origin = url.origin().ascii_serialization();
+        if !self.origins.contains(&origin) {
+            let mut all = self.origins.to_vec();
+            all.push(origin);
+            self.origins = all.into();
+        }
+        Ok(self)
     }
 }
 
@@ -94,6 +147,7 @@ impl<S> Layer<S> for BearerTokenLayer {
         BearerToken {
             inner,
             provider: self.provider.clone(),
+            origins: self.origins.clone(),
         }
     }
 }
@@ -103,6 +157,7 @@ impl<S> Layer<S> for BearerTokenLayer {
 pub struct BearerToken<S> {
     inner: S,
     provider: TokenProvider,
+    origins: Arc<[String]>,
 }
 
 fn bearer(token: &AccessToken) -> Result<HeaderValue, BoxError> {
@@ -132,7 +187,17 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let provider = self.provider.clone();
+        let allowed = req.origin().is_some_and(|o| self.origins.contains(&o));
+        let target = req.origin();
         Box::pin(async move {
+            if !allowed {
+                return Err(BoxError::from(format!(
+                    "m2m-guard: not sending the access token to {}: not an allowed origin of this BearerTokenLayer (see BearerTokenLayer::allow_origin)",
+                    target
+                        .as_deref()
+                        .unwrap_or("a request without an absolute URL")
+                )));
+            }
             let token = provider.token().await?;
             req.set_bearer(bearer(&token)?);
             let retry = req.try_copy();
@@ -144,10 +209,15 @@ where
                 return Ok(resp);
             };
             // The API refused the token (revoked, rotated key, clock skew):
-            // one fresh token, one retry.
-            tracing::debug!(target: "m2m_guard::client", "401 from the API: retrying once with a fresh token");
-            provider.invalidate(&token);
+            // one fresh token, one retry; at most one refresh per token.
+            if !provider.refresh_after_401(&token) {
+                return Ok(resp);
+            }
             let fresh = provider.token().await?;
+            if fresh.secret() == token.secret() {
+                return Ok(resp);
+            }
+            tracing::debug!(target: "m2m_guard::client", "401 from the API: retrying once with a fresh token");
             again.set_bearer(bearer(&fresh)?);
             std::future::poll_fn(|cx| inner.poll_ready(cx))
                 .await

@@ -1,7 +1,5 @@
 //! The client-credentials token provider.
 
-use futures_util::FutureExt as _;
-use futures_util::future::{BoxFuture, Shared};
 use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
@@ -10,8 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::fetch::{FetchLimits, Fetcher, parse_url};
+use crate::backoff::{Backoff, instant_after};
+use crate::fetch::{FetchLimits, Fetcher, http_client, parse_url};
+use crate::flight::{Flight, Lost, SingleFlight};
 use crate::token::parse_object;
+
+/// A 401 from the API triggers at most one token refresh per this interval
+/// (and per token): an API that refuses every token cannot turn each of its
+/// requests into a token request.
+const MIN_REFRESH_AFTER_401: Duration = Duration::from_secs(10);
 
 /// A client secret. Its `Debug` and `Display` never show the value.
 #[derive(Clone)]
@@ -138,7 +143,8 @@ impl OAuthErrorCode {
             "unsupported_grant_type" => Self::UnsupportedGrantType,
             "invalid_scope" => Self::InvalidScope,
             "invalid_target" => Self::InvalidTarget,
-            other => Self::Other(other.chars().take(64).collect()),
+            // Remote text: escaped and bounded before it can reach a log line.
+            other => Self::Other(crate::text::remote(other, 64)),
         }
     }
 
@@ -197,6 +203,16 @@ pub enum ClientError {
     /// The configuration is invalid, or discovery failed.
     #[error("invalid token provider configuration: {0}")]
     Config(String),
+    /// The last token request failed and the provider is backing off (with
+    /// jitter, honouring `Retry-After`) before it sends another; no request
+    /// was sent for this call.
+    #[error("token requests backing off for {retry_after:?} after: {last_error}")]
+    BackingOff {
+        /// When the next token request may be sent.
+        retry_after: Duration,
+        /// Why the last one failed.
+        last_error: Box<ClientError>,
+    },
 }
 
 impl ClientError {
@@ -207,16 +223,19 @@ impl ClientError {
         }
     }
 
-    /// `true` for failures worth retrying later (throttling, 5xx, network).
+    /// `true` for failures worth retrying later (throttling, 5xx, network,
+    /// backing off).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ClientError::Unavailable { .. } | ClientError::Network(_)
+            ClientError::Unavailable { .. }
+                | ClientError::Network(_)
+                | ClientError::BackingOff { .. }
         )
     }
 }
 
-type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, ClientError>>>;
+type SharedFetch = Flight<AccessToken, ClientError>;
 
 struct Cached {
     token: AccessToken,
@@ -224,6 +243,18 @@ struct Cached {
     refresh_at: Instant,
     /// Past this the token is not handed out (a little before `exp`).
     usable_until: Instant,
+}
+
+/// The cached token and the failure bookkeeping, under one lock.
+struct State {
+    cached: Option<Cached>,
+    /// Consecutive failed token requests (each after its own retries).
+    failures: u32,
+    /// No new token request before this.
+    next_attempt: Instant,
+    last_error: Option<ClientError>,
+    /// The last refresh caused by a 401 from the API.
+    last_refresh_after_401: Option<Instant>,
 }
 
 struct Inner {
@@ -235,14 +266,13 @@ struct Inner {
     auth: ClientAuth,
     refresh_margin: Duration,
     max_retries: u32,
-    backoff_min: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     default_lifetime: Duration,
     http: reqwest::Client,
     timeout: Duration,
     max_bytes: usize,
-    cached: Mutex<Option<Cached>>,
-    inflight: Mutex<Option<SharedFetch>>,
+    state: Mutex<State>,
+    flight: SingleFlight<AccessToken, ClientError>,
     requests: AtomicU64,
 }
 
@@ -277,7 +307,7 @@ pub struct TokenProviderBuilder {
     max_retries: u32,
     backoff: (Duration, Duration),
     default_lifetime: Duration,
-    client: Option<reqwest::Client>,
+    client: Option<reqwest::ClientBuilder>,
     timeout: Duration,
 }
 
@@ -305,21 +335,30 @@ impl TokenProvider {
     /// When the cached token is due for refresh but still valid, it is
     /// returned at once and the refresh runs in the background.
     ///
+    /// After a failed token request the provider backs off (doubling, with
+    /// jitter, honouring `Retry-After`): meanwhile a still-valid token keeps
+    /// being returned, and without one this fails at once with
+    /// [`ClientError::BackingOff`] instead of sending another request.
+    ///
     /// # Errors
     /// A [`ClientError`] when no valid token is cached and none can be obtained.
     pub async fn token(&self) -> Result<AccessToken, ClientError> {
         let now = Instant::now();
         let refresh = {
-            let cached = self.inner.cached.lock().unwrap_or_else(|e| e.into_inner());
-            match cached.as_ref() {
-                Some(c) if now < c.usable_until => {
-                    if now >= c.refresh_at {
-                        Some(c.token.clone())
-                    } else {
-                        return Ok(c.token.clone());
-                    }
+            let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let backing_off = now < st.next_attempt;
+            match st.cached.as_ref().filter(|c| now < c.usable_until) {
+                Some(c) if now < c.refresh_at || backing_off => return Ok(c.token.clone()),
+                Some(c) => Some(c.token.clone()),
+                None if backing_off && !self.inner.flight.is_running() => {
+                    return Err(ClientError::BackingOff {
+                        retry_after: st.next_attempt.saturating_duration_since(now),
+                        last_error: Box::new(st.last_error.clone().unwrap_or_else(|| {
+                            ClientError::Network("token request failed".into())
+                        })),
+                    });
                 }
-                _ => None,
+                None => None,
             }
         };
         match refresh {
@@ -334,13 +373,40 @@ impl TokenProvider {
     /// Drop `token` from the cache (e.g. the API answered 401), so the next
     /// [`TokenProvider::token`] gets a fresh one. A newer cached token is kept.
     pub fn invalidate(&self, token: &AccessToken) {
-        let mut cached = self.inner.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if cached
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st
+            .cached
             .as_ref()
             .is_some_and(|c| Arc::ptr_eq(&c.token.value, &token.value))
         {
-            *cached = None;
+            st.cached = None;
         }
+    }
+
+    /// The API answered 401 to `token`: may the request be retried with
+    /// another token? Drops `token` from the cache at most once, and at most
+    /// once per [`MIN_REFRESH_AFTER_401`], so 401s cannot cause a token
+    /// request each. `true` when a newer token is (or will be) there.
+    pub(crate) fn refresh_after_401(&self, token: &AccessToken) -> bool {
+        let now = Instant::now();
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let is_current = st
+            .cached
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.token.value, &token.value));
+        if !is_current {
+            // Already replaced (or being replaced): retry with the new one.
+            return true;
+        }
+        if st
+            .last_refresh_after_401
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_REFRESH_AFTER_401)
+        {
+            return false;
+        }
+        st.cached = None;
+        st.last_refresh_after_401 = Some(now);
+        true
     }
 
     /// How many token requests were sent (retries included).
@@ -348,43 +414,64 @@ impl TokenProvider {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
+    /// The origin (`scheme://host[:port]`) of the audience or resource, when
+    /// it is an URL: where [`BearerTokenLayer`](super::BearerTokenLayer)
+    /// sends tokens by default.
+    pub(crate) fn audience_origin(&self) -> Option<String> {
+        let aud = match self.inner.audience.as_ref()? {
+            AudienceParam::Audience(a) | AudienceParam::Resource(a) => a,
+        };
+        let url = Url::parse(aud).ok()?;
+        crate::fetch::check_url(&url).ok()?;
+        Some(url.origin().ascii_serialization())
+    }
+
     /// Join the token request in flight, or start one on its own task.
     fn fetch(&self) -> SharedFetch {
-        let mut slot = self
-            .inner
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = slot.as_ref() {
-            return f.clone();
-        }
         let inner = self.inner.clone();
-        let task = tokio::spawn(async move {
-            let result = fetch_with_retries(&inner).await;
-            if let Ok(token) = &result {
-                let (refresh_at, usable_until) = schedule(
-                    Instant::now(),
-                    token.expires_at,
-                    inner.refresh_margin,
-                    fastrand::f64(),
-                );
-                *inner.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
-                    token: token.clone(),
-                    refresh_at,
-                    usable_until,
-                });
-            }
-            *inner.inflight.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            result
-        });
-        let fut = async move {
-            task.await
-                .unwrap_or_else(|_| Err(ClientError::Network("token task cancelled".into())))
+        let (flight, _) = self.inner.flight.join_or_start(
+            move || async move {
+                let result = fetch_with_retries(&inner).await;
+                record(&inner, &result);
+                result
+            },
+            |lost| {
+                ClientError::Network(match lost {
+                    Lost::Panicked => "token task panicked".into(),
+                    Lost::Cancelled => "token task cancelled".into(),
+                })
+            },
+        );
+        flight
+    }
+}
+
+/// Cache a new token, or start (or extend) the backoff after a failure.
+fn record(inner: &Inner, result: &Result<AccessToken, ClientError>) {
+    let now = Instant::now();
+    let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(token) => {
+            let (refresh_at, usable_until) =
+                schedule(now, token.expires_at, inner.refresh_margin, fastrand::f64());
+            st.cached = Some(Cached {
+                token: token.clone(),
+                refresh_at,
+                usable_until,
+            });
+            st.failures = 0;
+            st.next_attempt = now;
+            st.last_error = None;
         }
-        .boxed()
-        .shared();
-        *slot = Some(fut.clone());
-        fut
+        Err(e) => {
+            st.failures = st.failures.saturating_add(1);
+            let wait = inner
+                .backoff
+                .delay(st.failures)
+                .max(e.retry_after().unwrap_or_default().min(inner.backoff.max));
+            st.next_attempt = instant_after(now, wait);
+            st.last_error = Some(e.clone());
+        }
     }
 }
 
@@ -400,28 +487,21 @@ fn schedule(now: Instant, expires_at: Instant, margin: Duration, r: f64) -> (Ins
     (expires_at - margin - jitter, expires_at - skew)
 }
 
-fn backoff(inner: &Inner, attempt: u32) -> Duration {
-    let exp = inner
-        .backoff_min
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(inner.backoff_max);
-    exp / 2 + (exp / 2).mul_f64(fastrand::f64())
-}
-
 async fn fetch_with_retries(inner: &Inner) -> Result<AccessToken, ClientError> {
     let mut attempt = 0;
     loop {
         let result = request_token(inner).await;
         match result {
             Err(e) if e.is_transient() && attempt < inner.max_retries => {
-                let wait = e
-                    .retry_after()
-                    .map_or_else(|| backoff(inner, attempt), |ra| ra.min(inner.backoff_max));
+                let wait = e.retry_after().map_or_else(
+                    || inner.backoff.delay(attempt + 1),
+                    |ra| ra.min(inner.backoff.max),
+                );
                 tracing::warn!(
                     target: "m2m_guard::client",
                     client_id = %inner.client_id,
                     error = %e,
-                    retry_in_ms = wait.as_millis() as u64,
+                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     "token request failed, retrying"
                 );
                 tokio::time::sleep(wait).await;
@@ -509,7 +589,7 @@ async fn request_token(inner: &Inner) -> Result<AccessToken, ClientError> {
                 .as_ref()
                 .and_then(|d| d.get("error_description"))
                 .and_then(Value::as_str)
-                .map(|s| s.chars().filter(|c| !c.is_control()).take(200).collect());
+                .map(|s| crate::text::remote(s, 200));
             return Err(ClientError::OAuth {
                 code: OAuthErrorCode::parse(code),
                 description,
@@ -633,8 +713,9 @@ impl TokenProviderBuilder {
         self
     }
 
-    /// Backoff between retries: doubling from `min`, with jitter, at most
-    /// `max` (also the cap on `Retry-After`). Defaults to 200 ms ..= 10 s.
+    /// Backoff between retries, and between failed refreshes: doubling from
+    /// `min`, with jitter, at most `max` (also the cap on `Retry-After`).
+    /// Defaults to 200 ms ..= 10 s; `min` at least 1 ms, `max` at most 1 hour.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = (min, max);
         self
@@ -652,8 +733,11 @@ impl TokenProviderBuilder {
         self
     }
 
-    /// Use your own HTTP client (custom CA, proxy).
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+    /// Start from your own HTTP client settings (custom CA, proxy). m2m-guard
+    /// still sets on it what keeps the secret safe: redirects are never
+    /// followed (a redirected token request would carry the secret to
+    /// another URL), and the timeout and user agent are its own.
+    pub fn http_client(mut self, client: reqwest::ClientBuilder) -> Self {
         self.client = Some(client);
         self
     }
@@ -669,30 +753,46 @@ impl TokenProviderBuilder {
                 "client id and secret are required".into(),
             ));
         }
-        if self.backoff.0.is_zero() || self.backoff.0 > self.backoff.1 {
-            return Err(ClientError::Config(
-                "backoff bounds are zero or inverted".into(),
-            ));
+        let (min, max) = self.backoff;
+        if min < Duration::from_millis(1) || min > max || max > Duration::from_secs(3600) {
+            return Err(ClientError::Config(format!(
+                "backoff {min:?} ..= {max:?} is out of range (min at least 1ms, max at most 1h, min <= max)"
+            )));
         }
-        let http = match self.client {
-            Some(c) => c,
-            None => reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(self.timeout)
-                .user_agent(concat!("m2m-guard/", env!("CARGO_PKG_VERSION")))
-                // A token request carries the secret: never follow a redirect with it.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| ClientError::Config(e.to_string()))?,
-        };
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(300) {
+            return Err(ClientError::Config(format!(
+                "timeout {:?} is out of range (1ns ..= 5min)",
+                self.timeout
+            )));
+        }
+        if self.max_retries > 10 {
+            return Err(ClientError::Config(format!(
+                "max_retries {} is out of range (0 ..= 10)",
+                self.max_retries
+            )));
+        }
+        if self.default_lifetime.is_zero() || self.default_lifetime > Duration::from_secs(86_400) {
+            return Err(ClientError::Config(format!(
+                "default_lifetime {:?} is out of range (1ns ..= 24h)",
+                self.default_lifetime
+            )));
+        }
+        if self.refresh_margin > Duration::from_secs(86_400) {
+            return Err(ClientError::Config(format!(
+                "refresh_before_expiry {:?} is out of range (at most 24h)",
+                self.refresh_margin
+            )));
+        }
+        let connect_timeout = self.timeout.min(Duration::from_secs(5));
+        let http = http_client(self.client, connect_timeout, self.timeout)
+            .map_err(|e| ClientError::Config(format!("could not create the HTTP client: {e}")))?;
         let token_url = match (self.token_url, self.issuer) {
             (Some(u), _) => {
                 parse_url("token_url", &u).map_err(|e| ClientError::Config(e.to_string()))?
             }
             (None, Some(iss)) => {
                 parse_url("issuer", &iss).map_err(|e| ClientError::Config(e.to_string()))?;
-                let fetcher = Fetcher::new(Some(http.clone()), FetchLimits::default())
-                    .map_err(|e| ClientError::Config(e.to_string()))?;
+                let fetcher = Fetcher::with_client(http.clone(), FetchLimits::default());
                 let meta = fetcher
                     .discover_metadata(&iss)
                     .await
@@ -721,14 +821,19 @@ impl TokenProviderBuilder {
                 auth: self.auth,
                 refresh_margin: self.refresh_margin,
                 max_retries: self.max_retries,
-                backoff_min: self.backoff.0,
-                backoff_max: self.backoff.1,
+                backoff: Backoff { min, max },
                 default_lifetime: self.default_lifetime,
                 http,
                 timeout: self.timeout,
                 max_bytes: 64 * 1024,
-                cached: Mutex::new(None),
-                inflight: Mutex::new(None),
+                state: Mutex::new(State {
+                    cached: None,
+                    failures: 0,
+                    next_attempt: Instant::now(),
+                    last_error: None,
+                    last_refresh_after_401: None,
+                }),
+                flight: SingleFlight::default(),
                 requests: AtomicU64::new(0),
             }),
         })

@@ -1,0 +1,443 @@
+//! Trust under faults: our outage is never the caller's fault, keys come only
+//! from the URL we trust, nothing wedges the key cache, and no setting makes
+//! the verifier misbehave. Each test here backs a promise in the README.
+
+mod support;
+
+use m2m_guard::test_util::{Outage, TestIssuer};
+use m2m_guard::{BuildError, FetchError, Issuer, Reason, Verifier};
+use serde_json::json;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{Reply, ScriptServer};
+
+async fn verifier(issuer: Issuer) -> Verifier {
+    Verifier::builder().issuer(issuer).build().await.unwrap()
+}
+
+async fn reason(v: &Verifier, token: &str) -> Reason {
+    v.verify(token)
+        .await
+        .expect_err("token must be rejected")
+        .reason()
+}
+
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// ===== never a 401 for our outage =====
+
+#[tokio::test]
+async fn never_a_401_for_our_outage_unknown_kid_while_the_issuer_is_down() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier(issuer.config()).await;
+    let old = issuer.token().sign();
+    assert!(v.verify(&old).await.is_ok());
+    // The issuer rotates its keys and goes down: a token signed by the new
+    // key may be perfectly good, we just cannot fetch it.
+    issuer.rotate_keys();
+    issuer.set_outage(Outage::Status(500));
+    let rotated = issuer.token().sign();
+    let e = v.verify(&rotated).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable, "{e:?}");
+    assert!(e.is_unavailable());
+    assert!(e.retry_after().unwrap() >= Duration::from_secs(1));
+    // While fetches back off: still 503, and no fetch per request.
+    let fetches = issuer.jwks_fetches();
+    for _ in 0..20 {
+        assert_eq!(reason(&v, &rotated).await, Reason::KeysUnavailable);
+    }
+    assert!(issuer.jwks_fetches() <= fetches + 1, "the backoff holds");
+    // Tokens of the keys we still have keep working meanwhile.
+    assert!(v.verify(&old).await.is_ok());
+    // The issuer comes back: the rotated token is accepted.
+    issuer.set_outage(Outage::None);
+    eventually("rotated token accepted after recovery", async || {
+        v.verify(&rotated).await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_fresh_key_set_that_lacks_the_kid_is_a_401() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier(
+        issuer
+            .config()
+            .unknown_kid_cooldown(Duration::from_secs(60)),
+    )
+    .await;
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    // Refetched successfully just now: the key really is not published.
+    let made_up = issuer.token().kid("made-up").sign();
+    assert_eq!(reason(&v, &made_up).await, Reason::UnknownKey);
+    assert_eq!(issuer.jwks_fetches(), 2);
+    // Within the cooldown, after a successful fetch: still 401, no fetch.
+    assert_eq!(
+        reason(&v, &issuer.token().kid("other").sign()).await,
+        Reason::UnknownKey
+    );
+    assert_eq!(issuer.jwks_fetches(), 2);
+}
+
+// ===== cheap checks before any fetch =====
+
+#[tokio::test]
+async fn doomed_tokens_with_unknown_kids_cost_no_fetch_and_no_cooldown() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier(
+        issuer
+            .config()
+            .unknown_kid_cooldown(Duration::from_secs(3600)),
+    )
+    .await;
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(issuer.jwks_fetches(), 1);
+    let kid = || issuer.token().kid("rotated-soon");
+    let doomed = [
+        (kid().expired().sign(), Reason::Expired),
+        (kid().not_before_in(3600).sign(), Reason::NotYetValid),
+        (
+            kid().audience("https://other.example").sign(),
+            Reason::InvalidAudience,
+        ),
+        (kid().typ(Some("JWS")).sign(), Reason::InvalidType),
+        (kid().without_claim("exp").sign(), Reason::MissingClaim),
+        (
+            kid().claim("iat", now_secs() + 3600).sign(),
+            Reason::IssuedInFuture,
+        ),
+    ];
+    for (token, expected) in &doomed {
+        assert_eq!(reason(&v, token).await, *expected);
+    }
+    assert_eq!(
+        issuer.jwks_fetches(),
+        1,
+        "no fetch for a token that can only fail"
+    );
+    // The cooldown is untouched: a genuine rotated-key token is accepted at once.
+    issuer.rotate_keys();
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(issuer.jwks_fetches(), 2);
+}
+
+// ===== start-up during an issuer outage =====
+
+#[tokio::test]
+async fn starts_while_the_issuer_is_down_then_heals_without_a_restart() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_outage(Outage::Status(500));
+    // Discovery is lazy: build succeeds although the issuer answers 500.
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .fetch_backoff(Duration::from_millis(50), Duration::from_millis(200)),
+        )
+        .build()
+        .await
+        .expect("a verifier builds while its issuer is down");
+    assert_eq!(v.jwks_url(issuer.issuer()), None);
+    let token = issuer.token().sign();
+    let e = v.verify(&token).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable);
+    assert!(e.retry_after().is_some());
+    // The fail-fast path says why.
+    match v.preload().await.unwrap_err() {
+        BuildError::Unavailable { issuer: i, cause } => {
+            assert_eq!(i, issuer.issuer());
+            assert!(matches!(*cause, FetchError::Status(500)), "{cause:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    issuer.set_outage(Outage::None);
+    eventually("keys load once the issuer is back", async || {
+        v.verify(&token).await.is_ok()
+    })
+    .await;
+    assert_eq!(v.jwks_url(issuer.issuer()), Some(issuer.jwks_url()));
+}
+
+#[tokio::test]
+async fn discovery_runs_again_when_the_key_set_url_stops_working() {
+    let issuer = TestIssuer::start().await;
+    let server = ScriptServer::start().await;
+    let iss = server.url("");
+    let meta = |path: &str| json!({"issuer": iss, "jwks_uri": server.url(path)}).to_string();
+    server.json("/.well-known/openid-configuration", meta("/keys-a"));
+    server.json("/keys-a", issuer.jwks_document().to_string());
+    let v = verifier(
+        Issuer::new(&iss)
+            .audience(m2m_guard::test_util::DEFAULT_AUDIENCE)
+            .refresh_bounds(Duration::from_millis(100), Duration::from_secs(60))
+            .refresh_interval(Duration::from_millis(200))
+            .fetch_backoff(Duration::from_millis(20), Duration::from_millis(50)),
+    )
+    .await;
+    let token = issuer.token().claim("iss", iss.clone()).sign();
+    assert!(v.verify(&token).await.is_ok());
+    assert_eq!(v.jwks_url(&iss), Some(server.url("/keys-a")));
+    // The issuer moves its keys.
+    server.json("/.well-known/openid-configuration", meta("/keys-b"));
+    server.json("/keys-b", issuer.jwks_document().to_string());
+    server.set(
+        "/keys-a",
+        Reply::Json(http::StatusCode::NOT_FOUND, "{}".into()),
+    );
+    eventually("the new jwks_uri is discovered", async || {
+        assert!(v.verify(&token).await.is_ok(), "last good keys meanwhile");
+        server.hits("/keys-b") > 0
+    })
+    .await;
+    assert_eq!(v.jwks_url(&iss), Some(server.url("/keys-b")));
+}
+
+// ===== keys only from the configured URL =====
+
+#[tokio::test]
+async fn keys_only_from_the_configured_url_a_same_origin_redirect_is_refused() {
+    let victim = TestIssuer::start().await;
+    let attacker = TestIssuer::start().await;
+    assert_ne!(
+        victim.jwks_document()["keys"][0]["n"],
+        attacker.jwks_document()["keys"][0]["n"],
+        "distinct key material"
+    );
+    let server = ScriptServer::start().await;
+    // Whoever controls another path on the issuer's host publishes keys there...
+    server.json("/uploads/jwks.json", attacker.jwks_document().to_string());
+    // ...and gets the key-set URL to redirect to it.
+    server.set("/jwks", Reply::Redirect("/uploads/jwks.json".into()));
+    let forged = attacker.token().claim("iss", victim.issuer()).sign();
+    for client in [None, Some(reqwest::Client::builder())] {
+        let mut b = Verifier::builder().issuer(victim.config().jwks_url(server.url("/jwks")));
+        if let Some(c) = client {
+            // A caller's client settings cannot turn redirects back on.
+            b = b.http_client(c.redirect(reqwest::redirect::Policy::limited(5)));
+        }
+        let v = b.build().await.unwrap();
+        let e = v.verify(&forged).await.unwrap_err();
+        assert_eq!(e.reason(), Reason::KeysUnavailable);
+        match v.preload().await.unwrap_err() {
+            BuildError::Unavailable { cause, .. } => {
+                assert!(matches!(*cause, FetchError::Redirect(302)), "{cause:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(server.hits("/uploads/jwks.json"), 0, "never followed");
+}
+
+// ===== nothing wedges the key cache; no setting makes it misbehave =====
+
+#[tokio::test]
+async fn absurd_settings_are_refused_with_the_setting_named() {
+    let issuer = TestIssuer::start().await;
+    let huge = Duration::from_secs(u64::MAX);
+    let cases: Vec<(Issuer, &str)> = vec![
+        (issuer.config().max_stale(huge), "Issuer::max_stale"),
+        (
+            issuer.config().refresh_bounds(Duration::ZERO, huge),
+            "Issuer::refresh_bounds (min)",
+        ),
+        (
+            issuer.config().refresh_bounds(Duration::from_secs(1), huge),
+            "Issuer::refresh_bounds (max)",
+        ),
+        (
+            issuer.config().refresh_interval(huge),
+            "Issuer::refresh_interval",
+        ),
+        (
+            issuer.config().unknown_kid_cooldown(Duration::ZERO),
+            "Issuer::unknown_kid_cooldown",
+        ),
+        (
+            issuer
+                .config()
+                .fetch_backoff(Duration::ZERO, Duration::from_secs(1)),
+            "Issuer::fetch_backoff (min)",
+        ),
+        (
+            issuer.config().fetch_backoff(Duration::from_secs(1), huge),
+            "Issuer::fetch_backoff (max)",
+        ),
+        (
+            issuer.config().max_token_age(Duration::ZERO),
+            "Issuer::max_token_age",
+        ),
+        (
+            issuer.config().max_token_lifetime(huge),
+            "Issuer::max_token_lifetime",
+        ),
+        (
+            issuer.config().leeway(Duration::from_secs(301)),
+            "Issuer::leeway",
+        ),
+    ];
+    for (cfg, setting) in cases {
+        let err = Verifier::builder().issuer(cfg).build().await.unwrap_err();
+        match &err {
+            BuildError::OutOfRange { setting: s, .. } => assert_eq!(*s, setting),
+            other => panic!("{setting}: {other:?}"),
+        }
+        assert!(err.to_string().contains(setting), "{err}");
+    }
+    for (b, setting) in [
+        (
+            Verifier::builder().fetch_timeout(huge),
+            "VerifierBuilder::fetch_timeout",
+        ),
+        (
+            Verifier::builder().connect_timeout(Duration::ZERO),
+            "VerifierBuilder::connect_timeout",
+        ),
+        (
+            Verifier::builder().token_cache(0, 1 << 20),
+            "VerifierBuilder::token_cache (entries)",
+        ),
+        (
+            Verifier::builder().max_token_bytes(usize::MAX),
+            "VerifierBuilder::max_token_bytes",
+        ),
+    ] {
+        let err = b.issuer(issuer.config()).build().await.unwrap_err();
+        assert!(
+            matches!(&err, BuildError::OutOfRange { setting: s, .. } if *s == setting),
+            "{setting}: {err:?}"
+        );
+    }
+    // The largest accepted values work end to end (no overflow anywhere).
+    let v = verifier(
+        issuer
+            .config()
+            .max_stale(Duration::from_secs(7 * 86_400))
+            .refresh_bounds(
+                Duration::from_secs(7 * 86_400),
+                Duration::from_secs(7 * 86_400),
+            )
+            .fetch_backoff(Duration::from_secs(3600), Duration::from_secs(3600)),
+    )
+    .await;
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+}
+
+// ===== the token cache honours every time rule =====
+
+#[tokio::test]
+async fn a_cached_token_is_held_to_the_maximum_age() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier(
+        issuer
+            .config()
+            .leeway(Duration::ZERO)
+            .max_token_age(Duration::from_secs(2)),
+    )
+    .await;
+    let token = issuer.token().sign(); // iat = now, exp = now + 1 h
+    assert!(v.verify(&token).await.is_ok());
+    assert!(v.verify(&token).await.is_ok());
+    assert_eq!(v.cached_tokens(), 1, "cached on its second sighting");
+    let issued = now_secs();
+    while now_secs() < issued + 3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reason(&v, &token).await, Reason::TooOld);
+}
+
+#[tokio::test]
+async fn a_lifetime_cap_requires_iat() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier(
+        issuer
+            .config()
+            .max_token_lifetime(Duration::from_secs(3600)),
+    )
+    .await;
+    // Issued 10 days ago with a 10-day lifetime, no iat: its lifetime is
+    // unknown; measured from now it would look like a few minutes.
+    let token = issuer
+        .token()
+        .without_claim("iat")
+        .claim("exp", now_secs() + 120)
+        .sign();
+    let e = v.verify(&token).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::MissingClaim);
+    assert_eq!(e.claim_name(), Some("iat"));
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+}
+
+#[tokio::test]
+async fn invalid_tokens_do_not_mark_the_cache_admission_filter() {
+    let issuer = TestIssuer::start().await;
+    let v = verifier(issuer.config()).await;
+    let token = issuer.token().sign();
+    // A forgery carrying the real token's signature over other claims.
+    let (_, sig) = token.rsplit_once('.').unwrap();
+    let other = issuer.token().client_id("intruder").sign();
+    let (signing_input, _) = other.rsplit_once('.').unwrap();
+    let forged = format!("{signing_input}.{sig}");
+    assert_eq!(reason(&v, &forged).await, Reason::InvalidSignature);
+    assert_eq!(reason(&v, &forged).await, Reason::InvalidSignature);
+    // The real token's first sighting is a first sighting: not cached yet.
+    assert!(v.verify(&token).await.is_ok());
+    assert_eq!(v.cached_tokens(), 0);
+    assert!(v.verify(&token).await.is_ok());
+    assert_eq!(v.cached_tokens(), 1);
+}
+
+// ===== exact time boundaries (RFC 7519 §4.1.4, §4.1.5) =====
+
+/// Wait until early in a second, so a test's "now" cannot tick over.
+async fn early_in_a_second() -> u64 {
+    loop {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        if d.subsec_millis() < 500 {
+            return d.as_secs();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn expiry_is_exclusive_and_fractions_never_favour_the_token() {
+    let issuer = TestIssuer::start().await;
+    let leeway = 60;
+    let v = Verifier::builder()
+        .issuer(issuer.config().leeway(Duration::from_secs(leeway)))
+        .disable_token_cache()
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    let now = early_in_a_second().await;
+    // now == exp + leeway: the current time is not before exp (+ leeway).
+    let at_boundary = issuer.token().claim("exp", now - leeway).sign();
+    assert_eq!(reason(&v, &at_boundary).await, Reason::Expired);
+    let inside = issuer.token().claim("exp", now - leeway + 2).sign();
+    assert!(v.verify(&inside).await.is_ok());
+    // nbf a fraction of a second beyond the leeway: not yet valid.
+    let now = early_in_a_second().await;
+    let nbf = now as f64 + leeway as f64 + 0.9;
+    let early = issuer.token().claim("nbf", nbf).sign();
+    assert_eq!(reason(&v, &early).await, Reason::NotYetValid);
+    let iat = issuer.token().claim("iat", nbf).sign();
+    assert_eq!(reason(&v, &iat).await, Reason::IssuedInFuture);
+    // A fractional exp is not rounded up.
+    let now = early_in_a_second().await;
+    let exp = (now - leeway) as f64 + 0.0;
+    let frac = issuer.token().claim("exp", exp - 0.5).sign();
+    assert_eq!(reason(&v, &frac).await, Reason::Expired);
+}
