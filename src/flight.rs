@@ -84,43 +84,51 @@ where
     /// caller that reads state the flight wrote and still needs more can
     /// start the next flight at once. `lost` turns a panic or cancellation
     /// into the error every waiter sees.
+    ///
+    /// The slot lock is never held while the task is spawned: a runtime that
+    /// is shutting down drops the task at once, and its guard must be able to
+    /// clear the slot.
     pub(crate) fn join_or_start<F, Fut>(&self, make: F, lost: fn(Lost) -> E) -> (Flight<T, E>, bool)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(running) = slot.running.as_ref() {
-            return (running.clone(), false);
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // Nothing to run it on: fail this call, leave the slot empty.
+            // Nothing to run it on: fail this call, leave the slot alone.
             let failed = futures_util::future::ready(Err(lost(Lost::Cancelled)));
             return (failed.boxed().shared(), false);
         };
-        slot.generation = slot.generation.wrapping_add(1);
-        let guard = ClearOnDrop {
-            slot: self.slot.clone(),
-            generation: slot.generation,
-        };
-        let work = make();
-        let task = runtime.spawn(async move {
-            let result = work.await;
-            drop(guard);
-            result
-        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, E>>();
         let flight = async move {
-            task.await.unwrap_or_else(|e| {
-                Err(lost(if e.is_panic() {
-                    Lost::Panicked
-                } else {
-                    Lost::Cancelled
-                }))
-            })
+            // A dropped sender: the task was dropped unfinished.
+            rx.await.unwrap_or_else(|_| Err(lost(Lost::Cancelled)))
         }
         .boxed()
         .shared();
-        slot.running = Some(flight.clone());
+        let generation = {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(running) = slot.running.as_ref() {
+                return (running.clone(), false);
+            }
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.running = Some(flight.clone());
+            slot.generation
+        };
+        // From here on the guard clears the slot whatever happens, `make`
+        // panicking included.
+        let guard = ClearOnDrop {
+            slot: self.slot.clone(),
+            generation,
+        };
+        let work = make();
+        drop(runtime.spawn(async move {
+            let result = std::panic::AssertUnwindSafe(work)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(lost(Lost::Panicked)));
+            drop(guard);
+            let _ = tx.send(result);
+        }));
         (flight, true)
     }
 }
@@ -206,6 +214,48 @@ mod tests {
             rt2.block_on(async { flight.join_or_start(|| async { Ok(3) }, lost) });
         assert!(started);
         assert_eq!(rt2.block_on(next), Ok(3));
+    }
+
+    #[test]
+    fn a_runtime_already_shut_down_neither_deadlocks_nor_wedges() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        rt.shutdown_background();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let flight = SingleFlight::<u32, String>::default();
+            let _entered = handle.enter();
+            // The closed runtime drops the task inside `spawn`.
+            let (f, _) = flight.join_or_start(|| async { Ok(1) }, lost);
+            let running = flight.is_running();
+            let result = futures_util::FutureExt::now_or_never(f);
+            let _ = done.send((running, result));
+        });
+        let (running, result) = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("join_or_start deadlocked on a closed runtime");
+        assert!(!running, "the slot was cleared");
+        assert_eq!(result, Some(Err("Cancelled".into())));
+    }
+
+    #[test]
+    fn a_panicking_make_clears_the_slot() {
+        let flight = SingleFlight::<u32, String>::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _entered = rt.enter();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            flight.join_or_start::<_, std::future::Ready<Result<u32, String>>>(
+                || panic!("make panicked"),
+                lost,
+            )
+        }));
+        assert!(r.is_err());
+        assert!(!flight.is_running());
     }
 
     #[test]

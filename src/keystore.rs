@@ -6,8 +6,9 @@
 //! `.await`: a request only ever waits on the shared fetch future itself, and
 //! only when it cannot be answered without new keys.
 
+use futures_util::FutureExt as _;
 use reqwest::Url;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -73,10 +74,11 @@ struct State {
 }
 
 /// What a token whose `kid` is not in the current keys should get.
-#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum KidMiss {
-    /// Fetch (or join the fetch under way) and look again.
-    Refetch,
+    /// A newer key set than the one the caller looked in: look again.
+    Newer(Arc<KeySet>),
+    /// The fetch started (or joined) for it: await it and look again.
+    Refetch(SharedFetch),
     /// The last fetch succeeded within the unknown-kid cooldown: the key set
     /// is fresh and really lacks the kid.
     Fresh,
@@ -98,8 +100,12 @@ pub(crate) enum Snapshot {
 pub(crate) struct KeyStore {
     source: KeySource,
     /// The key-set URL in use: the configured one, or the last discovered
-    /// one (`None` until discovery succeeds, and after a failed fetch).
+    /// one (`None` until discovery first succeeds).
     jwks_url: RwLock<Option<Url>>,
+    /// With discovery: a fetch failed, so discover again before the next
+    /// one (the issuer may have moved its keys); the last URL is still used
+    /// when discovery itself fails.
+    rediscover: AtomicBool,
     fetcher: Arc<Fetcher>,
     policy: RefreshPolicy,
     state: RwLock<State>,
@@ -117,6 +123,7 @@ impl KeyStore {
         KeyStore {
             source,
             jwks_url: RwLock::new(jwks_url),
+            rediscover: AtomicBool::new(false),
             fetcher,
             policy,
             state: RwLock::new(State {
@@ -177,22 +184,30 @@ impl KeyStore {
             .max(Duration::from_secs(1))
     }
 
-    /// What a token with a `kid` missing from the current keys gets.
-    /// Unknown kids trigger at most one refetch per cooldown while fetches
-    /// succeed; while they fail, the backoff alone paces them.
-    pub(crate) fn on_unknown_kid(&self) -> KidMiss {
+    /// What a token whose `kid` is missing from `seen` (the key set the
+    /// caller looked in) gets. Unknown kids trigger at most one refetch per
+    /// cooldown while fetches succeed; while they fail, the backoff alone
+    /// paces them. Decided and started under one lock, so two callers never
+    /// both see the cooldown without one of them seeing the fetch.
+    pub(crate) fn on_unknown_kid(self: &Arc<Self>, seen: &Arc<KeySet>) -> KidMiss {
         let now = Instant::now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(keys) = &st.keys
+            && !Arc::ptr_eq(keys, seen)
+        {
+            // A fetch landed since the caller took its snapshot.
+            return KidMiss::Newer(keys.clone());
+        }
         if st.failures > 0 {
             if now < st.next_attempt {
                 return KidMiss::Unavailable(st.next_attempt.saturating_duration_since(now));
             }
             st.last_kid_refetch = Some(now);
-            return KidMiss::Refetch;
+            return KidMiss::Refetch(self.refresh());
         }
         if self.flight.is_running() {
             // Joining the fetch under way costs nothing.
-            return KidMiss::Refetch;
+            return KidMiss::Refetch(self.refresh());
         }
         match st.last_kid_refetch {
             Some(t) if now.saturating_duration_since(t) < self.policy.unknown_kid_cooldown => {
@@ -200,7 +215,7 @@ impl KeyStore {
             }
             _ => {
                 st.last_kid_refetch = Some(now);
-                KidMiss::Refetch
+                KidMiss::Refetch(self.refresh())
             }
         }
     }
@@ -226,15 +241,24 @@ impl KeyStore {
 
     /// The key-set URL, discovering it first when needed.
     async fn resolve_url(&self) -> Result<Url, FetchError> {
-        if let Some(url) = self.url() {
-            return Ok(url);
-        }
-        let KeySource::Discovery(issuer) = &self.source else {
-            unreachable!("a configured JWKS URL is never cleared")
+        let (issuer, last) = match &self.source {
+            KeySource::Jwks(url) => return Ok(url.clone()),
+            KeySource::Discovery(issuer) => (issuer, self.url()),
         };
-        let url = self.fetcher.discover(issuer).await?;
-        *self.jwks_url.write().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
-        Ok(url)
+        if let Some(url) = &last
+            && !self.rediscover.load(Ordering::Relaxed)
+        {
+            return Ok(url.clone());
+        }
+        match self.fetcher.discover(issuer).await {
+            Ok(url) => {
+                *self.jwks_url.write().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
+                self.rediscover.store(false, Ordering::Relaxed);
+                Ok(url)
+            }
+            // Discovery down, keys perhaps not: try the last known URL.
+            Err(e) => last.ok_or(e),
+        }
     }
 
     async fn load(&self) -> Result<(KeySet, Option<Duration>), FetchError> {
@@ -245,7 +269,12 @@ impl KeyStore {
     }
 
     async fn fetch_once(&self) -> Result<Arc<KeySet>, Arc<FetchError>> {
-        let result = self.load().await;
+        // A panic while loading is a failed fetch like any other: it backs
+        // off, so a panic that repeats cannot cost a fetch per request.
+        let result = std::panic::AssertUnwindSafe(self.load())
+            .catch_unwind()
+            .await
+            .unwrap_or(Err(FetchError::Panicked));
         let now = Instant::now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         match result {
@@ -275,7 +304,7 @@ impl KeyStore {
             Err(e) => {
                 if matches!(self.source, KeySource::Discovery(_)) {
                     // Discover again next time: the issuer may have moved its keys.
-                    *self.jwks_url.write().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.rediscover.store(true, Ordering::Relaxed);
                 }
                 st.failures = st.failures.saturating_add(1);
                 let backoff = self.policy.backoff.delay(st.failures);

@@ -430,8 +430,11 @@ impl IssuerVerifier {
 
         let mut keys = self.keys_now().await?;
         let kid = t.header.kid.as_deref();
+        // At most a newer snapshot or two and one refetch per token.
+        let mut looks = 0;
         let mut refetched = false;
         loop {
+            looks += 1;
             match keys.find(kid, alg) {
                 Lookup::Found(key) => {
                     // Strict base64url: one signature, one encoding.
@@ -452,23 +455,23 @@ impl IssuerVerifier {
                 }
                 Lookup::WrongAlgorithm => return Err(Rejection::new(Reason::AlgorithmMismatch)),
                 Lookup::Ambiguous => return Err(Rejection::new(Reason::AmbiguousKey)),
-                Lookup::UnknownKid if refetched => {
+                Lookup::UnknownKid if refetched || looks > 3 => {
                     // A key set fetched just now lacks the kid.
                     return Err(Rejection::new(Reason::UnknownKey));
                 }
-                Lookup::UnknownKid => match self.store.on_unknown_kid() {
+                Lookup::UnknownKid => match self.store.on_unknown_kid(&keys) {
+                    KidMiss::Newer(newer) => keys = newer,
                     KidMiss::Fresh => return Err(Rejection::new(Reason::UnknownKey)),
                     // Our outage is never the caller's fault: the token may
                     // be signed by a key we cannot fetch yet.
                     KidMiss::Unavailable(retry) => {
                         return Err(Rejection::keys_unavailable(retry));
                     }
-                    KidMiss::Refetch => {
+                    KidMiss::Refetch(fetch) => {
                         refetched = true;
-                        keys =
-                            self.store.refresh().await.map_err(|_| {
-                                Rejection::keys_unavailable(self.store.retry_after())
-                            })?;
+                        keys = fetch
+                            .await
+                            .map_err(|_| Rejection::keys_unavailable(self.store.retry_after()))?;
                     }
                 },
             }

@@ -586,21 +586,56 @@ async fn a_still_valid_token_is_served_while_refreshes_back_off() {
     let p = m
         .builder()
         .max_retries(0)
-        .backoff(Duration::from_secs(1), Duration::from_secs(2))
-        .refresh_before_expiry(Duration::from_secs(3000))
+        .backoff(Duration::from_secs(2), Duration::from_secs(4))
         .build()
         .await
         .unwrap();
-    // Due for refresh at once (margin capped to half the lifetime: 30 min).
-    m.ep.default_expires_in.lock().unwrap().clone_from(&3600);
+    // A 4 s token: a refresh is due after 1 to 2 s, it stays usable until 3.6 s.
+    *m.ep.default_expires_in.lock().unwrap() = 4;
     let t1 = p.token().await.unwrap();
-    m.script(std::iter::repeat_n(Answer::Status(503, None, "down"), 10));
-    // Refresh is due (background), fails; the valid token keeps being served.
-    for _ in 0..30 {
+    m.script(std::iter::repeat_n(Answer::Status(503, None, "down"), 50));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The refresh is due: one background request, which fails...
+    assert_eq!(p.token().await.unwrap().secret(), t1.secret());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.requests_sent() < 2 {
+        assert!(Instant::now() < deadline, "the refresh was never attempted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...then the valid token keeps being served, and the backoff (at least
+    // 1 s) holds: no request per call.
+    for _ in 0..40 {
         assert_eq!(p.token().await.unwrap().secret(), t1.secret());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(p.requests_sent() <= 3, "{} requests", p.requests_sent());
+    assert_eq!(p.requests_sent(), 2, "no refresh storm");
+}
+
+#[tokio::test]
+async fn a_401_whose_refresh_fails_returns_the_apis_401_and_keeps_the_token() {
+    let m = Mock::start().await;
+    let p = m.builder().max_retries(0).build().await.unwrap();
+    let mut client = api_client(&m, p.clone()).await;
+    let url: reqwest::Url = format!("{}/api", m.base).parse().unwrap();
+    let req = || reqwest::Request::new(reqwest::Method::GET, url.clone());
+    assert_eq!(
+        client
+            .ready()
+            .await
+            .unwrap()
+            .call(req())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    m.ep.revoked.lock().unwrap().insert("tok-1".into());
+    m.script([Answer::Status(503, None, "down")]);
+    let resp = client.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(resp.status(), 401, "the API's answer, not a token error");
+    assert_eq!(p.requests_sent(), 2);
+    // The token is still there for other callers (the 401 may be the API's mistake).
+    assert_eq!(p.token().await.unwrap().secret(), "tok-1");
 }
 
 #[tokio::test]

@@ -178,7 +178,7 @@ fn serve_example_rejects_bad_arguments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_an_absurd_max_stale_naming_the_setting() {
     let issuer = TestIssuer::start().await;
-    let out = Command::new(example_binary("serve"))
+    let mut child = Command::new(example_binary("serve"))
         .args(["--issuer", issuer.issuer(), "--audience", DEFAULT_AUDIENCE])
         .args([
             "--listen",
@@ -187,8 +187,21 @@ async fn serve_refuses_an_absurd_max_stale_naming_the_setting() {
             "18446744073709551615",
         ])
         .env_remove("M2M_ISSUER")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // It must exit by itself: a server that starts anyway fails the test
+    // (and is killed), it does not hang it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve started with an absurd --max-stale");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Issuer::max_stale"), "{stderr}");

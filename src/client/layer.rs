@@ -209,14 +209,11 @@ where
                 return Ok(resp);
             };
             // The API refused the token (revoked, rotated key, clock skew):
-            // one fresh token, one retry; at most one refresh per token.
-            if !provider.refresh_after_401(&token) {
+            // one fresh token, one retry; at most one refresh per token. If
+            // none can be had, the API's own 401 is the answer.
+            let Some(fresh) = provider.token_after_401(&token).await else {
                 return Ok(resp);
-            }
-            let fresh = provider.token().await?;
-            if fresh.secret() == token.secret() {
-                return Ok(resp);
-            }
+            };
             tracing::debug!(target: "m2m_guard::client", "401 from the API: retrying once with a fresh token");
             again.set_bearer(bearer(&fresh)?);
             std::future::poll_fn(|cx| inner.poll_ready(cx))

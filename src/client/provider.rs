@@ -1,5 +1,6 @@
 //! The client-credentials token provider.
 
+use futures_util::FutureExt as _;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
@@ -17,6 +18,10 @@ use crate::token::parse_object;
 /// (and per token): an API that refuses every token cannot turn each of its
 /// requests into a token request.
 const MIN_REFRESH_AFTER_401: Duration = Duration::from_secs(10);
+
+/// The longest `Retry-After` honoured between calls (a longer one is cut to
+/// this, so a buggy or hostile answer cannot stop refreshes for days).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// A client secret. Its `Debug` and `Display` never show the value.
 #[derive(Clone)]
@@ -383,30 +388,40 @@ impl TokenProvider {
         }
     }
 
-    /// The API answered 401 to `token`: may the request be retried with
-    /// another token? Drops `token` from the cache at most once, and at most
-    /// once per [`MIN_REFRESH_AFTER_401`], so 401s cannot cause a token
-    /// request each. `true` when a newer token is (or will be) there.
-    pub(crate) fn refresh_after_401(&self, token: &AccessToken) -> bool {
+    /// The API answered 401 to `rejected`: the token to retry with, if
+    /// any. A newer cached token is returned as it is; otherwise one fresh
+    /// token is requested, at most once per token and per
+    /// [`MIN_REFRESH_AFTER_401`], and never during a backoff. Until the
+    /// fresh token arrives the rejected one stays cached: if the refresh
+    /// fails, other callers keep a token (the 401 may have been the API's
+    /// own mistake).
+    pub(crate) async fn token_after_401(&self, rejected: &AccessToken) -> Option<AccessToken> {
         let now = Instant::now();
-        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        let is_current = st
-            .cached
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.token.value, &token.value));
-        if !is_current {
-            // Already replaced (or being replaced): retry with the new one.
-            return true;
-        }
-        if st
-            .last_refresh_after_401
-            .is_some_and(|t| now.saturating_duration_since(t) < MIN_REFRESH_AFTER_401)
         {
-            return false;
+            let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            match st.cached.as_ref() {
+                Some(c)
+                    if !Arc::ptr_eq(&c.token.value, &rejected.value) && now < c.usable_until =>
+                {
+                    return Some(c.token.clone());
+                }
+                Some(c)
+                    if Arc::ptr_eq(&c.token.value, &rejected.value)
+                        && st.last_refresh_after_401.is_some_and(|t| {
+                            now.saturating_duration_since(t) < MIN_REFRESH_AFTER_401
+                        }) =>
+                {
+                    return None;
+                }
+                _ => {}
+            }
+            if now < st.next_attempt && !self.inner.flight.is_running() {
+                return None;
+            }
+            st.last_refresh_after_401 = Some(now);
         }
-        st.cached = None;
-        st.last_refresh_after_401 = Some(now);
-        true
+        let fresh = self.fetch().await.ok()?;
+        (!Arc::ptr_eq(&fresh.value, &rejected.value)).then_some(fresh)
     }
 
     /// How many token requests were sent (retries included).
@@ -431,7 +446,11 @@ impl TokenProvider {
         let inner = self.inner.clone();
         let (flight, _) = self.inner.flight.join_or_start(
             move || async move {
-                let result = fetch_with_retries(&inner).await;
+                // A panic is a failed request like any other: it backs off.
+                let result = std::panic::AssertUnwindSafe(fetch_with_retries(&inner))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(ClientError::Network("token task panicked".into())));
                 record(&inner, &result);
                 result
             },
@@ -468,7 +487,7 @@ fn record(inner: &Inner, result: &Result<AccessToken, ClientError>) {
             let wait = inner
                 .backoff
                 .delay(st.failures)
-                .max(e.retry_after().unwrap_or_default().min(inner.backoff.max));
+                .max(e.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER));
             st.next_attempt = instant_after(now, wait);
             st.last_error = Some(e.clone());
         }
@@ -714,7 +733,9 @@ impl TokenProviderBuilder {
     }
 
     /// Backoff between retries, and between failed refreshes: doubling from
-    /// `min`, with jitter, at most `max` (also the cap on `Retry-After`).
+    /// `min`, with jitter, at most `max`. A `Retry-After` is honoured up to
+    /// `max` for the retries a caller waits for, and up to 10 minutes
+    /// between calls.
     /// Defaults to 200 ms ..= 10 s; `min` at least 1 ms, `max` at most 1 hour.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = (min, max);
