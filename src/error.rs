@@ -272,7 +272,8 @@ impl Rejection {
         Rejection {
             reason: Reason::KeysUnavailable,
             claim: None,
-            retry_after: Some(retry_after),
+            // Retry-After speaks in whole seconds: never tell a client "now".
+            retry_after: Some(retry_after.max(Duration::from_secs(1))),
             issuer: None,
         }
     }

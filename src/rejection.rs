@@ -307,3 +307,53 @@ impl axum::response::IntoResponse for AuthError {
         AuthError::into_response(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_statuses_for_every_kind() {
+        let challenge = Arc::new(Challenge::default());
+        let cases = [
+            (AuthErrorKind::MissingToken, "16"),
+            (AuthErrorKind::InvalidRequest("bad"), "3"),
+            (
+                AuthErrorKind::InvalidToken(Rejection::new(crate::Reason::Expired)),
+                "16",
+            ),
+            (
+                AuthErrorKind::InsufficientScope {
+                    required: "a b".into(),
+                },
+                "7",
+            ),
+            (AuthErrorKind::WrongTenant, "7"),
+            (
+                AuthErrorKind::Unavailable {
+                    retry_after: Duration::from_millis(200),
+                },
+                "14",
+            ),
+            (AuthErrorKind::Misconfigured("wiring"), "13"),
+        ];
+        for (kind, code) in cases {
+            let name = format!("{kind:?}");
+            let resp: Response<String> =
+                GrpcRejection.on_rejection(AuthError::new(kind, challenge.clone()));
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "{name}: gRPC errors ride on 200"
+            );
+            assert_eq!(resp.headers()["grpc-status"], code, "{name}");
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/grpc");
+            assert!(!resp.headers()["grpc-message"].is_empty(), "{name}");
+            if code == "14" {
+                assert_eq!(resp.headers()[RETRY_AFTER], "1", "at least one second");
+            } else {
+                assert!(resp.headers().get(RETRY_AFTER).is_none(), "{name}");
+            }
+        }
+    }
+}

@@ -702,8 +702,10 @@ async fn the_layer_works_with_plain_http_requests() {
     use http_body_util::{BodyExt, Full};
     let m = Mock::start().await;
     let p = m.builder().build().await.unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let seen2 = seen.clone();
+    // (authorization, body) of every request the service saw.
+    let seen = Arc::new(Mutex::new(Vec::<(String, bytes::Bytes)>::new()));
+    let revoked = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let (seen2, revoked2) = (seen.clone(), revoked.clone());
     let svc = ServiceBuilder::new()
         .layer(
             BearerTokenLayer::new(p.clone())
@@ -711,25 +713,83 @@ async fn the_layer_works_with_plain_http_requests() {
                 .unwrap(),
         )
         .service_fn(move |req: http::Request<Full<bytes::Bytes>>| {
-            let seen = seen2.clone();
+            let (seen, revoked) = (seen2.clone(), revoked2.clone());
             async move {
                 let auth = req.headers()["authorization"].clone();
                 assert!(auth.is_sensitive());
-                seen.lock().unwrap().push(auth.to_str().unwrap().to_owned());
+                let auth = auth.to_str().unwrap().to_owned();
                 let body = req.into_body().collect().await.unwrap().to_bytes();
-                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+                seen.lock().unwrap().push((auth.clone(), body.clone()));
+                let refused = revoked.lock().unwrap().contains(&auth);
+                let mut resp = http::Response::new(Full::new(body));
+                if refused {
+                    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+                }
+                Ok::<_, std::convert::Infallible>(resp)
             }
         });
-    let req = http::Request::post("http://localhost:1/x")
-        .body(Full::new(bytes::Bytes::from_static(b"payload")))
-        .unwrap();
-    let resp = svc.clone().oneshot(req).await.unwrap();
+    let post = || {
+        http::Request::post("http://localhost:1/x")
+            .body(Full::new(bytes::Bytes::from_static(b"payload")))
+            .unwrap()
+    };
+    let resp = svc.clone().oneshot(post()).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(seen.lock().unwrap().as_slice(), ["Bearer tok-1"]);
+    assert_eq!(seen.lock().unwrap()[0].0, "Bearer tok-1");
+    // A 401: one retry with a fresh token, the body sent again.
+    revoked.lock().unwrap().insert("Bearer tok-1".into());
+    let resp = svc.clone().oneshot(post()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[1].0, "Bearer tok-1");
+        assert_eq!(
+            (seen[2].0.as_str(), &seen[2].1[..]),
+            ("Bearer tok-2", &b"payload"[..])
+        );
+    }
     // A relative URI names no origin: refused, no token attached.
     let req = http::Request::post("/x")
         .body(Full::new(bytes::Bytes::new()))
         .unwrap();
     assert!(svc.oneshot(req).await.is_err());
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn network_failures_are_retried_then_reported() {
+    // Nothing listens on port 1 of loopback: every connect is refused.
+    let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+        .token_url("http://127.0.0.1:1/token")
+        .max_retries(2)
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+    let e = p.token().await.unwrap_err();
+    assert!(matches!(e, ClientError::Network(_)), "{e:?}");
+    assert!(e.is_transient());
+    assert_eq!(p.requests_sent(), 3, "the first try and two retries");
+}
+
+#[tokio::test]
+async fn a_slow_token_endpoint_is_cut_off_by_the_timeout() {
+    let m = Mock::start().await;
+    *m.ep.delay.lock().unwrap() = Duration::from_secs(5);
+    let p = m
+        .builder()
+        .max_retries(0)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let e = p.token().await.unwrap_err();
+    assert!(matches!(e, ClientError::Network(_)), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -13,8 +13,11 @@
 //! run and `M2M_DIFF_CASES=N` sets the count (default 3000) for a long local run:
 //! `M2M_DIFF_CASES=200000 cargo test --release --test differential -- --nocapture`.
 //!
-//! Like the interop suite it needs Node and `npm ci --prefix tests/interop`: it
-//! skips with a message when they are missing, unless `M2M_INTEROP=required`.
+//! Like the interop suite it needs Node; the test installs the pinned `jose`
+//! when missing (`tests/interop/setup.rs`), and `M2M_INTEROP=skip` skips it.
+
+#[path = "interop/setup.rs"]
+mod setup;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,7 +25,6 @@ use m2m_guard::test_util::{DEFAULT_AUDIENCE, TestIssuer};
 use m2m_guard::{Algorithm, Provider, Reason, Verifier};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const LEEWAY: u64 = 60;
@@ -128,27 +130,6 @@ fn explained(
         .iter()
         .find(|p| p.reasons.contains(reason) && p.tags.iter().any(|t| v.has(t)))
         .map(|p| p.name)
-}
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
-fn available() -> bool {
-    let required = std::env::var("M2M_INTEROP").is_ok_and(|v| v == "required");
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let installed = node && interop_dir().join("node_modules/jose").is_dir();
-    if !installed {
-        assert!(
-            !required,
-            "M2M_INTEROP=required but node or jose is missing: npm ci --prefix tests/interop"
-        );
-        eprintln!("SKIPPED: node or jose is missing (npm ci --prefix tests/interop)");
-    }
-    installed
 }
 
 fn now() -> u64 {
@@ -578,7 +559,7 @@ fn jose_verdicts(issuer: &TestIssuer, tokens: &[&str]) -> Vec<Result<(), String>
     let out = std::process::Command::new("node")
         .arg("differential.mjs")
         .arg(&file)
-        .current_dir(interop_dir())
+        .current_dir(setup::interop_dir())
         .output()
         .expect("run node");
     let _ = std::fs::remove_dir_all(&dir);
@@ -603,7 +584,7 @@ fn jose_verdicts(issuer: &TestIssuer, tokens: &[&str]) -> Vec<Result<(), String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verdicts_agree_with_an_independent_verifier_or_a_documented_policy() {
-    if !available() {
+    if !setup::node_ready() {
         return;
     }
     let seed = std::env::var("M2M_DIFF_SEED")

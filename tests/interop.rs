@@ -1,19 +1,21 @@
 //! Interop with a real, independent authorization server: panva's
 //! `oidc-provider` (tests/interop/server.mjs), started by each test on loopback.
 //!
-//! Needs Node.js and `npm ci --prefix tests/interop`. Without them these tests
-//! print why and pass, unless `M2M_INTEROP=required` (as in `.ci/run`), where
-//! a missing server is a failure.
+//! Needs Node.js and Python 3: the pinned servers are installed by the run
+//! when missing (tests/interop/setup.rs); `M2M_INTEROP=skip` skips these tests.
 
 #[path = "../examples/common/mod.rs"]
 mod common;
+#[path = "interop/setup.rs"]
+mod setup;
+
+use setup::interop_dir;
 
 use axum::Router;
 use m2m_guard::client::{ClientAuth, ClientError, ClientSecret, TokenProvider};
 use m2m_guard::{Issuer, ProtectedResource, Verifier};
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -27,24 +29,6 @@ struct OidcProvider {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
-}
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
-/// `true` when the server can run; otherwise says why (a failure when
-/// `M2M_INTEROP=required`).
-fn available(installed: bool, what: &str, install: &str) -> bool {
-    let required = std::env::var("M2M_INTEROP").is_ok_and(|v| v == "required");
-    if !installed {
-        assert!(
-            !required,
-            "M2M_INTEROP=required but {what} is missing: {install}"
-        );
-        eprintln!("SKIPPED: {what} is not installed ({install})");
-    }
-    installed
 }
 
 /// Start `program script` in tests/interop and wait for its `ready <issuer>` line.
@@ -110,8 +94,7 @@ impl OidcProvider {
     /// Start the server, or `None` (with a message) when it is not installed
     /// and not required.
     async fn start() -> Option<OidcProvider> {
-        let installed = interop_dir().join("node_modules/oidc-provider").exists();
-        if !available(installed, "oidc-provider", "npm ci --prefix tests/interop") {
+        if !setup::node_ready() {
             return None;
         }
         let (mut child, stdout, issuer) = spawn_ready("node", "server.mjs").await;
@@ -473,15 +456,7 @@ struct AuthlibServer {
 
 impl AuthlibServer {
     async fn start() -> Option<AuthlibServer> {
-        let installed = std::process::Command::new("python3")
-            .args(["-c", "import authlib, flask"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !available(
-            installed,
-            "Authlib",
-            "pip install -r tests/interop/requirements.txt",
-        ) {
+        if !setup::python_ready() {
             return None;
         }
         let (child, _, issuer) = spawn_ready("python3", "authlib_server.py").await;

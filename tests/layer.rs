@@ -711,3 +711,38 @@ fn require_scope_refuses_what_is_not_a_scope() {
     }
     let _ = RequireScope::all(["read:users", "api://app/.default", "a!#$%&'()*+,-./"]);
 }
+
+#[tokio::test]
+async fn a_token_in_a_form_body_never_authenticates() {
+    // RFC 6750 §2.2: the layer does not read bodies, so a form-body token is
+    // no token at all: 401 here, anonymous in optional mode (README).
+    let f = fixture().await;
+    let t = f.issuer.token().scopes(["write:flags"]).sign();
+    let form = |path: &str| {
+        Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("access_token={t}")))
+            .unwrap()
+    };
+    let app = app(f.verifier.clone());
+    let (status, www, _, _) = send(&app, form("/flags")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        www.is_some_and(|w| !w.contains("error=")),
+        "a bare challenge"
+    );
+    // Optional mode: the request goes through as anonymous, never as the token's client.
+    let optional = Router::new()
+        .route(
+            "/whoami",
+            post(|p: Option<Principal>| async move {
+                p.and_then(|p| p.client_id().map(str::to_owned))
+                    .unwrap_or_else(|| "anonymous".into())
+            }),
+        )
+        .route_layer(M2mAuthLayer::new(f.verifier).optional());
+    let (status, _, body, _) = send(&optional, form("/whoami")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "anonymous"));
+}

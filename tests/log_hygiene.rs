@@ -65,63 +65,80 @@ async fn no_token_material_in_trace_logs() {
         .route_layer(M2mAuthLayer::new(verifier.clone()));
 
     let payload = |t: &str| t.split('.').nth(1).unwrap_or("").to_owned();
-    let mut tokens: Vec<String> = vec![
-        issuer.token().org("o").scopes(["s"]).sign(), // accepted
-        issuer.token().org("o").scopes(["s"]).expired().sign(), // expired
-        issuer
-            .token()
-            .org("o")
-            .scopes(["s"])
-            .audience("other")
-            .sign(), // audience
-        issuer
-            .token()
-            .org("o")
-            .scopes(["s"])
-            .not_before_in(3600)
-            .sign(), // nbf
-        issuer.token().org("o").scopes(["s"]).kid("unknown").sign(), // unknown kid + refetch
-        issuer
-            .token()
-            .org("o")
-            .scopes(["s"])
-            .typ(Some("dpop+jwt"))
-            .sign(),
-        issuer
-            .token()
-            .org("o")
-            .scopes(["s"])
-            .alg(Algorithm::PS256)
-            .sign(), // alg mismatch
-        issuer.token().org("o").claim("org_code", 5).sign(), // wrong type
-        issuer.token().org("o").sign(),                      // missing scope
-        issuer.token().org("elsewhere").scopes(["s"]).sign(), // wrong tenant
-        stranger.token().org("o").scopes(["s"]).sign(),      // unknown issuer
-        issuer.token().claim("pad", "p".repeat(20_000)).sign(), // too large
+    let t = || issuer.token().org("o").scopes(["s"]);
+    // Every rejection path through the layer and the guards: the token, the
+    // status it must get, and the reason code its decision must log.
+    let mut cases: Vec<(String, u16, &str)> = vec![
+        (t().sign(), 200, "accepted"),
+        (t().expired().sign(), 401, "expired"),
+        (t().audience("other").sign(), 401, "invalid_audience"),
+        (t().not_before_in(3600).sign(), 401, "not_yet_valid"),
+        (t().kid("unknown").sign(), 401, "unknown_key"),
+        (t().typ(Some("dpop+jwt")).sign(), 401, "invalid_type"),
+        (
+            t().alg(Algorithm::PS256)
+                .kid(issuer.current_kid(Algorithm::RS256))
+                .sign(),
+            401,
+            "algorithm_mismatch",
+        ),
+        (t().claim("org_code", 5).sign(), 401, "invalid_claim"),
+        (t().without_claim("exp").sign(), 401, "missing_claim"),
+        (
+            t().claim("iat", 4_000_000_000u64).sign(),
+            401,
+            "issued_in_future",
+        ),
+        (issuer.token().org("o").sign(), 403, "insufficient_scope"),
+        (
+            issuer.token().org("elsewhere").scopes(["s"]).sign(),
+            403,
+            "wrong_tenant",
+        ),
+        (
+            stranger.token().org("o").scopes(["s"]).sign(),
+            401,
+            "unknown_issuer",
+        ),
+        (
+            t().claim("pad", "p".repeat(20_000)).sign(),
+            401,
+            "too_large",
+        ),
+        ("a.b".into(), 401, "malformed"),
     ];
-    let good = tokens[0].clone();
+    let good = cases[0].0.clone();
     let (head, sig) = good.rsplit_once('.').unwrap();
     let mut bad_sig = sig.to_owned();
     bad_sig.replace_range(5..6, if &sig[5..6] == "A" { "B" } else { "A" });
-    tokens.push(format!("{head}.{bad_sig}"));
+    cases.push((format!("{head}.{bad_sig}"), 401, "invalid_signature"));
+    let tokens: Vec<String> = cases.iter().map(|c| c.0.clone()).collect();
 
-    let send = |value: String| {
-        let app = app.clone();
-        async move {
-            let req = Request::builder()
-                .uri("/orgs/o/x")
-                .header(header::AUTHORIZATION, value)
-                .body(Body::empty())
-                .unwrap();
-            app.oneshot(req).await.unwrap().status()
-        }
+    let send = |app: Router, value: String| async move {
+        let req = Request::builder()
+            .uri("/orgs/o/x")
+            .header(header::AUTHORIZATION, value)
+            .body(Body::empty())
+            .unwrap();
+        app.oneshot(req).await.unwrap().status().as_u16()
     };
-    for t in &tokens {
-        send(format!("Bearer {t}")).await;
-        send(format!("Bearer {t}")).await; // again: the token cache path
+    for (token, status, code) in &cases {
+        let bearer = format!("Bearer {token}");
+        assert_eq!(send(app.clone(), bearer.clone()).await, *status, "{code}");
+        // Again: the token cache path.
+        assert_eq!(send(app.clone(), bearer).await, *status, "{code} again");
     }
-    send(format!("Bearer {} extra", tokens[0])).await; // malformed header
-    send(format!("Basic {}", tokens[0])).await; // other scheme
+    let header_cases = [
+        (
+            format!("Bearer {} extra", tokens[0]),
+            400,
+            "invalid_request",
+        ),
+        (format!("Basic {}", tokens[0]), 401, "missing_token"),
+    ];
+    for (value, status, code) in &header_cases {
+        assert_eq!(send(app.clone(), value.clone()).await, *status, "{code}");
+    }
     // Keys unavailable: a fresh verifier against an issuer that is down.
     issuer.set_outage(Outage::Status(503));
     let cold = Verifier::builder()
@@ -129,7 +146,14 @@ async fn no_token_material_in_trace_logs() {
         .build()
         .await
         .unwrap();
-    let _ = cold.verify(&tokens[0]).await;
+    let cold_app = Router::new()
+        .route("/orgs/{org}/x", get(|| async { "ok" }))
+        .route_layer(M2mAuthLayer::new(cold));
+    assert_eq!(
+        send(cold_app, format!("Bearer {}", tokens[0])).await,
+        503,
+        "keys_unavailable"
+    );
     issuer.set_outage(Outage::None);
 
     let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
@@ -137,15 +161,17 @@ async fn no_token_material_in_trace_logs() {
         out.contains("m2m-guard decision"),
         "decisions are logged:\n{out}"
     );
-    for code in [
-        "expired",
-        "invalid_audience",
-        "unknown_key",
-        "insufficient_scope",
-        "wrong_tenant",
-        "invalid_signature",
-    ] {
-        assert!(out.contains(code), "reason code {code} is logged");
+    let rejected = cases
+        .iter()
+        .skip(1)
+        .map(|c| c.2)
+        .chain(header_cases.iter().map(|c| c.2))
+        .chain(["keys_unavailable"]);
+    for code in rejected {
+        assert!(
+            out.contains(&format!("reason=\"{code}\"")) || out.contains(&format!("reason={code}")),
+            "reason code {code} is logged"
+        );
     }
     for t in &tokens {
         let sig = t.rsplit('.').next().unwrap();

@@ -104,13 +104,11 @@ async fn serve_example_protects_its_routes() {
             "org": "org_1", "scopes": ["read:users"]
         })
     );
-    let global: serde_json::Value = get("/whoami", Some(&issuer.token().sign()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let global = get("/whoami", Some(&issuer.token().sign())).await.unwrap();
+    assert_eq!(global.status(), 200);
+    let global: serde_json::Value = global.json().await.unwrap();
     assert_eq!(global["org"], serde_json::Value::Null);
+    assert_eq!(global["client_id"], "test-client");
 
     assert_eq!(
         get("/orgs/org_1/users", Some(&org_token))

@@ -7,6 +7,30 @@ use tonic::transport::{Channel, Server};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Serve grpc.health.v1 behind the auth layer on loopback; a channel to it.
+async fn serve(
+    verifier: Verifier,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Channel {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        Server::builder()
+            .layer(M2mAuthLayer::new(verifier).on_rejection(GrpcRejection))
+            .add_service(health)
+            .serve_with_incoming(tokio_stream_from(listener))
+            .await
+            .unwrap();
+    });
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn grpc_requests_need_a_valid_token() {
     let issuer = TestIssuer::start().await;
@@ -19,22 +43,7 @@ async fn grpc_requests_need_a_valid_token() {
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        Server::builder()
-            .layer(M2mAuthLayer::new(verifier).on_rejection(GrpcRejection))
-            .add_service(health)
-            .serve_with_incoming(tokio_stream_from(listener))
-            .await
-            .unwrap();
-    });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = serve(verifier, health).await;
 
     let call = |token: Option<String>| {
         let mut client = HealthClient::new(channel.clone());
@@ -72,6 +81,36 @@ async fn grpc_requests_need_a_valid_token() {
         .to_str()
         .unwrap();
     assert!(www.contains(r#"error="invalid_token""#), "{www}");
+
+    // The issuer goes down before its keys ever loaded: UNAVAILABLE with a
+    // retry hint, never UNAUTHENTICATED for our outage.
+    let down = TestIssuer::start().await;
+    down.set_outage(m2m_guard::test_util::Outage::Status(500));
+    let (_, health) = tonic_health::server::health_reporter();
+    let verifier = Verifier::builder()
+        .issuer(down.config().jwks_url(down.jwks_url()))
+        .build()
+        .await
+        .unwrap();
+    let channel = serve(verifier, health).await;
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", down.token().sign()).parse().unwrap(),
+    );
+    let unavailable = HealthClient::new(channel).check(req).await.unwrap_err();
+    assert_eq!(unavailable.code(), tonic::Code::Unavailable);
+    let retry: u64 = unavailable
+        .metadata()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
 }
 
 fn tokio_stream_from(

@@ -27,7 +27,7 @@ async fn reason(v: &Verifier, token: &str) -> Reason {
 async fn accepts_valid_tokens_of_each_algorithm_and_reads_the_principal() {
     let issuer = TestIssuer::start().await;
     let v = verifier_for(&issuer).await;
-    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+    for alg in Algorithm::ALL {
         let token = issuer
             .token()
             .alg(alg)
@@ -52,8 +52,42 @@ async fn accepts_valid_tokens_of_each_algorithm_and_reads_the_principal() {
         assert!(p.jti().is_some());
         assert!(p.expires_at() > std::time::SystemTime::now());
     }
-    // One fetch served all three algorithms.
+    // One fetch served every algorithm.
     assert_eq!(issuer.jwks_fetches(), 1);
+}
+
+#[tokio::test]
+async fn every_algorithm_refuses_a_tampered_token_and_a_foreign_key() {
+    let issuer = TestIssuer::start().await;
+    let stranger = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    for alg in Algorithm::ALL {
+        let token = issuer.token().alg(alg).scopes(["a"]).sign();
+        assert!(v.verify(&token).await.is_ok(), "{alg}");
+        // Same header and signature, other claims.
+        let (head, sig) = token.rsplit_once('.').unwrap();
+        let other = issuer.token().alg(alg).scopes(["admin"]).sign();
+        let payload = other.split('.').nth(1).unwrap();
+        let header = head.split('.').next().unwrap();
+        let spliced = format!("{header}.{payload}.{sig}");
+        assert_eq!(
+            reason(&v, &spliced).await,
+            Reason::InvalidSignature,
+            "{alg}"
+        );
+        // Signed by another issuer's key under this issuer's kid.
+        let foreign = stranger
+            .token()
+            .alg(alg)
+            .claim("iss", issuer.issuer())
+            .kid(issuer.current_kid(alg))
+            .sign();
+        assert_eq!(
+            reason(&v, &foreign).await,
+            Reason::InvalidSignature,
+            "{alg}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -218,6 +252,51 @@ async fn claims_of_the_wrong_type_are_rejected_not_read_as_absent() {
 }
 
 #[tokio::test]
+async fn every_claim_read_is_type_checked_even_after_an_earlier_one_matched() {
+    // Kinde reads the client id from `azp`, then `client_id`: a wrong-typed
+    // `client_id` is rejected although `azp` already gave the answer.
+    let issuer = TestIssuer::start().await;
+    let v = verifier_for(&issuer).await;
+    for bad in [
+        json!(1),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!(null),
+        json!(""),
+    ] {
+        let t = issuer.token().claim("client_id", bad.clone()).sign();
+        let e = v.verify(&t).await.unwrap_err();
+        assert_eq!(e.reason(), Reason::InvalidClaim, "client_id = {bad}");
+        assert_eq!(e.claim_name(), Some("client_id"));
+    }
+    // Scope claims: the second one is checked even when the first is fine.
+    let t = issuer.token().scopes(["a"]).claim("scp", json!(7)).sign();
+    assert_eq!(reason(&v, &t).await, Reason::InvalidClaim);
+    // Strict RFC 9068: `client_id` must be a non-empty string, not merely present.
+    let strict = Verifier::builder()
+        .issuer(issuer.config().strict_rfc9068(true))
+        .build()
+        .await
+        .unwrap();
+    for bad in [json!(null), json!(""), json!(1)] {
+        let t = issuer
+            .token()
+            .typ(Some("at+jwt"))
+            .claim("client_id", bad.clone())
+            .sign();
+        let e = strict.verify(&t).await.unwrap_err();
+        assert_eq!(e.reason(), Reason::InvalidClaim, "client_id = {bad}");
+    }
+    let t = issuer
+        .token()
+        .typ(Some("at+jwt"))
+        .claim("client_id", "test-client")
+        .sign();
+    assert!(strict.verify(&t).await.is_ok());
+}
+
+#[tokio::test]
 async fn duplicate_json_members_are_rejected() {
     let issuer = TestIssuer::start().await;
     let v = verifier_for(&issuer).await;
@@ -269,7 +348,11 @@ async fn signature_and_algorithm_rules() {
     assert_eq!(reason(&v, &flipped).await, Reason::InvalidSignature);
 
     // A key pinned to RS256 does not verify a PS256 token.
-    let ps = issuer.token().alg(Algorithm::PS256).sign();
+    let ps = issuer
+        .token()
+        .alg(Algorithm::PS256)
+        .kid(issuer.current_kid(Algorithm::RS256))
+        .sign();
     assert_eq!(reason(&v, &ps).await, Reason::AlgorithmMismatch);
     // The ES256 key's kid on an RS256 token.
     let cross = issuer
@@ -708,12 +791,18 @@ async fn no_keys_ever_loaded_is_unavailable_and_backs_off() {
     let token = issuer.token().sign();
     let e = v.verify(&token).await.unwrap_err();
     assert_eq!(e.reason(), Reason::KeysUnavailable);
-    assert!(e.retry_after().unwrap() >= Duration::from_millis(500));
+    // At least a second: Retry-After has whole seconds.
+    assert!(e.retry_after().unwrap() >= Duration::from_secs(1));
     for _ in 0..20 {
         assert_eq!(reason(&v, &token).await, Reason::KeysUnavailable);
     }
     assert_eq!(issuer.jwks_fetches(), 1, "backoff: no fetch per request");
-    assert!(v.preload().await.is_err());
+    match v.preload().await {
+        Err(BuildError::Unavailable { cause, .. }) => {
+            assert!(matches!(*cause, FetchError::Status(503)), "{cause:?}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -854,6 +943,28 @@ async fn discovery_issuer_must_match_exactly() {
 }
 
 #[tokio::test]
+async fn a_remote_issuer_string_cannot_forge_a_log_line() {
+    let server = ScriptServer::start().await;
+    let iss = server.url("");
+    server.json(
+        "/.well-known/openid-configuration",
+        json!({"issuer": "x\nINFO forged\u{1b}[31m\u{202e}", "jwks_uri": server.url("/jwks")})
+            .to_string(),
+    );
+    let v = Verifier::builder()
+        .issuer(Issuer::new(&iss).audience("a"))
+        .build()
+        .await
+        .unwrap();
+    let text = v.preload().await.unwrap_err().to_string();
+    assert!(text.contains("forged"), "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
 async fn discovery_falls_back_to_rfc8414_with_the_path_inserted() {
     let server = ScriptServer::start().await;
     let iss = server.url("/tenant/a");
@@ -970,6 +1081,44 @@ async fn oversized_and_trickling_bodies_are_cut_off() {
 }
 
 #[tokio::test]
+async fn the_response_size_cap_is_what_refuses_a_padded_valid_key_set() {
+    // A valid key set padded past the cap: only the size check can refuse it.
+    let issuer = TestIssuer::start().await;
+    let server = ScriptServer::start().await;
+    let limit = 64 * 1024;
+    let padded = |bytes: usize| {
+        let mut doc = issuer.jwks_document();
+        let base = doc.to_string().len();
+        doc["padding"] = json!("x".repeat(bytes.saturating_sub(base + 14)));
+        let body = doc.to_string();
+        assert!(body.len().abs_diff(bytes) < 32, "{} vs {bytes}", body.len());
+        body
+    };
+    server.json("/declared", padded(limit + 100)); // Content-Length says it
+    server.set("/streamed", Reply::Chunked(padded(limit + 100))); // only counting finds it
+    server.json("/fits", padded(limit - 100));
+    for (path, too_large) in [("/declared", true), ("/streamed", true), ("/fits", false)] {
+        let v = Verifier::builder()
+            .issuer(issuer.config().jwks_url(server.url(path)))
+            .max_response_bytes(limit)
+            .build()
+            .await
+            .unwrap();
+        match v.preload().await {
+            Err(BuildError::Unavailable { cause, .. }) => {
+                assert!(too_large, "{path}: {cause}");
+                assert!(
+                    matches!(*cause, FetchError::TooLarge { limit: l } if l == limit),
+                    "{path}: {cause:?}"
+                );
+            }
+            Ok(()) => assert!(!too_large, "{path} was accepted"),
+            Err(other) => panic!("{path}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_dropped_connection_is_keys_unavailable() {
     let issuer = TestIssuer::start().await;
     let addr = support::dropping_server().await;
@@ -1057,7 +1206,7 @@ async fn tokens_enter_the_cache_on_their_second_sighting_and_floods_stay_out() {
     // Failures are never cached, however often they are seen.
     let bad = issuer.token().audience("other").sign();
     for _ in 0..3 {
-        assert!(v.verify(&bad).await.is_err());
+        assert_eq!(reason(&v, &bad).await, Reason::InvalidAudience);
     }
     assert_eq!(v.cached_tokens(), 1);
     let off = Verifier::builder()
@@ -1069,4 +1218,29 @@ async fn tokens_enter_the_cache_on_their_second_sighting_and_floods_stay_out() {
     off.verify(&hot).await.unwrap();
     off.verify(&hot).await.unwrap();
     assert_eq!(off.cached_tokens(), 0);
+}
+
+#[tokio::test]
+async fn live_test_issuers_never_share_key_material() {
+    let issuers = futures_util::future::join_all((0..5).map(|_| TestIssuer::start())).await;
+    issuers[0].rotate_keys(); // a rotation takes a key set of its own
+    let material = |issuer: &TestIssuer| -> std::collections::HashSet<String> {
+        issuer.jwks_document()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.get("n").or_else(|| k.get("x")).unwrap().to_string())
+            .collect()
+    };
+    let mut owner = std::collections::HashMap::new();
+    for (i, issuer) in issuers.iter().enumerate() {
+        for m in material(issuer) {
+            if let Some(j) = owner.insert(m, i) {
+                panic!("issuers {j} and {i} share a key");
+            }
+        }
+    }
+    // RSA, P-256, P-384 and Ed25519 per generation; two generations after a rotation.
+    assert_eq!(material(&issuers[1]).len(), 4);
+    assert_eq!(material(&issuers[0]).len(), 8);
 }

@@ -20,7 +20,8 @@
 //! ```
 //!
 //! The signing keys are fixed test keys shipped in this crate: never trust
-//! this issuer outside tests.
+//! this issuer outside tests. No two live issuers in a process share key
+//! material (each holds one of the bundled key sets until it is dropped).
 
 use axum::Router;
 use axum::extract::State;
@@ -39,21 +40,95 @@ use crate::{Algorithm, Issuer, Provider};
 /// The audience tokens get unless the builder says otherwise.
 pub const DEFAULT_AUDIENCE: &str = "https://api.example.test";
 
-const RSA: [&str; 3] = [
+/// Bundled key sets: every live [`TestIssuer`] in a process holds its own
+/// (and a second one while a rotation is in progress), so no two issuers
+/// ever share key material, whatever order tests run in.
+const KEY_SETS: usize = 12;
+const RSA: [&str; KEY_SETS] = [
     include_str!("keys/rsa1.pem"),
     include_str!("keys/rsa2.pem"),
     include_str!("keys/rsa3.pem"),
+    include_str!("keys/rsa4.pem"),
+    include_str!("keys/rsa5.pem"),
+    include_str!("keys/rsa6.pem"),
+    include_str!("keys/rsa7.pem"),
+    include_str!("keys/rsa8.pem"),
+    include_str!("keys/rsa9.pem"),
+    include_str!("keys/rsa10.pem"),
+    include_str!("keys/rsa11.pem"),
+    include_str!("keys/rsa12.pem"),
 ];
-const EC: [&str; 3] = [
+const EC: [&str; KEY_SETS] = [
     include_str!("keys/ec1.pem"),
     include_str!("keys/ec2.pem"),
     include_str!("keys/ec3.pem"),
+    include_str!("keys/ec4.pem"),
+    include_str!("keys/ec5.pem"),
+    include_str!("keys/ec6.pem"),
+    include_str!("keys/ec7.pem"),
+    include_str!("keys/ec8.pem"),
+    include_str!("keys/ec9.pem"),
+    include_str!("keys/ec10.pem"),
+    include_str!("keys/ec11.pem"),
+    include_str!("keys/ec12.pem"),
 ];
-const ED: [&str; 3] = [
+const ED: [&str; KEY_SETS] = [
     include_str!("keys/ed1.pem"),
     include_str!("keys/ed2.pem"),
     include_str!("keys/ed3.pem"),
+    include_str!("keys/ed4.pem"),
+    include_str!("keys/ed5.pem"),
+    include_str!("keys/ed6.pem"),
+    include_str!("keys/ed7.pem"),
+    include_str!("keys/ed8.pem"),
+    include_str!("keys/ed9.pem"),
+    include_str!("keys/ed10.pem"),
+    include_str!("keys/ed11.pem"),
+    include_str!("keys/ed12.pem"),
 ];
+const EC384: [&str; KEY_SETS] = [
+    include_str!("keys/ec384_1.pem"),
+    include_str!("keys/ec384_2.pem"),
+    include_str!("keys/ec384_3.pem"),
+    include_str!("keys/ec384_4.pem"),
+    include_str!("keys/ec384_5.pem"),
+    include_str!("keys/ec384_6.pem"),
+    include_str!("keys/ec384_7.pem"),
+    include_str!("keys/ec384_8.pem"),
+    include_str!("keys/ec384_9.pem"),
+    include_str!("keys/ec384_10.pem"),
+    include_str!("keys/ec384_11.pem"),
+    include_str!("keys/ec384_12.pem"),
+];
+
+/// Which key sets are held by a live issuer.
+static KEY_SETS_IN_USE: Mutex<[bool; KEY_SETS]> = Mutex::new([false; KEY_SETS]);
+
+/// Take a key set no live issuer holds; waits for one when all are held.
+fn take_key_set() -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        {
+            let mut in_use = KEY_SETS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = in_use.iter().position(|used| !used) {
+                in_use[i] = true;
+                return i;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "more than {KEY_SETS} TestIssuer key sets held at once in this process for 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn release_key_sets(sets: &[usize]) {
+    let mut in_use = KEY_SETS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    for &i in sets {
+        in_use[i] = false;
+    }
+}
 
 /// A failure the issuer simulates on every endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,13 +152,14 @@ struct TestKey {
 }
 
 struct Keys {
-    /// Published in the JWKS (signing keys first).
+    /// Published in the JWKS (current signing keys first).
     published: Vec<Arc<TestKey>>,
-    /// The current signing key per family.
-    rsa: Arc<TestKey>,
-    ec: Arc<TestKey>,
-    ed: Arc<TestKey>,
+    /// The current signing key per algorithm.
+    current: Vec<Arc<TestKey>>,
     generation: usize,
+    /// The key sets held: the current one first, then the previous one
+    /// while it is still published.
+    sets: Vec<usize>,
 }
 
 struct Shared {
@@ -105,7 +181,7 @@ pub struct TestIssuer {
 fn load_key(pem: &str, alg: Algorithm, kid: String) -> Arc<TestKey> {
     crate::backend::ensure_provider();
     let encoding = match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes()),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
         _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
     }
@@ -123,13 +199,29 @@ fn load_key(pem: &str, alg: Algorithm, kid: String) -> Arc<TestKey> {
     })
 }
 
-fn keys_for_generation(generation: usize) -> (Arc<TestKey>, Arc<TestKey>, Arc<TestKey>) {
-    let i = generation % 3;
-    (
+/// One key per supported algorithm, each JWK bound to its `alg`: RS256
+/// (`rsa-N`), ES256 (`ec-N`), EdDSA (`ed-N`), ES384 (`ec384-N`), and the
+/// other RSA algorithms on the same RSA key (`rsa-N-ps256`, ...). The RS256,
+/// ES256 and EdDSA keys come first.
+fn keys_for_generation(generation: usize, set: usize) -> Vec<Arc<TestKey>> {
+    let i = set;
+    let mut keys = vec![
         load_key(RSA[i], Algorithm::RS256, format!("rsa-{generation}")),
         load_key(EC[i], Algorithm::ES256, format!("ec-{generation}")),
         load_key(ED[i], Algorithm::EdDSA, format!("ed-{generation}")),
-    )
+        load_key(EC384[i], Algorithm::ES384, format!("ec384-{generation}")),
+    ];
+    for alg in [
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+    ] {
+        let kid = format!("rsa-{generation}-{}", alg.as_str().to_ascii_lowercase());
+        keys.push(load_key(RSA[i], alg, kid));
+    }
+    keys
 }
 
 impl TestIssuer {
@@ -147,18 +239,18 @@ impl TestIssuer {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        // Consecutive issuers in one process start on different bundled keys.
+        // Kids are unique in the process; key material is unique among live issuers.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let generation = NEXT.fetch_add(1, Ordering::Relaxed) as usize;
-        let (rsa, ec, ed) = keys_for_generation(generation);
+        let set = take_key_set();
+        let current = keys_for_generation(generation, set);
         let shared = Arc::new(Shared {
             issuer: format!("http://{addr}"),
             keys: Mutex::new(Keys {
-                published: vec![rsa.clone(), ec.clone(), ed.clone()],
-                rsa,
-                ec,
-                ed,
+                published: current.clone(),
+                current,
                 generation,
+                sets: vec![set],
             }),
             outage: Mutex::new(Outage::None),
             cache_control: Mutex::new(None),
@@ -236,21 +328,28 @@ impl TestIssuer {
     pub fn rotate_keys(&self) {
         let mut k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
         k.generation += 1;
-        let (rsa, ec, ed) = keys_for_generation(k.generation);
-        let mut published = vec![rsa.clone(), ec.clone(), ed.clone()];
+        let set = take_key_set();
+        // Only the current and the previous generation stay published.
+        let dropped: Vec<usize> = k.sets.drain(1..).collect();
+        release_key_sets(&dropped);
+        k.sets.insert(0, set);
+        let current = keys_for_generation(k.generation, set);
+        let per_generation = current.len();
+        let mut published = current.clone();
         published.append(&mut k.published);
         // Keep at most the current and the previous generation.
-        published.truncate(6);
+        published.truncate(2 * per_generation);
         k.published = published;
-        k.rsa = rsa;
-        k.ec = ec;
-        k.ed = ed;
+        k.current = current;
     }
 
     /// Stop publishing every key but the current signing keys.
     pub fn retire_old_keys(&self) {
         let mut k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-        k.published.truncate(3);
+        let per_generation = k.current.len();
+        k.published.truncate(per_generation);
+        let retired: Vec<usize> = k.sets.drain(1..).collect();
+        release_key_sets(&retired);
     }
 
     /// The key ids currently published.
@@ -260,7 +359,7 @@ impl TestIssuer {
     }
 
     /// Sign exactly these header and payload bytes with the current key for
-    /// `alg` (RS256, ES256 or EdDSA): for adversarial tests that need
+    /// `alg` (any supported algorithm): for adversarial tests that need
     /// duplicate members, odd types or unusual headers.
     pub fn sign_raw(&self, alg: Algorithm, header_json: &str, payload_json: &str) -> String {
         use base64::Engine as _;
@@ -279,11 +378,11 @@ impl TestIssuer {
 
     fn current_key(&self, alg: Algorithm) -> Arc<TestKey> {
         let k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-        match alg {
-            Algorithm::ES256 => k.ec.clone(),
-            Algorithm::EdDSA => k.ed.clone(),
-            _ => k.rsa.clone(),
-        }
+        k.current
+            .iter()
+            .find(|key| key.alg == alg)
+            .cloned()
+            .expect("a test key for every supported algorithm")
     }
 
     /// Simulate a failure (or end it with [`Outage::None`]).
@@ -317,6 +416,9 @@ impl Drop for TestIssuer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        let mut k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let sets: Vec<usize> = k.sets.drain(..).collect();
+        release_key_sets(&sets);
     }
 }
 
@@ -441,7 +543,7 @@ impl TokenBuilder<'_> {
         self
     }
 
-    /// Signing algorithm: RS256, ES256 or EdDSA (others fall back to RS256's key).
+    /// Signing algorithm: any supported one, each with its own published key.
     pub fn alg(mut self, alg: Algorithm) -> Self {
         self.alg = alg;
         self
@@ -599,12 +701,7 @@ impl TokenBuilder<'_> {
     pub fn sign(self) -> String {
         let claims = self.claims();
         let key = self.issuer.current_key(self.alg);
-        let alg = if key.alg == Algorithm::RS256 && self.alg.is_rsa() {
-            self.alg
-        } else {
-            key.alg
-        };
-        let mut header = Header::new(alg.to_jwt());
+        let mut header = Header::new(key.alg.to_jwt());
         header.kid = Some(self.kid.unwrap_or_else(|| key.kid.clone()));
         header.typ = match self.typ {
             Some(t) => t,

@@ -21,6 +21,8 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// Send headers, then a body that trickles one byte per interval.
     Trickle(Duration),
+    /// 200 with this body, streamed in 8 KiB chunks without a Content-Length.
+    Chunked(String),
 }
 
 #[derive(Default)]
@@ -101,6 +103,14 @@ fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Re
             Reply::Delay(d, inner) => {
                 tokio::time::sleep(d).await;
                 render(*inner).await
+            }
+            Reply::Chunked(body) => {
+                let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
+                    .into_bytes()
+                    .chunks(8 * 1024)
+                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                    .collect();
+                Response::new(Body::from_stream(futures_util::stream::iter(chunks)))
             }
             Reply::Trickle(every) => {
                 let stream = futures_util::stream::unfold(0u32, move |n| async move {
