@@ -150,9 +150,9 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Rejec
         2 => return Err(Rejection::new(Reason::Encrypted)),
         _ => return Err(Rejection::new(Reason::Malformed)),
     }
-    if h.is_empty()
-        || p.is_empty()
-        || s.is_empty()
+    // An empty header or payload fails to decode to a JSON object below; an
+    // empty signature must not get as far as a signature check.
+    if s.is_empty()
         || !is_b64url(h)
         || !is_b64url(p)
         || !is_b64url(s)
@@ -251,13 +251,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
+    // JSON `null` (serde_json never calls `visit_none` or `visit_string`
+    // here; their defaults would refuse or forward to `visit_str`).
     fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
@@ -290,6 +286,23 @@ mod tests {
 
     fn tok(h: &str, p: &str) -> String {
         format!("{}.{}.c2ln", b64(h), b64(p))
+    }
+
+    #[test]
+    fn the_strict_parser_keeps_every_json_type() {
+        let text = br#"{"t":true,"f":false,"neg":-5,"pos":5,"big":18446744073709551615,"x":1.5,"s":"a\"b\u00e9","z":null,"a":[1,"x",[]],"o":{"k":{"v":-1}}}"#;
+        let strict = Value::Object(parse_object(text).unwrap());
+        let plain: Value = serde_json::from_slice(text).unwrap();
+        assert_eq!(strict, plain);
+    }
+
+    #[test]
+    fn algorithms_print_their_jose_names() {
+        for alg in Algorithm::ALL {
+            assert_eq!(alg.to_string(), alg.as_str());
+            assert_eq!(Algorithm::from_name(&alg.to_string()), Some(alg));
+        }
+        assert_eq!(Algorithm::PS384.to_string(), "PS384");
     }
 
     #[test]
