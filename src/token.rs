@@ -152,11 +152,7 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Rejec
     }
     // An empty header or payload fails to decode to a JSON object below; an
     // empty signature must not get as far as a signature check.
-    if s.is_empty()
-        || !is_b64url(h)
-        || !is_b64url(p)
-        || !is_b64url(s)
-    {
+    if s.is_empty() || !is_b64url(h) || !is_b64url(p) || !is_b64url(s) {
         return Err(Rejection::new(Reason::Malformed));
     }
     let header = parse_header(&decode_object(h)?)?;
