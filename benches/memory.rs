@@ -62,11 +62,20 @@ fn main() {
                 println!("| {i} | {rss:.1} MiB | {:+.1} MiB |", rss - start_rss);
             }
         }
+        let growth = peak - start_rss;
         println!(
-            "\npeak growth {:.1} MiB for a {cache_mib} MiB cache bound; {} tokens cached at the end; {:.1} s",
-            peak - start_rss,
+            "\npeak growth {growth:.1} MiB for a {cache_mib} MiB cache bound; {} tokens cached at the end; {:.1} s",
             verifier.cached_tokens(),
             started.elapsed().as_secs_f64()
         );
+        // The bound this bench checks: resident growth stays within the
+        // cache's byte bound plus a quarter for the allocator's slack and
+        // the doorkeeper (fixed size), however many tokens pass.
+        let allowed = cache_mib as f64 * 1.25;
+        if growth > allowed {
+            eprintln!("FAILED: growth {growth:.1} MiB exceeds {allowed:.1} MiB");
+            std::process::exit(1);
+        }
+        println!("bound held: {growth:.1} MiB <= {allowed:.1} MiB");
     });
 }

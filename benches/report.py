@@ -1,8 +1,18 @@
 #!/usr/bin/env python3
-"""Print the ratios of the last `cargo bench --bench verify` run (criterion's estimates)."""
+"""Print the ratios of the last `cargo bench --bench verify` run (criterion's estimates).
+
+Refuses to mix runs: every estimate must have been written after the start of
+the last run (`target/criterion/m2m-run.json`, written by the bench), so a
+benchmark left out of that run (a filter, an interrupted run) cannot lend a
+stale figure to a ratio."""
 import json, os, sys
 
 root = os.path.join(os.path.dirname(__file__), "..", "target", "criterion")
+try:
+    with open(os.path.join(root, "m2m-run.json")) as f:
+        run = json.load(f)
+except FileNotFoundError:
+    sys.exit("no run marker: run `cargo bench --bench verify` first")
 
 def est(group, fn):
     path = os.path.join(root, group.replace("/", "_"), fn.replace("/", "_").replace(":", "_"), "new", "estimates.json")
@@ -11,6 +21,9 @@ def est(group, fn):
         for d in os.listdir(os.path.join(root, group.replace("/", "_"))):
             if d.replace("_", "") == fn.replace("/", "").replace(":", "").replace(" ", "").replace("(", "").replace(")", "").replace("_", ""):
                 path = os.path.join(root, group.replace("/", "_"), d, "new", "estimates.json")
+    if os.path.getmtime(path) < run["started"]:
+        sys.exit(f"{group} / {fn}: estimate older than the last run (commit {run['commit']}); "
+                 "re-run the whole bench, unfiltered")
     with open(path) as f:
         e = json.load(f)
     return e["median"]["point_estimate"]
@@ -19,6 +32,7 @@ def fmt(ns):
     return f"{ns/1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
 
 rows = []
+print(f"run of commit {run['commit']}\n")
 print("| case | jsonwebtoken::decode | m2m-guard | ratio (m2m-guard / decode) |")
 print("|---|---|---|---|")
 for alg in ["RS256", "ES256", "EdDSA"]:

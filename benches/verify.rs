@@ -53,7 +53,29 @@ fn baseline_validation(issuer: &TestIssuer, alg: jsonwebtoken::Algorithm) -> Val
     v
 }
 
+/// Mark the start of this run, so `report.py` can refuse estimates left
+/// over from an earlier run (criterion keeps each benchmark's last result).
+fn mark_run() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
+    let _ = std::fs::create_dir_all(&dir);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let marker = serde_json::json!({ "commit": commit, "started": started });
+    let _ = std::fs::write(dir.join("m2m-run.json"), marker.to_string());
+}
+
 fn benches(c: &mut Criterion) {
+    mark_run();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -228,11 +228,21 @@ mod tests {
         std::thread::spawn(move || {
             let flight = SingleFlight::<u32, String>::default();
             let _entered = handle.enter();
-            // The closed runtime drops the task inside `spawn`.
+            // The closing runtime drops the task, at once or from its
+            // shutting-down worker a moment later.
             let (f, _) = flight.join_or_start(|| async { Ok(1) }, lost);
-            let running = flight.is_running();
-            let result = futures_util::FutureExt::now_or_never(f);
-            let _ = done.send((running, result));
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let result = loop {
+                let r = futures_util::FutureExt::now_or_never(f.clone());
+                if r.is_some() || std::time::Instant::now() > deadline {
+                    break r;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            while flight.is_running() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = done.send((flight.is_running(), result));
         });
         let (running, result) = finished
             .recv_timeout(Duration::from_secs(10))

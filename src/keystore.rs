@@ -139,6 +139,20 @@ impl KeyStore {
         }
     }
 
+    /// A store already holding `set`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn preloaded(set: KeySet) -> Arc<KeyStore> {
+        let fetcher = Fetcher::new(None, crate::fetch::FetchLimits::default()).unwrap();
+        let url = Url::parse("https://keys.example/jwks").unwrap();
+        let store = Arc::new(KeyStore::new(
+            KeySource::Jwks(url),
+            Arc::new(fetcher),
+            RefreshPolicy::default(),
+        ));
+        store.record(Ok((set, None))).unwrap();
+        store
+    }
+
     /// The key-set URL in use, once known.
     pub(crate) fn url(&self) -> Option<Url> {
         self.jwks_url
@@ -269,12 +283,27 @@ impl KeyStore {
     }
 
     async fn fetch_once(&self) -> Result<Arc<KeySet>, Arc<FetchError>> {
+        // However this fetch ends before its outcome is recorded (a panic
+        // anywhere below, the task dropped by a runtime shutting down), it
+        // counts as a failed fetch: it backs off, and an unknown-kid refetch
+        // that never landed cannot make the cooldown answer 401.
+        let mut unrecorded = Unrecorded(Some(self));
         // A panic while loading is a failed fetch like any other: it backs
         // off, so a panic that repeats cannot cost a fetch per request.
         let result = std::panic::AssertUnwindSafe(self.load())
             .catch_unwind()
             .await
             .unwrap_or(Err(FetchError::Panicked));
+        let out = self.record(result);
+        unrecorded.0 = None;
+        out
+    }
+
+    /// Record a fetch's outcome in the state.
+    fn record(
+        &self,
+        result: Result<(KeySet, Option<Duration>), FetchError>,
+    ) -> Result<Arc<KeySet>, Arc<FetchError>> {
         let now = Instant::now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         match result {
@@ -320,6 +349,23 @@ impl KeyStore {
                 );
                 Err(Arc::new(e))
             }
+        }
+    }
+}
+
+/// Records a failed fetch when dropped armed: the fetch ended (panic,
+/// cancellation) without recording its outcome.
+struct Unrecorded<'a>(Option<&'a KeyStore>);
+
+impl Drop for Unrecorded<'_> {
+    fn drop(&mut self) {
+        if let Some(store) = self.0.take() {
+            let lost = if std::thread::panicking() {
+                FetchError::Panicked
+            } else {
+                FetchError::Cancelled
+            };
+            drop(store.record(Err(lost)));
         }
     }
 }

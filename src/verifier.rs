@@ -300,12 +300,20 @@ impl Verifier {
     /// The cached verdict for `token`, if it was verified before and is
     /// still valid. Never does I/O or signature work.
     pub(crate) fn verify_cached(&self, token: &str) -> Option<Principal> {
+        self.verify_cached_at(token, now_secs())
+    }
+
+    /// [`Verifier::verify_cached`] at wall-clock time `now`. The cache's own
+    /// expiry runs on the monotonic clock, the claims on the wall clock:
+    /// when the wall clock jumps ahead (an NTP step, a VM resumed), an entry
+    /// outlives its window, and this check is what refuses it.
+    fn verify_cached_at(&self, token: &str, now: u64) -> Option<Principal> {
         let cache = self.inner.cache.as_ref()?;
         if !cache.doorkeeper.contains(token) {
             return None;
         }
         let hit = cache.tokens.get(token)?;
-        if !hit.window.contains(now_secs()) {
+        if !hit.window.contains(now) {
             return None;
         }
         match hit.store.snapshot() {
@@ -397,11 +405,18 @@ fn opt_string(claims: &Object, name: &str) -> Result<Option<String>, Rejection> 
     }
 }
 
-/// The claim checks that need no signature: they can only reject.
+/// What the claim checks read from the claims. Every check runs before the
+/// signature (each can only reject), so a token that must fail costs no key
+/// work: no fetch, no unknown-kid cooldown.
 struct Prechecked {
     window: Window,
     exp: Date,
     iat: Option<Date>,
+    subject: Option<String>,
+    jti: Option<String>,
+    client_id: Option<String>,
+    tenant: Option<String>,
+    scopes: Scopes,
 }
 
 impl IssuerVerifier {
@@ -424,8 +439,9 @@ impl IssuerVerifier {
             return Err(Rejection::new(Reason::UnsupportedAlgorithm));
         }
         check_typ(t.header.typ.as_deref(), self.token_type)?;
-        // Expired, not yet valid, wrong audience: refused before any key
-        // work, so such a token never costs a fetch or the unknown-kid cooldown.
+        // Every claim rule runs first (expired, wrong audience, a claim of the
+        // wrong type, a client not allowed...): a token that can only fail
+        // never costs a fetch or the unknown-kid cooldown.
         let pre = self.precheck(&t.claims, now_secs())?;
 
         let mut keys = self.keys_now().await?;
@@ -447,7 +463,7 @@ impl IssuerVerifier {
                     let key_id = key.id;
                     let window = pre.window;
                     return Ok(CachedToken {
-                        principal: self.principal(t.claims, pre)?,
+                        principal: self.principal(t.claims, pre),
                         store: self.store.clone(),
                         key_id,
                         window,
@@ -478,7 +494,8 @@ impl IssuerVerifier {
         }
     }
 
-    /// Time rules, audience and `token_use`, on the unverified claims.
+    /// Every claim rule, on the unverified claims: time rules, audience,
+    /// `token_use`, claim types, RFC 9068 required claims, the client allow-list.
     fn precheck(&self, claims: &Object, now: u64) -> Result<Prechecked, Rejection> {
         let leeway = self.leeway;
         // iss was matched exactly when this verifier was selected.
@@ -538,18 +555,13 @@ impl IssuerVerifier {
                 None => return Err(Rejection::claim(Reason::MissingClaim, "token_use")),
             }
         }
-        Ok(Prechecked { window, exp, iat })
-    }
-
-    /// The remaining rules, after the signature: the principal.
-    fn principal(&self, claims: Object, pre: Prechecked) -> Result<Principal, Rejection> {
-        let subject = opt_string(&claims, "sub")?;
-        let jti = opt_string(&claims, "jti")?;
+        let subject = opt_string(claims, "sub")?;
+        let jti = opt_string(claims, "jti")?;
         // Every client-id claim is type-checked, not only up to the first
         // present one: a claim of the wrong type is never read as absent.
         let mut client_id = None;
         for name in &self.client_id_claims {
-            let value = opt_string(&claims, name)?;
+            let value = opt_string(claims, name)?;
             if client_id.is_none() {
                 client_id = value;
             }
@@ -558,8 +570,8 @@ impl IssuerVerifier {
             for (name, present) in [
                 ("sub", subject.is_some()),
                 ("jti", jti.is_some()),
-                ("iat", pre.iat.is_some()),
-                ("client_id", opt_string(&claims, "client_id")?.is_some()),
+                ("iat", iat.is_some()),
+                ("client_id", opt_string(claims, "client_id")?.is_some()),
             ] {
                 if !present {
                     return Err(Rejection::claim(Reason::MissingClaim, name));
@@ -573,22 +585,35 @@ impl IssuerVerifier {
             }
         }
         let tenant = match &self.tenant_claim {
-            Some(name) => opt_string(&claims, name)?,
+            Some(name) => opt_string(claims, name)?,
             None => None,
         };
-        let scopes = self.scopes(&claims)?;
-
-        Ok(Principal::from_parts(PrincipalParts {
-            issuer: self.issuer.clone(),
+        let scopes = self.scopes(claims)?;
+        Ok(Prechecked {
+            window,
+            exp,
+            iat,
             subject,
+            jti,
             client_id,
             tenant,
             scopes,
+        })
+    }
+
+    /// The verified principal, once the signature holds.
+    fn principal(&self, claims: Object, pre: Prechecked) -> Principal {
+        Principal::from_parts(PrincipalParts {
+            issuer: self.issuer.clone(),
+            subject: pre.subject,
+            client_id: pre.client_id,
+            tenant: pre.tenant,
+            scopes: pre.scopes,
             expires_at: pre.exp.floor,
             issued_at: pre.iat.map(|d| d.floor),
-            jti,
+            jti: pre.jti,
             claims,
-        }))
+        })
     }
 
     fn check_audience(&self, claims: &Object) -> Result<(), Rejection> {
@@ -642,6 +667,148 @@ impl IssuerVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwks::parse_jwks;
+
+    fn test_key_set() -> KeySet {
+        let doc = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
+            "x": "F1WulCUBEGfuO6Nr1HCYD2LGvhGvA0czde3owaUAAWo",
+            "y": "_gg99BuscvD_dcq71U2n3BYKBrji3JnaD-vuH5lkMKo"}]});
+        parse_jwks(doc.to_string().as_bytes(), 10).unwrap()
+    }
+
+    fn issuer_verifier(max_age: Option<u64>, max_lifetime: Option<u64>) -> IssuerVerifier {
+        IssuerVerifier {
+            issuer: "https://issuer.example".into(),
+            audiences: vec!["api".into()],
+            uses_audience: true,
+            token_use: None,
+            leeway: 60,
+            max_lifetime,
+            max_age,
+            token_type: TokenType::Default,
+            algorithms: Algorithm::ALL.to_vec(),
+            tenant_claim: None,
+            scope_claims: vec!["scope".into()],
+            client_id_claims: vec!["client_id".into()],
+            allowed_client_ids: None,
+            store: KeyStore::preloaded(test_key_set()),
+        }
+    }
+
+    /// The verdict of the claim rules at `now` for these claims (plus `aud`).
+    fn at(iv: &IssuerVerifier, claims: serde_json::Value, now: u64) -> Result<Window, Reason> {
+        let mut claims = match claims {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        claims.insert("aud".into(), "api".into());
+        iv.precheck(&claims, now)
+            .map(|p| p.window)
+            .map_err(|e| e.reason())
+    }
+
+    #[tokio::test]
+    async fn every_time_rule_is_exact_at_its_boundary_and_rounds_against_the_token() {
+        use serde_json::json;
+        let iv = issuer_verifier(None, None);
+        // exp 1000, leeway 60: valid while now < 1060.
+        assert!(at(&iv, json!({"exp": 1000}), 1059).is_ok());
+        assert_eq!(at(&iv, json!({"exp": 1000}), 1060), Err(Reason::Expired));
+        // A fractional exp is rounded down, never up.
+        assert!(at(&iv, json!({"exp": 1000.5}), 1059).is_ok());
+        assert_eq!(at(&iv, json!({"exp": 1000.5}), 1060), Err(Reason::Expired));
+        // nbf and iat are rounded up: 1000.5 - 60 -> valid from 941.
+        for (claim, reason) in [
+            ("nbf", Reason::NotYetValid),
+            ("iat", Reason::IssuedInFuture),
+        ] {
+            let c = json!({"exp": 5000, claim: 1000.5});
+            assert_eq!(at(&iv, c.clone(), 940), Err(reason), "{claim}");
+            assert_eq!(
+                at(&iv, c, 941),
+                Ok(Window {
+                    from: 941,
+                    until: 5060
+                }),
+                "{claim}"
+            );
+        }
+        // Maximum age 100 s from iat 1000.5 (rounded down) + leeway: until 1160.
+        let aged = issuer_verifier(Some(100), None);
+        let c = json!({"exp": 5000, "iat": 1000.5});
+        assert_eq!(
+            at(&aged, c.clone(), 1159),
+            Ok(Window {
+                from: 941,
+                until: 1160
+            })
+        );
+        assert_eq!(at(&aged, c, 1160), Err(Reason::TooOld));
+        // Lifetime cap 3600 s: exp rounded up, iat down, so 1000.5 .. 4600.5 is 3601 s.
+        let capped = issuer_verifier(None, Some(3600));
+        assert!(at(&capped, json!({"iat": 1000, "exp": 4600}), 1001).is_ok());
+        assert_eq!(
+            at(&capped, json!({"iat": 1000.5, "exp": 4600.5}), 1001),
+            Err(Reason::LifetimeTooLong)
+        );
+        assert_eq!(
+            at(&capped, json!({"iat": 1000, "exp": 4601}), 1001),
+            Err(Reason::LifetimeTooLong)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cache_hit_is_refused_outside_its_window_whatever_the_cache_holds() {
+        let set = test_key_set();
+        let Lookup::Found(key) = set.find(Some("k"), Algorithm::ES256) else {
+            panic!("the key is found");
+        };
+        let key_id = key.id;
+        let store = KeyStore::preloaded(set);
+        let v = Verifier::from_inner(VerifierInner {
+            issuers: HashMap::new(),
+            max_token_bytes: 16 * 1024,
+            cache: Some(token_cache(100, 1 << 20)),
+        });
+        let now = now_secs();
+        let entry = CachedToken {
+            principal: Principal::from_parts(PrincipalParts {
+                issuer: "https://issuer.example".into(),
+                subject: None,
+                client_id: Some("c".into()),
+                tenant: None,
+                scopes: Scopes::from_vec(Vec::new()),
+                expires_at: now + 100,
+                issued_at: None,
+                jti: None,
+                claims: Object::new(),
+            }),
+            store,
+            key_id,
+            window: Window {
+                from: now - 10,
+                until: now + 100,
+            },
+        };
+        let cache = v.inner.cache.as_ref().unwrap();
+        let token = "h.p.sig";
+        cache.doorkeeper.seen_before(token);
+        cache.tokens.insert(token.into(), Arc::new(entry));
+        // The entry is in the cache for the whole test; only the window decides.
+        assert!(v.verify_cached_at(token, now).is_some());
+        assert!(v.verify_cached_at(token, now + 99).is_some(), "last second");
+        assert!(
+            v.verify_cached_at(token, now + 100).is_none(),
+            "until is exclusive"
+        );
+        assert!(
+            v.verify_cached_at(token, now - 10).is_some(),
+            "from is inclusive"
+        );
+        assert!(v.verify_cached_at(token, now - 11).is_none(), "before from");
+        assert!(v.verify_cached_at(token, now).is_some(), "still cached");
+        assert!(v.verify_cached_at("h.p.other", now).is_none());
+    }
 
     #[test]
     fn doorkeeper_marks_and_remembers_by_signature() {

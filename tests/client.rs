@@ -208,7 +208,7 @@ async fn refreshes_before_expiry_without_making_callers_wait() {
         .await
         .unwrap();
     assert_eq!(p.token().await.unwrap().secret(), "tok-1");
-    *m.ep.delay.lock().unwrap() = Duration::from_millis(500);
+    *m.ep.delay.lock().unwrap() = Duration::from_millis(1500);
     // Refresh is due somewhere in [1 s, 2 s] (margin 2 s, jitter up to 1 s).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let started = Instant::now();
@@ -217,11 +217,12 @@ async fn refreshes_before_expiry_without_making_callers_wait() {
         "tok-1",
         "still valid: handed out"
     );
+    // Waiting for the refresh would take the endpoint's 1.5 s.
     assert!(
-        started.elapsed() < Duration::from_millis(100),
+        started.elapsed() < Duration::from_millis(750),
         "the caller did not wait"
     );
-    // The background refresh lands (the endpoint takes 500 ms).
+    // The background refresh lands (the endpoint takes 1.5 s).
     let deadline = Instant::now() + Duration::from_secs(5);
     while p.token().await.unwrap().secret() != "tok-2" {
         assert!(Instant::now() < deadline, "the refresh never landed");
@@ -502,23 +503,24 @@ async fn the_token_goes_only_to_the_api_origins() {
     let mut client = ServiceBuilder::new()
         .layer(BearerTokenLayer::new(p.clone()))
         .service(reqwest::Client::new());
-    assert!(
-        client
-            .ready()
-            .await
-            .unwrap()
-            .call(call(format!("{}/api", m.base)))
-            .await
-            .is_err()
-    );
+    let err = client
+        .ready()
+        .await
+        .unwrap()
+        .call(call(format!("{}/api", m.base)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not an allowed origin"), "{err}");
     assert_eq!(p.requests_sent(), 0, "no token is even requested");
     // Origins must be https, or http to loopback.
-    assert!(
-        BearerTokenLayer::new(p.clone())
-            .allow_origin("http://api.example.com")
-            .is_err()
-    );
-    assert!(BearerTokenLayer::new(p).allow_origin("not a url").is_err());
+    let err = BearerTokenLayer::new(p.clone())
+        .allow_origin("http://api.example.com")
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Config(_)), "{err:?}");
+    let err = BearerTokenLayer::new(p)
+        .allow_origin("not a url")
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Config(_)), "{err:?}");
 }
 
 #[tokio::test]
@@ -527,7 +529,7 @@ async fn failed_refreshes_back_off_and_callers_get_a_fast_typed_error() {
     let p = m
         .builder()
         .max_retries(0)
-        .backoff(Duration::from_millis(400), Duration::from_secs(2))
+        .backoff(Duration::from_secs(3), Duration::from_secs(6))
         .build()
         .await
         .unwrap();
@@ -545,16 +547,18 @@ async fn failed_refreshes_back_off_and_callers_get_a_fast_typed_error() {
                 retry_after,
                 last_error,
             } => {
-                assert!(retry_after <= Duration::from_millis(400));
+                assert!(retry_after <= Duration::from_secs(3));
                 assert!(matches!(*last_error, ClientError::OAuth { .. }));
             }
             other => panic!("{other:?}"),
         }
     }
-    assert!(started.elapsed() < Duration::from_millis(200));
+    // The 3 s backoff outlasts the 50 calls with a wide margin: every one
+    // was answered without a request.
+    assert!(started.elapsed() < Duration::from_millis(2500));
     assert_eq!(p.requests_sent(), 1, "no request storm");
     // After the backoff, the next call tries again.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(p.token().await.unwrap().secret(), "tok-1");
     assert_eq!(p.requests_sent(), 2);
 }
@@ -569,15 +573,16 @@ async fn retry_after_is_honoured_across_calls() {
         .build()
         .await
         .unwrap();
-    m.script([Answer::Status(429, Some("2"), "slow down")]);
+    m.script([Answer::Status(429, Some("6"), "slow down")]);
     assert!(matches!(
         p.token().await.unwrap_err(),
         ClientError::Unavailable { status: 429, .. }
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     match p.token().await.unwrap_err() {
+        // Far more than the 10 ms backoff: the server's Retry-After (6 s) holds.
         ClientError::BackingOff { retry_after, .. } => {
-            assert!(retry_after > Duration::from_millis(1000), "{retry_after:?}")
+            assert!(retry_after > Duration::from_secs(3), "{retry_after:?}")
         }
         other => panic!("{other:?}"),
     }
@@ -757,7 +762,8 @@ async fn the_layer_works_with_plain_http_requests() {
     let req = http::Request::post("/x")
         .body(Full::new(bytes::Bytes::new()))
         .unwrap();
-    assert!(svc.oneshot(req).await.is_err());
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.to_string().contains("not an allowed origin"), "{err}");
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
 

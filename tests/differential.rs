@@ -110,6 +110,16 @@ const POLICY_DIFFERENCES: &[PolicyDifference] = &[
         tags: &["hdr:b64"],
     },
     PolicyDifference {
+        name: "a fractional exp is rounded down",
+        why: "RFC 7519 §4.1.4: the current time MUST be before exp. m2m-guard reads the clock \
+              in whole seconds (up to a second behind the real time), so it compares against \
+              exp rounded down and never accepts a token the real time has already expired; \
+              jose compares the whole-second clock with the exact exp, which accepts up to a \
+              second past it",
+        reasons: &[Reason::Expired],
+        tags: &["edge:exp:frac"],
+    },
+    PolicyDifference {
         name: "enc header parameter",
         why: "RFC 7516 §4.1.2: `enc` marks a JWE; m2m-guard refuses a JWS that claims to be \
               encrypted rather than guess, jose ignores it in a JWS",
@@ -282,8 +292,45 @@ impl Generator<'_> {
         CLAIMS[self.rng.usize(..CLAIMS.len())]
     }
 
+    /// A time claim exactly at, or a fraction of a second from, the edge of
+    /// its rule (leeway 60 s). Both verifiers judge it at the same whole second.
+    fn time_edge(&mut self, p: &mut RawObject, tags: &mut Vec<String>) {
+        let c = *self.pick(&["exp", "nbf", "iat"]);
+        let edge = if c == "exp" {
+            -(LEEWAY as f64)
+        } else {
+            LEEWAY as f64
+        };
+        let delta = *self.pick(&[-1.0, -0.5, 0.0, 0.5, 1.0]);
+        let t = self.now as f64 + edge + delta;
+        p.set(
+            c,
+            if delta.fract() == 0.0 {
+                format!("{t:.0}")
+            } else {
+                format!("{t:.1}")
+            },
+        );
+        let frac = if delta.fract() == 0.0 {
+            "whole"
+        } else {
+            "frac"
+        };
+        tags.push(format!("edge:{c}:{frac}"));
+    }
+
+    /// A client-id claim of the wrong type while another client-id claim is valid.
+    fn wrong_type_client_id(&mut self, p: &mut RawObject, tags: &mut Vec<String>) {
+        let c = *self.pick(&["client_id", "azp"]);
+        let v = *self.pick(&["1", "[]", "{}", "true", "null", "\"\"", "[\"c_1\"]"]);
+        p.set(c, v.to_owned());
+        tags.push(format!("set:{c}"));
+        tags.push("wrong-type-client-id".into());
+    }
+
     fn mutate_payload(&mut self, p: &mut RawObject, tags: &mut Vec<String>) {
-        match self.rng.u8(..6) {
+        match self.rng.u8(..7) {
+            6 => self.time_edge(p, tags),
             0 | 1 => {
                 let c = self.claim_name();
                 let v = self.value();
@@ -508,9 +555,16 @@ impl Generator<'_> {
         parts.join(".")
     }
 
-    fn variant(&mut self) -> Variant {
+    /// A variant; `forced` guarantees each class of #20's findings a share of
+    /// every run: 1 a time edge, 2 a wrong-type client id next to a valid one.
+    fn variant(&mut self, forced: u8) -> Variant {
         let (alg, mut header, mut payload) = self.base();
         let mut tags = Vec::new();
+        match forced {
+            1 => self.time_edge(&mut payload, &mut tags),
+            2 => self.wrong_type_client_id(&mut payload, &mut tags),
+            _ => {}
+        }
         let n = *self.pick(&[0u8, 1, 1, 1, 2, 2]);
         for _ in 0..n {
             if self.rng.u8(..4) == 0 {
@@ -540,8 +594,10 @@ impl Generator<'_> {
     }
 }
 
-fn jose_verdicts(issuer: &TestIssuer, tokens: &[&str]) -> Vec<Result<(), String>> {
+/// jose's verdicts, each token judged at the whole second it was made at.
+fn jose_verdicts(issuer: &TestIssuer, tokens: &[&str], times: &[u64]) -> Vec<Result<(), String>> {
     let input = json!({
+        "times": times,
         "jwks": issuer.jwks_document(),
         "issuer": issuer.issuer(),
         "audience": DEFAULT_AUDIENCE,
@@ -615,6 +671,7 @@ async fn verdicts_agree_with_an_independent_verifier_or_a_documented_policy() {
     };
 
     let mut by_policy: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut classes: BTreeMap<String, usize> = BTreeMap::new();
     let mut unexplained = Vec::new();
     let (mut accepted, mut agreed) = (0, 0);
     // In batches, each judged by both within a second or two: a variant's
@@ -627,17 +684,38 @@ async fn verdicts_agree_with_an_independent_verifier_or_a_documented_policy() {
         let n = BATCH.min(cases - done);
         let mut variants = Vec::with_capacity(n);
         let mut ours = Vec::with_capacity(n);
-        for _ in 0..n {
-            generator.now = now();
-            let v = generator.variant();
-            ours.push(match verifier.verify(&v.token).await {
-                Ok(_) => Ok(()),
-                Err(e) => Err(e.reason()),
-            });
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let forced = match (done + i) % 20 {
+                0 => 1,
+                1 => 2,
+                _ => 0,
+            };
+            // Judged within the second the variant was made in (made again
+            // when the second ticks over in between), and jose judges it at
+            // that same second: edge cases are exact.
+            let (v, verdict) = loop {
+                generator.now = now();
+                let v = generator.variant(forced);
+                let verdict = match verifier.verify(&v.token).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.reason()),
+                };
+                if now() == generator.now {
+                    break (v, verdict);
+                }
+            };
+            for t in &v.tags {
+                if t.starts_with("edge:") || t == "wrong-type-client-id" {
+                    *classes.entry(t.clone()).or_default() += 1;
+                }
+            }
+            ours.push(verdict);
             variants.push(v);
+            times.push(generator.now);
         }
         let tokens: Vec<&str> = variants.iter().map(|v| v.token.as_str()).collect();
-        let theirs = jose_verdicts(&issuer, &tokens);
+        let theirs = jose_verdicts(&issuer, &tokens, &times);
         for ((v, o), t) in variants.iter().zip(&ours).zip(&theirs) {
             assert_ne!(
                 *o,
@@ -665,6 +743,18 @@ async fn verdicts_agree_with_an_independent_verifier_or_a_documented_policy() {
     );
     for (name, n) in &by_policy {
         eprintln!("differential: {n} explained by policy difference \"{name}\"");
+    }
+    eprintln!("differential: edge classes {classes:?}");
+    // Every class of #20's findings is exercised in every run.
+    for class in [
+        "edge:exp:whole",
+        "edge:exp:frac",
+        "edge:nbf:frac",
+        "edge:iat:frac",
+        "wrong-type-client-id",
+    ] {
+        let n = classes.get(class).copied().unwrap_or(0);
+        assert!(n * 200 >= cases, "class {class}: only {n} variants");
     }
     // The generator must reach the claim logic, not only the parser.
     assert!(

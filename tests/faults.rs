@@ -136,6 +136,138 @@ async fn doomed_tokens_with_unknown_kids_cost_no_fetch_and_no_cooldown() {
     assert_eq!(issuer.jwks_fetches(), 2);
 }
 
+#[tokio::test]
+async fn claim_rules_that_can_only_reject_run_before_any_key_work() {
+    let issuer = TestIssuer::start().await;
+    let strict = verifier(
+        issuer
+            .config()
+            .strict_rfc9068(true)
+            .allowed_client_ids(["test-client"])
+            .unknown_kid_cooldown(Duration::from_secs(3600)),
+    )
+    .await;
+    // RFC 9068 shape: typ at+jwt and a client_id claim.
+    let rfc9068 = || {
+        issuer
+            .token()
+            .typ(Some("at+jwt"))
+            .claim("client_id", "test-client")
+    };
+    assert!(strict.verify(&rfc9068().sign()).await.is_ok());
+    assert_eq!(issuer.jwks_fetches(), 1);
+    let kid = || rfc9068().kid("rotated-soon");
+    let doomed = [
+        (
+            kid().client_id("intruder").sign(),
+            Reason::ClientNotAllowed,
+            None,
+        ),
+        (
+            kid().claim("client_id", 1).sign(),
+            Reason::InvalidClaim,
+            Some("client_id"),
+        ),
+        (
+            kid().without_claim("jti").sign(),
+            Reason::MissingClaim,
+            Some("jti"),
+        ),
+        (
+            kid().claim("sub", json!([])).sign(),
+            Reason::InvalidClaim,
+            Some("sub"),
+        ),
+        (
+            kid().claim("scope", 7).sign(),
+            Reason::InvalidClaim,
+            Some("scope"),
+        ),
+    ];
+    for (token, expected, claim) in &doomed {
+        let e = strict.verify(token).await.unwrap_err();
+        assert_eq!((e.reason(), e.claim_name()), (*expected, *claim));
+    }
+    assert_eq!(
+        issuer.jwks_fetches(),
+        1,
+        "no fetch for a token that can only fail"
+    );
+    issuer.rotate_keys();
+    assert!(strict.verify(&rfc9068().sign()).await.is_ok());
+    assert_eq!(issuer.jwks_fetches(), 2, "the cooldown was not used up");
+}
+
+/// An unknown-kid refetch whose task is dropped (its runtime shut down)
+/// counts as a failed fetch: the cooldown it started must not answer 401
+/// "a fresh key set lacks this key" when no key set was fetched.
+#[test]
+fn a_refetch_lost_with_its_runtime_is_a_failed_fetch_not_a_fresh_key_set() {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (issuer, v) = main.block_on(async {
+        let issuer = TestIssuer::start().await;
+        let v = Verifier::builder()
+            .issuer(
+                issuer
+                    .config()
+                    .unknown_kid_cooldown(Duration::from_secs(3600))
+                    .fetch_backoff(Duration::from_millis(10), Duration::from_millis(20)),
+            )
+            .build()
+            .await
+            .unwrap();
+        assert!(v.verify(&issuer.token().sign()).await.is_ok());
+        (issuer, v)
+    });
+    // The issuer rotates; its key-set endpoint hangs. A request on another
+    // runtime starts the unknown-kid refetch, then that runtime goes away.
+    issuer.rotate_keys();
+    issuer.set_outage(Outage::Delay(Duration::from_secs(30)));
+    let rotated = main.block_on(async { issuer.token().sign() });
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (v2, t2) = (v.clone(), rotated.clone());
+    let pending = other.spawn(async move { v2.verify(&t2).await });
+    other.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while issuer.jwks_fetches() < 2 {
+            assert!(Instant::now() < deadline, "the refetch started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    drop(pending);
+    drop(other); // drops the refetch task, unfinished
+    issuer.set_outage(Outage::None);
+    main.block_on(async {
+        // Never "unknown key" for a key we never got to fetch.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match v.verify(&rotated).await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert_ne!(
+                        e.reason(),
+                        Reason::UnknownKey,
+                        "a lost fetch is not a fresh key set"
+                    );
+                    assert_eq!(e.reason(), Reason::KeysUnavailable, "{e:?}");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "accepted once the issuer answers"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
 // ===== start-up during an issuer outage =====
 
 #[tokio::test]
@@ -438,9 +570,13 @@ async fn expiry_is_exclusive_and_fractions_never_favour_the_token() {
     assert_eq!(reason(&v, &early).await, Reason::NotYetValid);
     let iat = issuer.token().claim("iat", nbf).sign();
     assert_eq!(reason(&v, &iat).await, Reason::IssuedInFuture);
-    // A fractional exp is not rounded up.
+    // A fractional exp is rounded down, never up: exp + leeway is half a
+    // second after "now" here, and the token is still refused (rounded up,
+    // it would pass until the next second).
     let now = early_in_a_second().await;
-    let exp = (now - leeway) as f64 + 0.0;
-    let frac = issuer.token().claim("exp", exp - 0.5).sign();
+    let frac = issuer
+        .token()
+        .claim("exp", (now - leeway) as f64 + 0.5)
+        .sign();
     assert_eq!(reason(&v, &frac).await, Reason::Expired);
 }

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
+use base64::Engine as _;
 use m2m_guard::test_util::{Outage, TestIssuer};
 use m2m_guard::{Algorithm, M2mAuthLayer, Principal, RequireScope, RequireTenant, Verifier};
 use std::io::Write;
@@ -50,7 +51,10 @@ async fn no_token_material_in_trace_logs() {
         .issuer(
             issuer
                 .config()
-                .unknown_kid_cooldown(Duration::from_millis(100)),
+                .unknown_kid_cooldown(Duration::from_millis(100))
+                .max_token_age(Duration::from_secs(3 * 3600))
+                .max_token_lifetime(Duration::from_secs(5 * 3600))
+                .allowed_client_ids(["test-client"]),
         )
         .build()
         .await
@@ -106,7 +110,43 @@ async fn no_token_material_in_trace_logs() {
             "too_large",
         ),
         ("a.b".into(), 401, "malformed"),
+        ("a.b.c.d.e".into(), 401, "encrypted"),
+        (
+            t().issued_ago(Duration::from_secs(4 * 3600))
+                .expires_in(Duration::from_secs(5 * 3600))
+                .sign(),
+            401,
+            "too_old",
+        ),
+        (
+            t().expires_in(Duration::from_secs(6 * 3600)).sign(),
+            401,
+            "lifetime_too_long",
+        ),
+        (t().client_id("intruder").sign(), 401, "client_not_allowed"),
     ];
+    // Hand-made headers: `alg` none of ours, a `crit` parameter.
+    let claims = serde_json::Value::Object(t().claims()).to_string();
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    cases.push((
+        format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(&claims)
+        ),
+        401,
+        "unsupported_algorithm",
+    ));
+    let kid = issuer.current_kid(Algorithm::ES256);
+    cases.push((
+        issuer.sign_raw(
+            Algorithm::ES256,
+            &format!(r#"{{"alg":"ES256","kid":"{kid}","crit":["exp"]}}"#),
+            &claims,
+        ),
+        401,
+        "unsupported_critical",
+    ));
     let good = cases[0].0.clone();
     let (head, sig) = good.rsplit_once('.').unwrap();
     let mut bad_sig = sig.to_owned();

@@ -124,6 +124,15 @@ async fn serve_example_protects_its_routes() {
             .status(),
         403
     );
+    // A client's undecodable path is the client's 400, never a 500 that pages an operator.
+    let bad_path = get("/orgs/%FF/users", Some(&org_token)).await.unwrap();
+    assert_eq!(bad_path.status(), 400);
+    assert!(
+        bad_path.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="invalid_request""#)
+    );
     let no_scope = issuer.token().org("org_1").sign();
     let resp = get("/orgs/org_1/users", Some(&no_scope)).await.unwrap();
     assert_eq!(resp.status(), 403);
@@ -250,4 +259,22 @@ async fn serve_started_while_the_issuer_is_down_answers_503_then_heals() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The issuer rotates its keys and goes down again: a token signed by the
+    // new key may be perfectly good, so it gets 503 + Retry-After, not 401.
+    issuer.rotate_keys();
+    issuer.set_outage(m2m_guard::test_util::Outage::Status(500));
+    let rotated = issuer.token().sign();
+    let resp = http
+        .get(format!("{base}/whoami"))
+        .bearer_auth(&rotated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "never a 401 for our outage");
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(
+        whoami().await.unwrap().status(),
+        200,
+        "known keys still work"
+    );
 }

@@ -74,22 +74,26 @@ async fn claim_overrides_replace_the_preset() {
 #[tokio::test]
 async fn the_build_refuses_an_incomplete_or_contradictory_configuration() {
     let issuer = TestIssuer::start().await;
-    let config_error = |e: BuildError| matches!(e, BuildError::Config(_));
+    // Each refusal is a configuration error saying what is wrong.
+    let says = |e: BuildError, what: &str| match e {
+        BuildError::Config(m) => assert!(m.contains(what), "{m:?} should say {what:?}"),
+        other => panic!("{other:?}: expected a configuration error saying {what:?}"),
+    };
     let no_audience = Verifier::builder()
         .issuer(Issuer::new(issuer.issuer()))
         .build()
         .await
         .unwrap_err();
-    assert!(config_error(no_audience), "an audience is required");
+    says(no_audience, "at least one audience is required");
     let twice = Verifier::builder()
         .issuer(issuer.config())
         .issuer(issuer.config())
         .build()
         .await
         .unwrap_err();
-    assert!(config_error(twice), "the same issuer twice");
+    says(twice, "configured twice");
     let nothing = Verifier::builder().build().await.unwrap_err();
-    assert!(config_error(nothing), "no issuer");
+    says(nothing, "no issuer configured");
     let cognito_aud = Verifier::builder()
         .issuer(
             Issuer::new(issuer.issuer())
@@ -100,13 +104,78 @@ async fn the_build_refuses_an_incomplete_or_contradictory_configuration() {
         .build()
         .await
         .unwrap_err();
-    assert!(config_error(cognito_aud), "Cognito tokens carry no aud");
+    says(cognito_aud, "Cognito access tokens carry no aud");
+    let cognito_open = Verifier::builder()
+        .issuer(Issuer::new(issuer.issuer()).provider(Provider::Cognito))
+        .build()
+        .await
+        .unwrap_err();
+    says(cognito_open, "Cognito requires allowed_client_ids");
     let no_algs = Verifier::builder()
         .issuer(issuer.config().algorithms([]))
         .build()
         .await
         .unwrap_err();
-    assert!(config_error(no_algs), "an empty algorithm list");
+    says(no_algs, "the algorithm list is empty");
+    let empty_aud = Verifier::builder()
+        .issuer(Issuer::new(issuer.issuer()).audience(""))
+        .build()
+        .await
+        .unwrap_err();
+    says(empty_aud, "an audience is empty");
+}
+
+#[tokio::test]
+async fn an_http_client_that_cannot_be_built_is_a_build_error() {
+    let issuer = TestIssuer::start().await;
+    // A header value reqwest refuses: the builder's error, not a panic.
+    let bad = reqwest::Client::builder().user_agent("bad\nagent");
+    let e = Verifier::builder()
+        .issuer(issuer.config())
+        .http_client(bad)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BuildError::HttpClient(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("could not create the HTTP client"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_callers_http_client_settings_are_applied() {
+    use std::sync::{Arc, Mutex};
+    let issuer = TestIssuer::start().await;
+    // A key server that records the headers it is sent, then serves the issuer's keys.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let doc = issuer.jwks_document().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/jwks",
+        get({
+            let seen = seen.clone();
+            move |h: axum::http::HeaderMap| async move {
+                let v = h
+                    .get("x-tenant-proxy")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                seen.lock().unwrap().push(v);
+                doc
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-tenant-proxy", "corp".parse().unwrap());
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(format!("http://{addr}/jwks")))
+        .http_client(reqwest::Client::builder().default_headers(headers))
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(*seen.lock().unwrap(), vec![Some("corp".to_owned())]);
 }
 
 #[tokio::test]

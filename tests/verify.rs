@@ -694,11 +694,16 @@ async fn rotation_is_picked_up_on_first_sight_and_withdrawn_keys_stop_verifying(
     );
 
     issuer.retire_old_keys();
-    // Past the refresh time, a request starts a background refresh without waiting for it.
+    // Past the refresh time, a request starts a background refresh without
+    // waiting for it (the key server now takes 2 s to answer).
     tokio::time::sleep(Duration::from_millis(500)).await;
+    issuer.set_outage(Outage::Delay(Duration::from_secs(2)));
     let started = Instant::now();
-    let _ = v.verify(&new).await;
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(v.verify(&new).await.is_ok());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the request did not wait"
+    );
     wait_until(|| issuer.jwks_fetches() >= 3).await;
     // Once that refresh has landed, the withdrawn key's tokens are refused.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -716,7 +721,7 @@ async fn rotation_is_picked_up_on_first_sight_and_withdrawn_keys_stop_verifying(
 async fn unknown_kid_flood_costs_at_most_one_fetch_per_cooldown() {
     let issuer = TestIssuer::start().await;
     let v = Verifier::builder()
-        .issuer(issuer.config().unknown_kid_cooldown(Duration::from_secs(2)))
+        .issuer(issuer.config().unknown_kid_cooldown(Duration::from_secs(4)))
         .build()
         .await
         .unwrap();
@@ -741,7 +746,7 @@ async fn unknown_kid_flood_costs_at_most_one_fetch_per_cooldown() {
         assert_eq!(reason(&v, t).await, Reason::UnknownKey);
     }
     assert_eq!(issuer.jwks_fetches(), 2, "cooldown holds");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     assert_eq!(
         reason(&v, &issuer.token().kid("after-cooldown").sign()).await,
         Reason::UnknownKey
@@ -759,24 +764,41 @@ async fn issuer_down_serves_last_good_keys_until_max_stale() {
                 .jwks_url(issuer.jwks_url())
                 .refresh_bounds(Duration::from_millis(100), Duration::from_secs(3600))
                 .refresh_interval(Duration::from_millis(300))
-                .max_stale(Duration::from_millis(1200))
+                .max_stale(Duration::from_millis(2000))
                 .fetch_backoff(Duration::from_millis(50), Duration::from_millis(100)),
         )
         .build()
         .await
         .unwrap();
     let token = issuer.token().sign();
+    let loaded = Instant::now();
     assert!(v.verify(&token).await.is_ok());
     issuer.set_outage(Outage::Status(500));
-    // Refreshes fail, the last good keys keep working.
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(v.verify(&token).await.is_ok());
+    // Refreshes fail; the last good keys keep working for the TTL (300 ms)
+    // plus max_stale (2 s) after they loaded, and not one moment longer than needed.
+    while loaded.elapsed() < Duration::from_millis(1500) {
+        assert!(v.verify(&token).await.is_ok(), "within the stale window");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(issuer.jwks_fetches() >= 3, "refreshes were attempted");
     // Past ttl + max_stale: keys unavailable, not 401-style rejection.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let e = v.verify(&token).await.unwrap_err();
+    let e = loop {
+        match v.verify(&token).await {
+            Ok(_) => {
+                assert!(
+                    loaded.elapsed() < Duration::from_secs(10),
+                    "never unavailable"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        loaded.elapsed() >= Duration::from_millis(2300),
+        "stale keys used for the whole window: {:?}",
+        loaded.elapsed()
+    );
     assert_eq!(e.reason(), Reason::KeysUnavailable);
     assert!(e.is_unavailable() && e.retry_after().is_some());
     // Recovery, within the backoff (at most 100 ms) of the issuer's return.
@@ -1091,33 +1113,51 @@ async fn oversized_and_trickling_bodies_are_cut_off() {
 
 #[tokio::test]
 async fn the_response_size_cap_is_what_refuses_a_padded_valid_key_set() {
-    // A valid key set padded past the cap: only the size check can refuse it.
+    // A valid key set padded to an exact size: only the size check can refuse it.
     let issuer = TestIssuer::start().await;
     let server = ScriptServer::start().await;
-    let limit = 64 * 1024;
     let padded = |bytes: usize| {
         let mut doc = issuer.jwks_document();
+        doc["padding"] = json!("");
         let base = doc.to_string().len();
-        doc["padding"] = json!("x".repeat(bytes.saturating_sub(base + 14)));
+        doc["padding"] = json!("x".repeat(bytes - base));
         let body = doc.to_string();
-        assert!(body.len().abs_diff(bytes) < 32, "{} vs {bytes}", body.len());
+        assert_eq!(body.len(), bytes);
         body
     };
-    server.json("/declared", padded(limit + 100)); // Content-Length says it
-    server.set("/streamed", Reply::Chunked(padded(limit + 100))); // only counting finds it
-    server.json("/fits", padded(limit - 100));
-    for (path, too_large) in [("/declared", true), ("/streamed", true), ("/fits", false)] {
-        let v = Verifier::builder()
-            .issuer(issuer.config().jwks_url(server.url(path)))
-            .max_response_bytes(limit)
-            .build()
-            .await
-            .unwrap();
+    const DEFAULT: usize = 256 * 1024;
+    let limit = 64 * 1024;
+    server.json("/declared", padded(limit + 1)); // Content-Length says it
+    server.set("/streamed", Reply::Chunked(padded(limit + 1))); // only counting finds it
+    server.json("/fits", padded(limit));
+    server.set("/fits-streamed", Reply::Chunked(padded(limit)));
+    server.json("/default-over", padded(DEFAULT + 1));
+    server.set(
+        "/default-over-streamed",
+        Reply::Chunked(padded(DEFAULT + 1)),
+    );
+    server.json("/default-fits", padded(DEFAULT));
+    for (path, cap, too_large) in [
+        ("/declared", Some(limit), true),
+        ("/streamed", Some(limit), true),
+        ("/fits", Some(limit), false),
+        ("/fits-streamed", Some(limit), false),
+        // The default cap is 256 KiB.
+        ("/default-over", None, true),
+        ("/default-over-streamed", None, true),
+        ("/default-fits", None, false),
+    ] {
+        let mut b = Verifier::builder().issuer(issuer.config().jwks_url(server.url(path)));
+        if let Some(cap) = cap {
+            b = b.max_response_bytes(cap);
+        }
+        let v = b.build().await.unwrap();
+        let expected_limit = cap.unwrap_or(DEFAULT);
         match v.preload().await {
             Err(BuildError::Unavailable { cause, .. }) => {
                 assert!(too_large, "{path}: {cause}");
                 assert!(
-                    matches!(*cause, FetchError::TooLarge { limit: l } if l == limit),
+                    matches!(*cause, FetchError::TooLarge { limit: l } if l == expected_limit),
                     "{path}: {cause:?}"
                 );
             }
@@ -1156,10 +1196,35 @@ async fn too_many_keys_is_refused() {
         .build()
         .await
         .unwrap();
+    match v.preload().await {
+        Err(BuildError::Unavailable { cause, .. }) => assert!(
+            matches!(
+                *cause,
+                FetchError::TooManyKeys {
+                    count: 20,
+                    limit: 10
+                }
+            ),
+            "{cause:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         reason(&v, &issuer.token().sign()).await,
         Reason::KeysUnavailable
     );
+    // At the limit, the same keys load.
+    let mut doc = issuer.jwks_document();
+    let first = doc["keys"][0].clone();
+    doc["keys"] = serde_json::Value::Array(vec![first; 10]);
+    server.json("/ten", doc.to_string());
+    let v = Verifier::builder()
+        .issuer(issuer.config().jwks_url(server.url("/ten")))
+        .max_keys(10)
+        .build()
+        .await
+        .unwrap();
+    v.preload().await.unwrap();
 }
 
 #[tokio::test]

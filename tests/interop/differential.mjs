@@ -5,7 +5,8 @@
 //
 // Input (file named by argv[2]):
 //   {"jwks", "issuer", "audience", "leeway", "algorithms", "typ", "strings",
-//    "scopes", "tokens": [...]}
+//    "scopes", "tokens": [...], "times": [...]} (each token judged at its time,
+//    in whole seconds since the epoch)
 // Output (stdout): one JSON array, per token {"ok": true} or {"ok": false, "code": "..."}.
 import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, jwtVerify } from 'jose';
@@ -23,7 +24,7 @@ const options = {
 const MAX_DATE = 253402300799;
 const MAX_KID = 256;
 
-function policy(header, payload) {
+function policy(header, payload, now) {
   if ('kid' in header) {
     const k = header.kid;
     if (typeof k !== 'string' || k.length === 0 || Buffer.byteLength(k) > MAX_KID) return 'POLICY_KID';
@@ -34,7 +35,6 @@ function policy(header, payload) {
   for (const c of ['exp', 'nbf', 'iat']) {
     if (c in payload && !(payload[c] >= 0 && payload[c] <= MAX_DATE)) return 'POLICY_DATE_RANGE';
   }
-  const now = Math.floor(Date.now() / 1000);
   if ('iat' in payload && payload.iat > now + input.leeway) return 'POLICY_IAT_FUTURE';
   const aud = payload.aud;
   if (Array.isArray(aud) && (aud.length === 0 || aud.some((a) => typeof a !== 'string'))) return 'POLICY_AUD';
@@ -53,10 +53,14 @@ function policy(header, payload) {
 }
 
 const out = [];
-for (const token of input.tokens) {
+for (const [i, token] of input.tokens.entries()) {
+  const now = input.times[i];
   try {
-    const { payload, protectedHeader } = await jwtVerify(token, keys, options);
-    const code = policy(protectedHeader, payload);
+    const { payload, protectedHeader } = await jwtVerify(token, keys, {
+      ...options,
+      currentDate: new Date(now * 1000),
+    });
+    const code = policy(protectedHeader, payload, now);
     out.push(code === null ? { ok: true } : { ok: false, code });
   } catch (e) {
     out.push({ ok: false, code: e.code ?? e.name ?? 'ERR_UNKNOWN' });
