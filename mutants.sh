@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+# A fixed differential seed: the same mutant meets the same variants every run.
 export M2M_DIFF_CASES="${M2M_DIFF_CASES:-1000}"
+export M2M_DIFF_SEED="${M2M_DIFF_SEED:-20261130}"
 if [ "${1:-}" = "--in-diff" ]; then
   base="${2:?usage: mutants.sh --in-diff BASE}"
   shift 2

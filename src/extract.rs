@@ -1,7 +1,7 @@
 //! axum extractors (feature `axum`).
 //!
 //! They read what [`M2mAuthLayer`](crate::M2mAuthLayer) inserted. Without
-//! the layer they answer 500 with a message saying how to fix the wiring.
+//! the layer they answer a bare 500 and log, at error level, how to fix the wiring.
 //! Rejections go through the layer's [`OnRejection`](crate::OnRejection).
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};

@@ -310,15 +310,23 @@ pub struct Guarded<S, C> {
 }
 
 /// Render `error` with the auth layer's handler when there is one for this
-/// body type, else the default response.
-pub(crate) fn render<B: From<String> + 'static>(
+/// body type. Without one (no auth layer in front, or one for another body
+/// type) the answer is the status and headers with an empty body: any
+/// body type that has an empty value works (axum's, hyper's, tonic's), and
+/// a wiring mistake is explained in the log, not to the client.
+pub(crate) fn render<B: Default + 'static>(
     extensions: &http::Extensions,
     error: AuthError,
 ) -> Response<B> {
     trace_rejection(&error);
     match extensions.get::<Renderer<B>>() {
         Some(r) => r.0.render(error),
-        None => error.into_response(),
+        None => {
+            if let AuthErrorKind::Misconfigured(how) = error.kind() {
+                tracing::error!(target: "m2m_guard", "{how}");
+            }
+            error.bare_response(B::default())
+        }
     }
 }
 
@@ -345,7 +353,7 @@ impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for Guarded<S, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     C: Check,
-    ResBody: From<String> + 'static,
+    ResBody: Default + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;

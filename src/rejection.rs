@@ -165,10 +165,17 @@ impl AuthError {
             "error_description": self.description(),
         })
         .to_string();
-        let mut resp = Response::new(B::from(body));
+        let mut resp = self.bare_response(B::from(body));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+
+    /// Status and headers of [`AuthError::into_response`] around `body`.
+    pub(crate) fn bare_response<B>(&self, body: B) -> Response<B> {
+        let mut resp = Response::new(body);
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(v) = self.www_authenticate() {
             h.insert(WWW_AUTHENTICATE, v);

@@ -511,15 +511,22 @@ async fn extractors_without_the_layer_explain_the_wiring() {
             "/g",
             get(|| async { "unreachable" }).route_layer(RequireScope::all(["x"])),
         );
+    // The wiring mistake is explained in the log (at error level), never to
+    // the client: a bare 500.
+    let logs = support::capture_logs();
     for path in ["/p", "/o", "/g"] {
         let (status, www, body, _) = send(&app, get_req(path, None)).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
         assert_eq!(www, None);
-        assert!(
-            body.contains("M2mAuthLayer::new(verifier)"),
-            "{path}: {body}"
-        );
+        assert_eq!(body, "", "{path}: internal text sent to the client");
     }
+    let out = logs.text();
+    assert_eq!(
+        out.matches("ERROR").count(),
+        3,
+        "one error line per request:\n{out}"
+    );
+    assert!(out.contains("M2mAuthLayer::new(verifier)"), "{out}");
 }
 
 #[tokio::test]

@@ -2,10 +2,12 @@
 //! HTTP/2 on loopback, with rejections as gRPC statuses.
 
 use m2m_guard::test_util::TestIssuer;
-use m2m_guard::{GrpcRejection, M2mAuthLayer, Verifier};
+use m2m_guard::{GrpcRejection, M2mAuthLayer, Principal, RequireScope, Verifier};
 use tonic::transport::{Channel, Server};
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckResponse, health_server};
 
 /// Serve grpc.health.v1 behind the auth layer on loopback; a channel to it.
 async fn serve(
@@ -111,6 +113,101 @@ async fn grpc_requests_need_a_valid_token() {
         .parse()
         .unwrap();
     assert!(retry >= 1);
+}
+
+/// A gRPC handler that reads the verified principal: `check(service)` is
+/// SERVING when `service` names the caller's client id, NOT_SERVING otherwise.
+struct Whoami;
+
+#[tonic::async_trait]
+impl health_server::Health for Whoami {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .ok_or_else(|| tonic::Status::internal("no principal"))?;
+        let status = if principal.client_id() == Some(request.get_ref().service.as_str()) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        Ok(tonic::Response::new(HealthCheckResponse {
+            status: status as i32,
+        }))
+    }
+
+    type WatchStream = futures_util::stream::Empty<Result<HealthCheckResponse, tonic::Status>>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("watch"))
+    }
+}
+
+#[tokio::test]
+async fn a_guard_and_a_handler_reading_the_principal_behind_the_layer() {
+    let issuer = TestIssuer::start().await;
+    let verifier = Verifier::builder()
+        .issuer(issuer.config())
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        Server::builder()
+            .layer(M2mAuthLayer::new(verifier).on_rejection(GrpcRejection))
+            .layer(RequireScope::all(["health:read"]))
+            .add_service(health_server::HealthServer::new(Whoami))
+            .serve_with_incoming(tokio_stream_from(listener))
+            .await
+            .unwrap();
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let check = |token: String, service: &str| {
+        let mut client = HealthClient::new(channel.clone());
+        let mut req = tonic::Request::new(HealthCheckRequest {
+            service: service.to_owned(),
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        async move { client.check(req).await }
+    };
+    let reader = || {
+        issuer
+            .token()
+            .client_id("svc-a")
+            .scopes(["health:read"])
+            .sign()
+    };
+    // The handler sees who called.
+    let me = check(reader(), "svc-a").await.unwrap().into_inner();
+    assert_eq!(me.status, ServingStatus::Serving as i32);
+    let other = check(reader(), "svc-b").await.unwrap().into_inner();
+    assert_eq!(other.status, ServingStatus::NotServing as i32);
+    // The guard: a token without the scope is PERMISSION_DENIED, with the
+    // scope it needs in the challenge.
+    let denied = check(issuer.token().client_id("svc-a").sign(), "svc-a")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert_eq!(denied.message(), "the token lacks a required scope");
+    let www = denied
+        .metadata()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(www.contains(r#"scope="health:read""#), "{www}");
 }
 
 fn tokio_stream_from(

@@ -140,3 +140,47 @@ pub async fn dropping_server() -> SocketAddr {
     });
     addr
 }
+
+/// Log lines written on this thread while the returned value lives (a
+/// thread-local subscriber: tests running in parallel do not mix in).
+pub fn capture_logs() -> CapturedLogs {
+    let buf = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(buf.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    CapturedLogs { buf, _guard: guard }
+}
+
+pub struct CapturedLogs {
+    buf: LogBuffer,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
