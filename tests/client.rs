@@ -19,7 +19,11 @@ const SECRET: &str = "s3cr3t:with&odd=chars";
 
 #[derive(Clone)]
 enum Answer {
-    Token { expires_in: u64 },
+    Token {
+        expires_in: u64,
+    },
+    /// The last token issued, again (some issuers hand out the same token until it expires).
+    SameToken,
     Status(u16, Option<&'static str>, &'static str),
     Raw(u16, String),
 }
@@ -99,6 +103,13 @@ async fn token(
             expires_in: *ep.default_expires_in.lock().unwrap(),
         });
     match answer {
+        Answer::SameToken => {
+            let n = *ep.issued.lock().unwrap();
+            axum::Json(serde_json::json!({
+                "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600
+            }))
+            .into_response()
+        }
         Answer::Token { expires_in } => {
             let n = {
                 let mut i = ep.issued.lock().unwrap();
@@ -379,18 +390,73 @@ async fn discovery_finds_the_token_endpoint() {
         .await
         .unwrap();
     assert_eq!(p.token().await.unwrap().secret(), "tok-1");
-    let e = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
-        .issuer(format!("{}/elsewhere", m.base))
+    // Another issuer's document: a configuration error naming the issuer,
+    // on the first token request (nothing is fetched at build).
+    let elsewhere = format!("{}/elsewhere", m.base);
+    let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+        .issuer(&elsewhere)
+        .max_retries(0)
         .build()
         .await
-        .unwrap_err();
+        .unwrap();
+    let e = p.token().await.unwrap_err();
     assert!(matches!(e, ClientError::Config(_)), "{e:?}");
+    assert!(e.to_string().contains(&elsewhere), "{e}");
     let e = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
         .token_url("http://token.example.com/token")
         .build()
         .await
         .unwrap_err();
     assert!(e.to_string().contains("https is required"), "{e}");
+}
+
+#[tokio::test]
+async fn a_client_starts_while_its_issuer_is_down_and_works_once_it_is_back() {
+    // An issuer whose discovery answers 503 until told otherwise.
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let m = Mock::start().await;
+    let token_endpoint = format!("{}/token", m.base);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route(
+        "/.well-known/openid-configuration",
+        get({
+            let (up, issuer) = (up.clone(), issuer.clone());
+            move || async move {
+                if up.load(std::sync::atomic::Ordering::SeqCst) {
+                    axum::Json(
+                        serde_json::json!({"issuer": issuer, "token_endpoint": token_endpoint}),
+                    )
+                    .into_response()
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+        .issuer(&issuer)
+        .max_retries(0)
+        .backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .build()
+        .await
+        .expect("builds while the issuer is down");
+    let e = p.token().await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert_eq!(p.requests_sent(), 0, "no token request without an endpoint");
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match p.token().await {
+            Ok(t) => {
+                assert_eq!(t.secret(), "tok-1");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "still failing: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[test]
@@ -461,6 +527,37 @@ async fn a_401_refreshes_at_most_once_per_token_and_never_in_a_storm() {
         p.requests_sent(),
         2,
         "401s never cause a token request each"
+    );
+}
+
+#[tokio::test]
+async fn a_401_is_not_retried_with_the_very_same_token_string() {
+    let m = Mock::start().await;
+    let p = m.builder().build().await.unwrap();
+    let mut client = api_client(&m, p.clone()).await;
+    let url: reqwest::Url = format!("{}/api", m.base).parse().unwrap();
+    let req = || reqwest::Request::new(reqwest::Method::GET, url.clone());
+    assert_eq!(
+        client
+            .ready()
+            .await
+            .unwrap()
+            .call(req())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The API now refuses tok-1, and the issuer hands out tok-1 again.
+    m.ep.revoked.lock().unwrap().insert("tok-1".into());
+    m.script([Answer::SameToken]);
+    let resp = client.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(p.requests_sent(), 2, "one refresh");
+    assert_eq!(
+        *m.ep.api_calls.lock().unwrap(),
+        2,
+        "no second call with the same token it was refused"
     );
 }
 

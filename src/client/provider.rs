@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, instant_after};
+use crate::error::FetchError;
 use crate::fetch::{FetchLimits, Fetcher, http_client, parse_url};
 use crate::flight::{Flight, Lost, SingleFlight};
 use crate::token::parse_object;
@@ -262,10 +263,37 @@ struct State {
     last_refresh_after_401: Option<Instant>,
 }
 
+/// Where tokens are requested.
+enum TokenEndpoint {
+    /// Configured.
+    Url(Url),
+    /// The issuer's `token_endpoint`, discovered on the first request (and
+    /// again after a failed one), so a client starts while its issuer is
+    /// down and works as soon as the issuer is back.
+    Discover {
+        issuer: String,
+        found: Mutex<Option<Url>>,
+    },
+}
+
+impl TokenEndpoint {
+    fn describe(&self) -> String {
+        match self {
+            TokenEndpoint::Url(u) => u.to_string(),
+            TokenEndpoint::Discover { issuer, found } => {
+                match &*found.lock().unwrap_or_else(|e| e.into_inner()) {
+                    Some(u) => u.to_string(),
+                    None => format!("discovery of {issuer}"),
+                }
+            }
+        }
+    }
+}
+
 struct Inner {
     client_id: String,
     secret: ClientSecret,
-    token_url: Url,
+    token_url: TokenEndpoint,
     audience: Option<AudienceParam>,
     scopes: Vec<String>,
     auth: ClientAuth,
@@ -292,7 +320,7 @@ impl fmt::Debug for TokenProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenProvider")
             .field("client_id", &self.inner.client_id)
-            .field("token_url", &self.inner.token_url.as_str())
+            .field("token_url", &self.inner.token_url.describe())
             .field("audience", &self.inner.audience)
             .finish_non_exhaustive()
     }
@@ -382,7 +410,7 @@ impl TokenProvider {
         if st
             .cached
             .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.token.value, &token.value))
+            .is_some_and(|c| c.token.value == token.value)
         {
             st.cached = None;
         }
@@ -400,13 +428,11 @@ impl TokenProvider {
         {
             let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
             match st.cached.as_ref() {
-                Some(c)
-                    if !Arc::ptr_eq(&c.token.value, &rejected.value) && now < c.usable_until =>
-                {
+                Some(c) if c.token.value != rejected.value && now < c.usable_until => {
                     return Some(c.token.clone());
                 }
                 Some(c)
-                    if Arc::ptr_eq(&c.token.value, &rejected.value)
+                    if c.token.value == rejected.value
                         && st.last_refresh_after_401.is_some_and(|t| {
                             now.saturating_duration_since(t) < MIN_REFRESH_AFTER_401
                         }) =>
@@ -421,7 +447,9 @@ impl TokenProvider {
             st.last_refresh_after_401 = Some(now);
         }
         let fresh = self.fetch().await.ok()?;
-        (!Arc::ptr_eq(&fresh.value, &rejected.value)).then_some(fresh)
+        // The same token again (an issuer may hand out the same string until
+        // it expires) is no token to retry with.
+        (fresh.value != rejected.value).then_some(fresh)
     }
 
     /// How many token requests were sent (retries included).
@@ -544,7 +572,44 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
+/// The token endpoint, discovering it first when needed. A discovery that
+/// fails (issuer down) is transient like a failed token request: it is
+/// retried and backs off the same way.
+async fn token_url(inner: &Inner) -> Result<Url, ClientError> {
+    let (issuer, found) = match &inner.token_url {
+        TokenEndpoint::Url(u) => return Ok(u.clone()),
+        TokenEndpoint::Discover { issuer, found } => (issuer, found),
+    };
+    if let Some(u) = &*found.lock().unwrap_or_else(|e| e.into_inner()) {
+        return Ok(u.clone());
+    }
+    let fetcher = Fetcher::with_client(inner.http.clone(), FetchLimits::default());
+    let meta = fetcher
+        .discover_metadata(issuer)
+        .await
+        .map_err(|e| match e {
+            // The issuer is down or unreachable: transient, retried with backoff.
+            FetchError::Timeout(_) | FetchError::Network(_) => {
+                ClientError::Network(format!("discovery for {issuer} failed: {e}"))
+            }
+            FetchError::Status(s) if s == 429 || s >= 500 => {
+                ClientError::Network(format!("discovery for {issuer} failed: {e}"))
+            }
+            other => ClientError::Config(format!("discovery for {issuer} failed: {other}")),
+        })?;
+    let Some(url) = meta.get("token_endpoint").and_then(Value::as_str) else {
+        return Err(ClientError::Config(format!(
+            "the discovery document of {issuer} has no token_endpoint"
+        )));
+    };
+    let url = parse_url("token_endpoint", url)
+        .map_err(|e| ClientError::Config(format!("the discovery document of {issuer}: {e}")))?;
+    *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
+    Ok(url)
+}
+
 async fn request_token(inner: &Inner) -> Result<AccessToken, ClientError> {
+    let token_url = token_url(inner).await?;
     inner.requests.fetch_add(1, Ordering::Relaxed);
     let scope = inner.scopes.join(" ");
     let mut pairs: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
@@ -558,7 +623,7 @@ async fn request_token(inner: &Inner) -> Result<AccessToken, ClientError> {
     }
     let mut req = inner
         .http
-        .post(inner.token_url.clone())
+        .post(token_url)
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
     match inner.auth {
@@ -685,7 +750,10 @@ impl TokenProviderBuilder {
         self
     }
 
-    /// Find the token endpoint by discovery (OIDC, then RFC 8414) from this issuer.
+    /// Find the token endpoint by discovery (OIDC, then RFC 8414) from this
+    /// issuer, on the first token request: the provider builds while the
+    /// issuer is down, and [`TokenProvider::token`] fails (and backs off)
+    /// until it is back.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self
@@ -807,24 +875,18 @@ impl TokenProviderBuilder {
         let connect_timeout = self.timeout.min(Duration::from_secs(5));
         let http = http_client(self.client, connect_timeout, self.timeout)
             .map_err(|e| ClientError::Config(format!("could not create the HTTP client: {e}")))?;
+        // Nothing is fetched here: with an issuer, its token endpoint is
+        // discovered on the first token request.
         let token_url = match (self.token_url, self.issuer) {
-            (Some(u), _) => {
-                parse_url("token_url", &u).map_err(|e| ClientError::Config(e.to_string()))?
-            }
+            (Some(u), _) => TokenEndpoint::Url(
+                parse_url("token_url", &u).map_err(|e| ClientError::Config(e.to_string()))?,
+            ),
             (None, Some(iss)) => {
                 parse_url("issuer", &iss).map_err(|e| ClientError::Config(e.to_string()))?;
-                let fetcher = Fetcher::with_client(http.clone(), FetchLimits::default());
-                let meta = fetcher
-                    .discover_metadata(&iss)
-                    .await
-                    .map_err(|e| ClientError::Config(format!("discovery for {iss} failed: {e}")))?;
-                let url = meta
-                    .get("token_endpoint")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        ClientError::Config("discovery document has no token_endpoint".into())
-                    })?;
-                parse_url("token_endpoint", url).map_err(|e| ClientError::Config(e.to_string()))?
+                TokenEndpoint::Discover {
+                    issuer: iss,
+                    found: Mutex::new(None),
+                }
             }
             (None, None) => {
                 return Err(ClientError::Config(
