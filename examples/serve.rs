@@ -9,7 +9,7 @@
 
 mod common;
 
-use m2m_guard::{Issuer, ProtectedResource, Provider, Verifier};
+use m2m_guard::{Issuer, Preset, ProtectedResource, Verifier};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ struct Args {
     issuer: String,
     audience: Option<String>,
     jwks_url: Option<String>,
-    preset: Provider,
+    preset: Preset,
     listen: String,
     leeway: Option<u64>,
     max_stale: Option<u64>,
@@ -61,8 +61,8 @@ fn parse_args() -> Result<Args, String> {
         .transpose()
     };
     let preset = match preset {
-        Some(p) => Provider::from_name(&p).ok_or_else(|| format!("unknown preset {p}"))?,
-        None => Provider::Generic,
+        Some(p) => Preset::from_name(&p).ok_or_else(|| format!("unknown preset {p}"))?,
+        None => Preset::Generic,
     };
     Ok(Args {
         issuer: issuer.ok_or("--issuer is required")?,
@@ -94,7 +94,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut issuer = Issuer::new(&args.issuer).provider(args.preset);
+    let mut issuer = Issuer::new(&args.issuer).preset(args.preset);
     if let Some(aud) = &args.audience {
         issuer = issuer.audience(aud);
     }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::cache::TokenCache;
+use crate::claims::{ClaimRules, TokenType};
 use crate::error::BuildError;
 use crate::fetch::{FetchLimits, Fetcher, parse_url};
 use crate::keystore::{KeySource, KeyStore, RefreshPolicy};
-use crate::provider::Provider;
+use crate::preset::Preset;
 use crate::token::Algorithm;
-use crate::verifier::{IssuerVerifier, TokenType, Verifier, VerifierInner, token_cache};
+use crate::verifier::{IssuerVerifier, Verifier, VerifierInner};
 
 /// The largest leeway accepted for clock skew.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -54,30 +56,30 @@ fn count_in_range(setting: &'static str, value: u64, min: u64, max: u64) -> Resu
 /// One trusted issuer and the rules its tokens must meet.
 ///
 /// ```
-/// use m2m_guard::{Issuer, Provider};
+/// use m2m_guard::{Issuer, Preset};
 /// use std::time::Duration;
 ///
 /// let kinde = Issuer::new("https://acme.kinde.com")
 ///     .audience("https://api.acme.com")
-///     .provider(Provider::Kinde)
+///     .preset(Preset::Kinde)
 ///     .leeway(Duration::from_secs(30));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Issuer {
-    issuer: String,
-    jwks_url: Option<String>,
-    audiences: Vec<String>,
-    provider: Provider,
-    leeway: Duration,
-    policy: RefreshPolicy,
-    algorithms: Option<Vec<Algorithm>>,
-    max_lifetime: Option<Duration>,
-    max_age: Option<Duration>,
-    token_type: TokenType,
-    tenant_claim: Option<Option<String>>,
-    scope_claims: Option<Vec<String>>,
-    client_id_claims: Option<Vec<String>>,
-    allowed_client_ids: Option<Vec<String>>,
+    pub(crate) issuer: String,
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) preset: Preset,
+    pub(crate) leeway: Duration,
+    pub(crate) policy: RefreshPolicy,
+    pub(crate) algorithms: Option<Vec<Algorithm>>,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) token_type: TokenType,
+    pub(crate) tenant_claim: Option<Option<String>>,
+    pub(crate) scope_claims: Option<Vec<String>>,
+    pub(crate) client_id_claims: Option<Vec<String>>,
+    pub(crate) allowed_client_ids: Option<Vec<String>>,
 }
 
 impl Issuer {
@@ -88,7 +90,7 @@ impl Issuer {
             issuer: issuer.into(),
             jwks_url: None,
             audiences: Vec::new(),
-            provider: Provider::Generic,
+            preset: Preset::Generic,
             leeway: Duration::from_secs(60),
             policy: RefreshPolicy::default(),
             algorithms: None,
@@ -109,15 +111,15 @@ impl Issuer {
     }
 
     /// Accept tokens whose `aud` contains `audience`. Call again to accept
-    /// several. At least one is required (except for [`Provider::Cognito`]).
+    /// several. At least one is required (except for [`Preset::Cognito`]).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
         self
     }
 
-    /// Claim names and rules of a known provider. Defaults to [`Provider::Generic`].
-    pub fn provider(mut self, provider: Provider) -> Self {
-        self.provider = provider;
+    /// Claim names and rules of a known identity provider. Defaults to [`Preset::Generic`].
+    pub fn preset(mut self, preset: Preset) -> Self {
+        self.preset = preset;
         self
     }
 
@@ -241,7 +243,7 @@ impl Issuer {
     }
 
     /// Accept only tokens issued to these clients. Required for
-    /// [`Provider::Cognito`], whose access tokens carry no `aud`.
+    /// [`Preset::Cognito`], whose access tokens carry no `aud`.
     pub fn allowed_client_ids<I, S>(mut self, ids: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -260,13 +262,13 @@ impl Issuer {
         let cfg = |m: String| Err(BuildError::Config(m));
         parse_url("issuer", &self.issuer)?;
         in_range("Issuer::leeway", self.leeway, Duration::ZERO, MAX_LEEWAY)?;
-        if self.provider.uses_audience() && self.audiences.is_empty() {
+        if self.preset.rules().uses_audience && self.audiences.is_empty() {
             return cfg(format!(
                 "issuer {}: at least one audience is required",
                 self.issuer
             ));
         }
-        if !self.provider.uses_audience() {
+        if !self.preset.rules().uses_audience {
             if !self.audiences.is_empty() {
                 return cfg(format!(
                     "issuer {}: Cognito access tokens carry no aud; use allowed_client_ids",
@@ -327,10 +329,10 @@ impl Issuer {
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), m2m_guard::BuildError> {
-/// use m2m_guard::{Issuer, Provider, Verifier};
+/// use m2m_guard::{Issuer, Preset, Verifier};
 ///
 /// let verifier = Verifier::builder()
-///     .issuer(Issuer::new("https://acme.kinde.com").audience("https://api.acme.com").provider(Provider::Kinde))
+///     .issuer(Issuer::new("https://acme.kinde.com").audience("https://api.acme.com").preset(Preset::Kinde))
 ///     .build()
 ///     .await?;
 /// # Ok(()) }
@@ -442,7 +444,7 @@ impl VerifierBuilder {
     /// A [`BuildError`] when the configuration is invalid or out of range,
     /// or an URL is not allowed.
     pub async fn build(self) -> Result<Verifier, BuildError> {
-        crate::backend::ensure_provider();
+        crate::crypto::ensure_backend();
         if self.issuers.is_empty() {
             return Err(BuildError::Config("no issuer configured".into()));
         }
@@ -491,35 +493,12 @@ impl VerifierBuilder {
                 None => KeySource::Discovery(i.issuer.clone()),
             };
             let store = Arc::new(KeyStore::new(source, fetcher.clone(), i.policy.clone()));
-            let provider = i.provider;
             let verifier = IssuerVerifier {
-                issuer: i.issuer.as_str().into(),
-                audiences: i.audiences,
-                uses_audience: provider.uses_audience(),
-                token_use: (provider == Provider::Cognito).then_some("access"),
-                leeway: i.leeway.as_secs(),
-                max_lifetime: i.max_lifetime.map(|d| d.as_secs()),
-                max_age: i.max_age.map(|d| d.as_secs()),
-                token_type: i.token_type,
-                algorithms: i.algorithms.unwrap_or_else(|| Algorithm::ALL.to_vec()),
-                tenant_claim: i
-                    .tenant_claim
-                    .unwrap_or_else(|| provider.tenant_claim().map(str::to_owned)),
-                scope_claims: i.scope_claims.unwrap_or_else(|| {
-                    provider
-                        .scope_claims()
-                        .iter()
-                        .map(|s| (*s).to_owned())
-                        .collect()
-                }),
-                client_id_claims: i.client_id_claims.unwrap_or_else(|| {
-                    provider
-                        .client_id_claims()
-                        .iter()
-                        .map(|s| (*s).to_owned())
-                        .collect()
-                }),
-                allowed_client_ids: i.allowed_client_ids.map(|v| v.into_iter().collect()),
+                algorithms: i
+                    .algorithms
+                    .clone()
+                    .unwrap_or_else(|| Algorithm::ALL.to_vec()),
+                rules: ClaimRules::new(&i),
                 store,
             };
             issuers.insert(i.issuer, verifier);
@@ -529,7 +508,7 @@ impl VerifierBuilder {
             max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
             cache: self
                 .token_cache
-                .map(|(entries, bytes)| token_cache(entries, bytes)),
+                .map(|(entries, bytes)| TokenCache::new(entries, bytes)),
         }))
     }
 }

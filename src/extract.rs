@@ -10,10 +10,10 @@ use http::request::Parts;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::error::{Reason, Rejection};
-use crate::guard::{authenticated, render};
+use crate::context::{authenticated, render};
 use crate::principal::{Principal, Scopes};
-use crate::rejection::{AuthError, AuthErrorKind, Challenge};
+use crate::rejection::{Reason, Rejection};
+use crate::response::{AuthError, AuthErrorKind, Challenge};
 
 fn principal(parts: &Parts) -> Result<(Principal, Arc<Challenge>), AuthError> {
     authenticated(&parts.extensions)

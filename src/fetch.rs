@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::{BuildError, FetchError};
-use crate::token::{Object, parse_object};
+use crate::json::{Object, parse_object};
 
 /// Limits applied to every fetch.
 #[derive(Debug, Clone)]
@@ -145,23 +145,11 @@ impl Fetcher {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
         let limit = self.limits.max_bytes;
-        let declared = resp
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(FetchError::TooLarge { limit });
-        }
         let max_age = max_age(resp.headers());
-        let mut body =
-            BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize).min(limit));
-        while let Some(chunk) = resp.chunk().await.map_err(network)? {
-            if body.len() + chunk.len() > limit {
-                return Err(FetchError::TooLarge { limit });
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_bounded(&mut resp, limit)
+            .await
+            .map_err(network)?
+            .ok_or(FetchError::TooLarge { limit })?;
         Ok(Fetched { body, max_age })
     }
 
@@ -223,6 +211,31 @@ impl Fetcher {
         }
         Ok(doc)
     }
+}
+
+/// The body of `resp`, at most `limit` bytes (`None` past it: declared by
+/// `Content-Length` or found while reading). Every response m2m-guard reads
+/// (metadata, key sets, token responses) goes through here.
+pub(crate) async fn read_bounded(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<BytesMut>, reqwest::Error> {
+    let declared = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize).min(limit));
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 fn network(e: reqwest::Error) -> FetchError {

@@ -10,7 +10,7 @@ pub fn parse_token(data: &[u8]) {
 
 /// Parse `data` as a JWKS document.
 pub fn parse_jwks(data: &[u8]) {
-    crate::backend::ensure_provider();
+    crate::crypto::ensure_backend();
     let _ = crate::jwks::parse_jwks(data, 100);
 }
 
@@ -33,5 +33,5 @@ pub fn parse_authorization(data: &[u8]) {
     else {
         return;
     };
-    let _ = crate::layer::find_token(&req);
+    let _ = crate::bearer::find_token(&req);
 }

@@ -15,11 +15,9 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::layer::trace_rejection;
+use crate::context::{authenticated, render};
 use crate::principal::Principal;
-use crate::rejection::{AuthContext, AuthError, AuthErrorKind, Challenge, Renderer};
-
-pub(crate) const NO_AUTH_LAYER: &str = "m2m-guard: no M2mAuthLayer runs before this guard or extractor; add .layer(M2mAuthLayer::new(verifier)) around the routes";
+use crate::response::{AuthError, AuthErrorKind};
 
 mod sealed {
     pub trait Sealed {}
@@ -307,46 +305,6 @@ impl<S> Layer<S> for RequireTenant {
 pub struct Guarded<S, C> {
     inner: S,
     check: C,
-}
-
-/// Render `error` with the auth layer's handler when there is one for this
-/// body type. Without one (no auth layer in front, or one for another body
-/// type) the answer is the status and headers with an empty body: any
-/// body type that has an empty value works (axum's, hyper's, tonic's), and
-/// a wiring mistake is explained in the log, not to the client.
-pub(crate) fn render<B: Default + 'static>(
-    extensions: &http::Extensions,
-    error: AuthError,
-) -> Response<B> {
-    trace_rejection(&error);
-    match extensions.get::<Renderer<B>>() {
-        Some(r) => r.0.render(error),
-        None => {
-            if let AuthErrorKind::Misconfigured(how) = error.kind() {
-                tracing::error!(target: "m2m_guard", "{how}");
-            }
-            error.bare_response(B::default())
-        }
-    }
-}
-
-/// Principal and challenge from the auth layer, or the error to answer with.
-pub(crate) fn authenticated(
-    extensions: &http::Extensions,
-) -> Result<(Principal, Arc<Challenge>), AuthError> {
-    let Some(ctx) = extensions.get::<AuthContext>() else {
-        return Err(AuthError::new(
-            AuthErrorKind::Misconfigured(NO_AUTH_LAYER),
-            Arc::new(Challenge::default()),
-        ));
-    };
-    match extensions.get::<Principal>() {
-        Some(p) => Ok((p.clone(), ctx.challenge.clone())),
-        None => Err(AuthError::new(
-            AuthErrorKind::MissingToken,
-            ctx.challenge.clone(),
-        )),
-    }
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for Guarded<S, C>

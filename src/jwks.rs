@@ -10,9 +10,10 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::crypto::{Material, Prepared, prepare_all};
 use crate::error::FetchError;
-use crate::prepared::{Material, Prepared, prepare_all};
-use crate::token::{Algorithm, parse_object};
+use crate::json::parse_object;
+use crate::token::Algorithm;
 
 /// Smallest RSA modulus accepted (RFC 8725 §3.5 / NIST SP 800-131A).
 const MIN_RSA_BITS: usize = 2048;

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, instant_after};
-use crate::error::FetchError;
+use crate::error::{FetchError, error_chain};
 use crate::fetch::Fetcher;
 use crate::flight::{Flight, Lost, SingleFlight};
 use crate::jwks::{KeySet, parse_jwks};
@@ -341,7 +341,7 @@ impl KeyStore {
                 tracing::warn!(
                     target: "m2m_guard::keys",
                     source = %self.source,
-                    error = %e,
+                    error = %error_chain(&e),
                     failures = st.failures,
                     retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                     has_keys = st.keys.is_some(),

@@ -12,11 +12,11 @@
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use m2m_guard::{Issuer, M2mAuthLayer, Principal, Provider, RequireScope, Verifier};
+//! use m2m_guard::{Issuer, M2mAuthLayer, Principal, Preset, RequireScope, Verifier};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let verifier = Verifier::builder()
-//!     .issuer(Issuer::new("https://acme.kinde.com").audience("https://api.acme.com").provider(Provider::Kinde))
+//!     .issuer(Issuer::new("https://acme.kinde.com").audience("https://api.acme.com").preset(Preset::Kinde))
 //!     .build()
 //!     .await?;
 //! let app: Router = Router::new()
@@ -35,14 +35,50 @@
 //! - `client`: [`client::TokenProvider`] and [`client::BearerTokenLayer`], the
 //!   client-credentials side for outgoing calls.
 //! - `test-util`: [`test_util::TestIssuer`], an issuer on loopback for tests and demos.
+//!
+//! # Module map
+//! One concern per file (`src/`):
+//!
+//! | file | holds |
+//! |---|---|
+//! | `verifier.rs` | [`Verifier`]: parse, pick the issuer, claim rules, key, signature; the cache in front |
+//! | `config.rs` | [`Issuer`] and [`VerifierBuilder`]: settings and their bounds |
+//! | `preset.rs` | [`Preset`]: one row of claim names and rules per identity provider |
+//! | `claims.rs` | the claim rules (time, audience, types, required claims, allow-list) and the principal they read |
+//! | `cache.rs` | the verified-token cache and its admission filter |
+//! | `token.rs` | splitting and decoding a compact JWS; [`Algorithm`] |
+//! | `json.rs` | the strict JSON parser every remote document goes through |
+//! | `jwks.rs` | key sets: parsing, key binding, lookup |
+//! | `crypto.rs` | the crypto backends and keys prepared at load |
+//! | `keystore.rs` | one issuer's key set: cached, refreshed, refetched, kept when stale |
+//! | `fetch.rs` | bounded HTTP for metadata, key sets and token responses; discovery; URL policy |
+//! | `flight.rs` | single-flight tasks (key store and client) |
+//! | `backoff.rs` | backoff with jitter and saturating time arithmetic |
+//! | `text.rs` | remote text made safe for logs and errors |
+//! | `error.rs` | [`BuildError`], [`FetchError`] |
+//! | `rejection.rs` | [`Rejection`] and [`Reason`], one row per reason |
+//! | `response.rs` | [`AuthError`]: rejections as RFC 6750 responses; [`OnRejection`], [`GrpcRejection`] |
+//! | `bearer.rs` | finding the bearer token in a request |
+//! | `layer.rs` | [`M2mAuthLayer`], the tower layer |
+//! | `guard.rs` | [`RequireScope`], [`RequireTenant`] |
+//! | `context.rs` | the request-extension hand-off from the layer to guards and extractors |
+//! | `extract.rs` | axum extractors |
+//! | `principal.rs` | [`Principal`], [`Scopes`] |
+//! | `metadata.rs` | [`ProtectedResource`]: RFC 9728 metadata |
+//! | `client/` | the `client` feature: token provider, outgoing layer |
+//! | `test_util/` | the `test-util` feature: [`test_util::TestIssuer`] |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod backend;
 mod backoff;
+mod bearer;
+mod cache;
+mod claims;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 mod config;
+mod context;
+mod crypto;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
@@ -52,28 +88,30 @@ mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+mod json;
 mod jwks;
 mod keystore;
 mod layer;
 mod metadata;
-mod prepared;
+mod preset;
 mod principal;
-mod provider;
 mod rejection;
+mod response;
 mod text;
 mod token;
 mod verifier;
 
 pub use config::{Issuer, MAX_LEEWAY, VerifierBuilder};
-pub use error::{BuildError, FetchError, Reason, Rejection};
+pub use error::{BuildError, FetchError};
 #[cfg(feature = "axum")]
 pub use extract::{ClientId, ScopeSet, Scoped, Tenant};
 pub use guard::{Check, GuardFuture, Guarded, RequireScope, RequireTenant};
 pub use layer::{M2mAuth, M2mAuthLayer, ResponseFuture};
 pub use metadata::{MetadataService, ProtectedResource};
+pub use preset::Preset;
 pub use principal::{Principal, Scopes};
-pub use provider::Provider;
-pub use rejection::{AuthError, AuthErrorKind, DefaultRejection, GrpcRejection, OnRejection};
+pub use rejection::{Reason, Rejection};
+pub use response::{AuthError, AuthErrorKind, DefaultRejection, GrpcRejection, OnRejection};
 pub use token::Algorithm;
 pub use verifier::Verifier;
 

@@ -22,7 +22,7 @@ mod setup;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use m2m_guard::test_util::{DEFAULT_AUDIENCE, TestIssuer};
-use m2m_guard::{Algorithm, Provider, Reason, Verifier};
+use m2m_guard::{Algorithm, Preset, Reason, Verifier};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -653,7 +653,7 @@ async fn verdicts_agree_with_an_independent_verifier_or_a_documented_policy() {
         .unwrap_or(3000);
     eprintln!("differential: seed {seed} ({cases} cases); replay with M2M_DIFF_SEED={seed}");
 
-    let issuer = TestIssuer::start_with(Provider::Kinde).await;
+    let issuer = TestIssuer::start_with(Preset::Kinde).await;
     let verifier = Verifier::builder()
         .issuer(
             issuer

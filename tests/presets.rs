@@ -3,7 +3,7 @@
 //! first- and the second-listed scope and client-id claims.
 
 use m2m_guard::test_util::TestIssuer;
-use m2m_guard::{Provider, Verifier};
+use m2m_guard::{Preset, Verifier};
 use serde_json::{Value, json};
 
 struct Expect {
@@ -16,12 +16,12 @@ struct Expect {
 /// so each case states exactly the claims it means.
 const GENERIC: &[&str] = &["sub", "client_id", "scope"];
 
-async fn check(provider: Provider, claims: Value, expect: Expect) {
-    let issuer = TestIssuer::start_with(Provider::Generic).await;
-    let mut cfg = issuer.config().provider(provider);
-    if provider == Provider::Cognito {
+async fn check(provider: Preset, claims: Value, expect: Expect) {
+    let issuer = TestIssuer::start_with(Preset::Generic).await;
+    let mut cfg = issuer.config().preset(provider);
+    if provider == Preset::Cognito {
         cfg = m2m_guard::Issuer::new(issuer.issuer())
-            .provider(Provider::Cognito)
+            .preset(Preset::Cognito)
             .allowed_client_ids(["cg-client"]);
     }
     let v = Verifier::builder().issuer(cfg).build().await.unwrap();
@@ -32,7 +32,7 @@ async fn check(provider: Provider, claims: Value, expect: Expect) {
     {
         t = t.without_claim(*name);
     }
-    if provider == Provider::Cognito {
+    if provider == Preset::Cognito {
         t = t.without_claim("aud");
     }
     for (k, val) in claims.as_object().unwrap() {
@@ -51,7 +51,7 @@ async fn check(provider: Provider, claims: Value, expect: Expect) {
 
 #[tokio::test]
 async fn kinde_org_code_scope_scp_azp_client_id() {
-    let p = Provider::Kinde;
+    let p = Preset::Kinde;
     let first = json!({"azp": "k1", "org_code": "org_k", "scope": "a b", "sub": "k1"});
     check(
         p,
@@ -78,7 +78,7 @@ async fn kinde_org_code_scope_scp_azp_client_id() {
 
 #[tokio::test]
 async fn scalekit_oid_scopes_scope_client_id_sub() {
-    let p = Provider::Scalekit;
+    let p = Preset::Scalekit;
     let first = json!({"client_id": "m2m_1", "oid": "org_s", "scopes": ["a", "b"], "sub": "m2m_1"});
     check(
         p,
@@ -105,7 +105,7 @@ async fn scalekit_oid_scopes_scope_client_id_sub() {
 
 #[tokio::test]
 async fn auth0_org_id_scope_permissions_azp_client_id() {
-    let p = Provider::Auth0;
+    let p = Preset::Auth0;
     let first = json!({"azp": "a0", "org_id": "org_a", "scope": "a b", "sub": "a0@clients"});
     check(
         p,
@@ -132,7 +132,7 @@ async fn auth0_org_id_scope_permissions_azp_client_id() {
 
 #[tokio::test]
 async fn okta_scp_scope_cid_client_id() {
-    let p = Provider::Okta;
+    let p = Preset::Okta;
     let first = json!({"cid": "0oa1", "scp": ["a", "b"], "sub": "0oa1"});
     check(
         p,
@@ -159,7 +159,7 @@ async fn okta_scp_scope_cid_client_id() {
 
 #[tokio::test]
 async fn entra_tid_roles_scp_azp_appid() {
-    let p = Provider::Entra;
+    let p = Preset::Entra;
     let first = json!({"azp": "app-1", "tid": "tenant-1", "roles": ["a", "b"], "sub": "sp"});
     check(
         p,
@@ -186,7 +186,7 @@ async fn entra_tid_roles_scp_azp_appid() {
 
 #[tokio::test]
 async fn keycloak_scope_azp_client_id() {
-    let p = Provider::Keycloak;
+    let p = Preset::Keycloak;
     let first = json!({"azp": "svc", "scope": "a b", "sub": "uuid"});
     check(
         p,
@@ -213,7 +213,7 @@ async fn keycloak_scope_azp_client_id() {
 
 #[tokio::test]
 async fn cognito_scope_client_id_token_use() {
-    let p = Provider::Cognito;
+    let p = Preset::Cognito;
     let claims = json!({"client_id": "cg-client", "scope": "api/a api/b", "token_use": "access", "sub": "cg-client"});
     check(
         p,
@@ -229,7 +229,7 @@ async fn cognito_scope_client_id_token_use() {
 
 #[tokio::test]
 async fn generic_scope_scp_client_id_azp() {
-    let p = Provider::Generic;
+    let p = Preset::Generic;
     let first = json!({"client_id": "g1", "scope": "a b", "sub": "g1"});
     check(
         p,

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
 use m2m_guard::test_util::TestIssuer;
-use m2m_guard::{Algorithm, BuildError, Issuer, M2mAuthLayer, Provider, Reason, Verifier};
+use m2m_guard::{Algorithm, BuildError, Issuer, M2mAuthLayer, Preset, Reason, Verifier};
 use serde_json::json;
 use tower::ServiceExt as _;
 
@@ -97,7 +97,7 @@ async fn the_build_refuses_an_incomplete_or_contradictory_configuration() {
     let cognito_aud = Verifier::builder()
         .issuer(
             Issuer::new(issuer.issuer())
-                .provider(Provider::Cognito)
+                .preset(Preset::Cognito)
                 .audience("a")
                 .allowed_client_ids(["c"]),
         )
@@ -106,7 +106,7 @@ async fn the_build_refuses_an_incomplete_or_contradictory_configuration() {
         .unwrap_err();
     says(cognito_aud, "Cognito access tokens carry no aud");
     let cognito_open = Verifier::builder()
-        .issuer(Issuer::new(issuer.issuer()).provider(Provider::Cognito))
+        .issuer(Issuer::new(issuer.issuer()).preset(Preset::Cognito))
         .build()
         .await
         .unwrap_err();
@@ -141,6 +141,9 @@ async fn an_http_client_that_cannot_be_built_is_a_build_error() {
         e.to_string().contains("could not create the HTTP client"),
         "{e}"
     );
+    // The cause once: as the source, not also in the message.
+    let source = std::error::Error::source(&e).expect("the cause is the source");
+    assert!(!e.to_string().contains(&source.to_string()), "{e}");
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 mod support;
 
 use m2m_guard::test_util::{DEFAULT_AUDIENCE, Outage, TestIssuer};
-use m2m_guard::{Algorithm, BuildError, FetchError, Issuer, Provider, Reason, Verifier};
+use m2m_guard::{Algorithm, BuildError, FetchError, Issuer, Preset, Reason, Verifier};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{Reply, ScriptServer};
@@ -495,13 +495,13 @@ async fn unknown_issuer_is_rejected_without_a_fetch() {
 #[tokio::test]
 async fn several_issuers_each_with_its_own_audience_and_cache() {
     let a = TestIssuer::start().await;
-    let b = TestIssuer::start_with(Provider::Scalekit).await;
+    let b = TestIssuer::start_with(Preset::Scalekit).await;
     let v = Verifier::builder()
         .issuer(a.config())
         .issuer(
             Issuer::new(b.issuer())
                 .audience("https://b.api")
-                .provider(Provider::Scalekit),
+                .preset(Preset::Scalekit),
         )
         .build()
         .await
@@ -527,13 +527,13 @@ async fn several_issuers_each_with_its_own_audience_and_cache() {
 
 #[tokio::test]
 async fn provider_presets_read_their_claims() {
-    let cases: [(Provider, Option<&str>); 6] = [
-        (Provider::Auth0, Some("org_x")),
-        (Provider::Okta, None),
-        (Provider::Entra, Some("tenant-guid")),
-        (Provider::Keycloak, None),
-        (Provider::Scalekit, Some("org_s")),
-        (Provider::Generic, None),
+    let cases: [(Preset, Option<&str>); 6] = [
+        (Preset::Auth0, Some("org_x")),
+        (Preset::Okta, None),
+        (Preset::Entra, Some("tenant-guid")),
+        (Preset::Keycloak, None),
+        (Preset::Scalekit, Some("org_s")),
+        (Preset::Generic, None),
     ];
     for (provider, org) in cases {
         let issuer = TestIssuer::start_with(provider).await;
@@ -560,7 +560,7 @@ async fn provider_presets_read_their_claims() {
 
 #[tokio::test]
 async fn cognito_uses_a_client_allow_list_and_token_use() {
-    let issuer = TestIssuer::start_with(Provider::Cognito).await;
+    let issuer = TestIssuer::start_with(Preset::Cognito).await;
     let err = Verifier::builder()
         .issuer(issuer.config())
         .build()

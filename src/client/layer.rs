@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::provider::{AccessToken, ClientError, TokenProvider};
+use super::token_provider::{AccessToken, ClientError, TokenProvider};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -28,10 +28,10 @@
 //! ```
 
 mod layer;
-mod provider;
+mod token_provider;
 
 pub use layer::{BearerToken, BearerTokenLayer, OutgoingRequest, OutgoingResponse};
-pub use provider::{
+pub use token_provider::{
     AccessToken, AudienceParam, ClientAuth, ClientError, ClientSecret, OAuthErrorCode,
     TokenProvider, TokenProviderBuilder,
 };

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Algorithm, Issuer, Provider};
+use crate::{Algorithm, Issuer, Preset};
 
 /// The audience tokens get unless the builder says otherwise.
 pub const DEFAULT_AUDIENCE: &str = "https://api.example.test";
@@ -168,7 +168,7 @@ struct Shared {
     outage: Mutex<Outage>,
     cache_control: Mutex<Option<String>>,
     jwks_fetches: AtomicU64,
-    provider: Provider,
+    provider: Preset,
 }
 
 /// An OAuth issuer on loopback, for tests and demos.
@@ -179,7 +179,7 @@ pub struct TestIssuer {
 }
 
 fn load_key(pem: &str, alg: Algorithm, kid: String) -> Arc<TestKey> {
-    crate::backend::ensure_provider();
+    crate::crypto::ensure_backend();
     let encoding = match alg {
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes()),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
@@ -227,14 +227,14 @@ fn keys_for_generation(generation: usize, set: usize) -> Vec<Arc<TestKey>> {
 impl TestIssuer {
     /// Start an issuer shaped like Kinde (`org_code`, `scope` + `scp`, `azp`).
     pub async fn start() -> TestIssuer {
-        Self::start_with(Provider::Kinde).await
+        Self::start_with(Preset::Kinde).await
     }
 
     /// Start an issuer whose tokens have `provider`'s claim shape.
     ///
     /// # Panics
     /// If no loopback port can be bound.
-    pub async fn start_with(provider: Provider) -> TestIssuer {
+    pub async fn start_with(provider: Preset) -> TestIssuer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -295,8 +295,8 @@ impl TestIssuer {
     /// An [`Issuer`] configuration that trusts this issuer: discovery,
     /// [`DEFAULT_AUDIENCE`], and the provider preset it mints for.
     pub fn config(&self) -> Issuer {
-        let cfg = Issuer::new(self.issuer()).provider(self.shared.provider);
-        if self.shared.provider == Provider::Cognito {
+        let cfg = Issuer::new(self.issuer()).preset(self.shared.provider);
+        if self.shared.provider == Preset::Cognito {
             cfg
         } else {
             cfg.audience(DEFAULT_AUDIENCE)
@@ -487,7 +487,7 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
 #[must_use = "call .sign() to get the token"]
 pub struct TokenBuilder<'a> {
     issuer: &'a TestIssuer,
-    provider: Provider,
+    provider: Preset,
     client_id: String,
     org: Option<String>,
     scopes: Vec<String>,
@@ -606,7 +606,7 @@ impl TokenBuilder<'_> {
         let mut c = Map::new();
         c.insert("iss".into(), self.issuer.issuer().into());
         if let Some(aud) = &self.audience
-            && self.provider != Provider::Cognito
+            && self.provider != Preset::Cognito
         {
             c.insert("aud".into(), aud.clone());
         }
@@ -627,7 +627,7 @@ impl TokenBuilder<'_> {
         let scope_arr = Value::from(self.scopes.clone());
         let has_scopes = !self.scopes.is_empty();
         match self.provider {
-            Provider::Kinde => {
+            Preset::Kinde => {
                 c.insert("sub".into(), id.clone().into());
                 c.insert("azp".into(), id.into());
                 if has_scopes {
@@ -635,14 +635,14 @@ impl TokenBuilder<'_> {
                     c.insert("scp".into(), scope_arr);
                 }
             }
-            Provider::Scalekit => {
+            Preset::Scalekit => {
                 c.insert("sub".into(), id.clone().into());
                 c.insert("client_id".into(), id.into());
                 if has_scopes {
                     c.insert("scopes".into(), scope_arr);
                 }
             }
-            Provider::Auth0 => {
+            Preset::Auth0 => {
                 c.insert("sub".into(), format!("{id}@clients").into());
                 c.insert("azp".into(), id.into());
                 if has_scopes {
@@ -650,14 +650,14 @@ impl TokenBuilder<'_> {
                     c.insert("permissions".into(), scope_arr);
                 }
             }
-            Provider::Okta => {
+            Preset::Okta => {
                 c.insert("sub".into(), id.clone().into());
                 c.insert("cid".into(), id.into());
                 if has_scopes {
                     c.insert("scp".into(), scope_arr);
                 }
             }
-            Provider::Entra => {
+            Preset::Entra => {
                 c.insert("sub".into(), format!("sp-{id}").into());
                 c.insert("azp".into(), id.clone().into());
                 c.insert("appid".into(), id.into());
@@ -665,7 +665,7 @@ impl TokenBuilder<'_> {
                     c.insert("roles".into(), scope_arr);
                 }
             }
-            Provider::Cognito => {
+            Preset::Cognito => {
                 c.insert("sub".into(), id.clone().into());
                 c.insert("client_id".into(), id.into());
                 c.insert("token_use".into(), "access".into());
@@ -682,7 +682,14 @@ impl TokenBuilder<'_> {
             }
         }
         if let Some(org) = &self.org {
-            let claim = self.provider.tenant_claim().unwrap_or("org_id");
+            // Spelled out as each provider's docs spell it, not read from the
+            // preset table, so a wrong claim name there cannot hide.
+            let claim = match self.provider {
+                Preset::Kinde => "org_code",
+                Preset::Scalekit => "oid",
+                Preset::Entra => "tid",
+                _ => "org_id",
+            };
             c.insert(claim.into(), org.clone().into());
         }
         for (k, v) in &self.extra {
@@ -705,7 +712,7 @@ impl TokenBuilder<'_> {
         header.kid = Some(self.kid.unwrap_or_else(|| key.kid.clone()));
         header.typ = match self.typ {
             Some(t) => t,
-            None if self.provider == Provider::Entra => Some("JWT".into()),
+            None if self.provider == Preset::Entra => Some("JWT".into()),
             None => Some("at+jwt".into()),
         };
         jsonwebtoken::encode(&header, &claims, &key.encoding).expect("signing with a bundled key")

@@ -1,10 +1,33 @@
-//! Verification keys prepared once, when the key set is loaded.
+//! The crypto backends, in one place: which one verifies signatures, and
+//! verification keys prepared once, when a key set is loaded.
+//!
+//! jsonwebtoken picks its provider from its own features and panics on first
+//! use when both or neither are on. Cargo unifies features across a build, so
+//! "both" happens whenever two crates in a tree choose differently: then we
+//! install aws-lc-rs explicitly, before any verification.
 //!
 //! With the `aws-lc-rs` backend the public key is parsed into an aws-lc-rs
 //! `ParsedPublicKey` per (key, algorithm), so a request pays for the
 //! signature check only (jsonwebtoken's own path rebuilds the key from its
 //! components on every call). With `rust-crypto` alone, jsonwebtoken's
 //! `DecodingKey` is used.
+
+#[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+compile_error!(
+    "m2m-guard needs a crypto backend: enable the `aws-lc-rs` (default) or the `rust-crypto` feature"
+);
+
+/// Make sure jsonwebtoken has a process-wide crypto provider.
+pub(crate) fn ensure_backend() {
+    #[cfg(all(feature = "aws-lc-rs", feature = "rust-crypto"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // Err means a provider is already installed (by the application): keep it.
+            let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        });
+    }
+}
 
 use crate::token::Algorithm;
 

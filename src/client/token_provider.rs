@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, instant_after};
-use crate::error::FetchError;
-use crate::fetch::{FetchLimits, Fetcher, http_client, parse_url};
+use crate::error::{FetchError, error_chain};
+use crate::fetch::{FetchLimits, Fetcher, http_client, parse_url, read_bounded};
 use crate::flight::{Flight, Lost, SingleFlight};
-use crate::token::parse_object;
+use crate::json::parse_object;
 
 /// A 401 from the API triggers at most one token refresh per this interval
 /// (and per token): an API that refuses every token cannot turn each of its
@@ -589,12 +589,14 @@ async fn token_url(inner: &Inner) -> Result<Url, ClientError> {
         .await
         .map_err(|e| match e {
             // The issuer is down or unreachable: transient, retried with backoff.
-            FetchError::Timeout(_) | FetchError::Network(_) => {
-                ClientError::Network(format!("discovery for {issuer} failed: {e}"))
-            }
-            FetchError::Status(s) if s == 429 || s >= 500 => {
-                ClientError::Network(format!("discovery for {issuer} failed: {e}"))
-            }
+            FetchError::Timeout(_) | FetchError::Network(_) => ClientError::Network(format!(
+                "discovery for {issuer} failed: {}",
+                error_chain(&e)
+            )),
+            FetchError::Status(s) if s == 429 || s >= 500 => ClientError::Network(format!(
+                "discovery for {issuer} failed: {}",
+                error_chain(&e)
+            )),
             other => ClientError::Config(format!("discovery for {issuer} failed: {other}")),
         })?;
     let Some(url) = meta.get("token_endpoint").and_then(Value::as_str) else {
@@ -648,13 +650,10 @@ async fn request_token(inner: &Inner) -> Result<AccessToken, ClientError> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(network)? {
-            if body.len() + chunk.len() > inner.max_bytes {
-                return Err(ClientError::InvalidResponse("response too large"));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_bounded(&mut resp, inner.max_bytes)
+            .await
+            .map_err(network)?
+            .ok_or(ClientError::InvalidResponse("response too large"))?;
         Ok((status, retry_after, body))
     };
     let (status, retry_after, body) = tokio::time::timeout(inner.timeout, send)
@@ -732,15 +731,7 @@ fn form_component(s: &str) -> String {
 }
 
 fn network(e: reqwest::Error) -> ClientError {
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    ClientError::Network(msg)
+    ClientError::Network(error_chain(&e.without_url()))
 }
 
 impl TokenProviderBuilder {

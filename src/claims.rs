@@ -1,0 +1,425 @@
+//! The claim rules of one issuer: time (`exp`, `nbf`, `iat`, maximum age and
+//! lifetime), audience, `typ`, `token_use`, claim types, RFC 9068 required
+//! claims and the client allow-list; and the [`Principal`] they read.
+//!
+//! Every rule runs on the unverified claims, before any key work: each can
+//! only reject, so a token that must fail costs no fetch and no unknown-kid
+//! cooldown. The principal is built once the signature holds.
+
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Issuer;
+use crate::json::Object;
+use crate::principal::{Principal, PrincipalParts, Scopes};
+use crate::rejection::{Reason, Rejection};
+
+/// Which `typ` header values are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenType {
+    /// `at+jwt`, `application/at+jwt`, `JWT` or absent.
+    Default,
+    /// RFC 9068: `at+jwt` / `application/at+jwt` and its required claims.
+    Strict,
+}
+
+/// What one issuer's tokens must meet (from its [`Issuer`](crate::Issuer)).
+pub(crate) struct ClaimRules {
+    pub(crate) issuer: Arc<str>,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) uses_audience: bool,
+    pub(crate) token_use: Option<&'static str>,
+    pub(crate) leeway: u64,
+    pub(crate) max_lifetime: Option<u64>,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) token_type: TokenType,
+    pub(crate) tenant_claim: Option<String>,
+    pub(crate) scope_claims: Vec<String>,
+    pub(crate) client_id_claims: Vec<String>,
+    pub(crate) allowed_client_ids: Option<HashSet<String>>,
+}
+
+/// The whole seconds during which every time-based rule holds: valid while
+/// `from <= now < until`. The intersection of `exp`, `nbf`, `iat` (not in the
+/// future) and the maximum age, each with the leeway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub(crate) from: u64,
+    pub(crate) until: u64,
+}
+
+impl Window {
+    pub(crate) fn contains(&self, now: u64) -> bool {
+        self.from <= now && now < self.until
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn check_typ(typ: Option<&str>, mode: TokenType) -> Result<(), Rejection> {
+    let is_at =
+        |t: &str| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt");
+    let ok = match (typ, mode) {
+        (Some(t), TokenType::Strict) => is_at(t),
+        (None, TokenType::Strict) => false,
+        (Some(t), TokenType::Default) => is_at(t) || t.eq_ignore_ascii_case("jwt"),
+        (None, TokenType::Default) => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::new(Reason::InvalidType))
+    }
+}
+
+/// An RFC 7519 NumericDate in whole seconds, rounded both ways, so each rule
+/// can round against the token: `exp` and an age limit count from `floor`,
+/// `nbf` and "not issued in the future" from `ceil`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Date {
+    floor: u64,
+    ceil: u64,
+}
+
+/// RFC 7519 NumericDate: a non-negative number of seconds, fraction allowed.
+fn numeric_date(claims: &Object, name: &str) -> Result<Option<Date>, Rejection> {
+    // 9999-12-31T23:59:59Z: anything later is a forgery or a bug.
+    const MAX: u64 = 253_402_300_799;
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(u) = n.as_u64() {
+                if u <= MAX {
+                    return Ok(Some(Date { floor: u, ceil: u }));
+                }
+            } else if let Some(f) = n.as_f64()
+                && f.is_finite()
+                && (0.0..=MAX as f64).contains(&f)
+            {
+                return Ok(Some(Date {
+                    floor: f.floor() as u64,
+                    ceil: f.ceil() as u64,
+                }));
+            }
+            Err(Rejection::claim(Reason::InvalidClaim, name))
+        }
+        Some(_) => Err(Rejection::claim(Reason::InvalidClaim, name)),
+    }
+}
+
+/// An optional claim that must be a non-empty string when present.
+fn opt_string(claims: &Object, name: &str) -> Result<Option<String>, Rejection> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(Rejection::claim(Reason::InvalidClaim, name)),
+    }
+}
+
+/// What the claim checks read from the claims. Every check runs before the
+/// signature (each can only reject), so a token that must fail costs no key
+/// work: no fetch, no unknown-kid cooldown.
+pub(crate) struct Checked {
+    pub(crate) window: Window,
+    exp: Date,
+    iat: Option<Date>,
+    subject: Option<String>,
+    jti: Option<String>,
+    client_id: Option<String>,
+    tenant: Option<String>,
+    scopes: Scopes,
+}
+
+impl ClaimRules {
+    /// The rules of `issuer`: its settings over its preset's row.
+    pub(crate) fn new(issuer: &Issuer) -> Self {
+        let preset = issuer.preset.rules();
+        let owned = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect();
+        ClaimRules {
+            issuer: issuer.issuer.as_str().into(),
+            audiences: issuer.audiences.clone(),
+            uses_audience: preset.uses_audience,
+            token_use: preset.token_use,
+            leeway: issuer.leeway.as_secs(),
+            max_lifetime: issuer.max_lifetime.map(|d| d.as_secs()),
+            max_age: issuer.max_age.map(|d| d.as_secs()),
+            token_type: issuer.token_type,
+            tenant_claim: issuer
+                .tenant_claim
+                .clone()
+                .unwrap_or_else(|| preset.tenant_claim.map(str::to_owned)),
+            scope_claims: issuer
+                .scope_claims
+                .clone()
+                .unwrap_or_else(|| owned(preset.scope_claims)),
+            client_id_claims: issuer
+                .client_id_claims
+                .clone()
+                .unwrap_or_else(|| owned(preset.client_id_claims)),
+            allowed_client_ids: issuer
+                .allowed_client_ids
+                .as_ref()
+                .map(|v| v.iter().cloned().collect()),
+        }
+    }
+
+    /// Every claim rule, on the unverified claims: time rules, audience,
+    /// `token_use`, claim types, RFC 9068 required claims, the client allow-list.
+    pub(crate) fn check(&self, claims: &Object, now: u64) -> Result<Checked, Rejection> {
+        let leeway = self.leeway;
+        // iss was matched exactly when this verifier was selected.
+        // RFC 7519 §4.1.4: valid only while now is before exp (+ leeway).
+        let exp = numeric_date(claims, "exp")?
+            .ok_or_else(|| Rejection::claim(Reason::MissingClaim, "exp"))?;
+        let mut window = Window {
+            from: 0,
+            until: exp.floor.saturating_add(leeway),
+        };
+        if now >= window.until {
+            return Err(Rejection::new(Reason::Expired));
+        }
+        // §4.1.5: valid from nbf on (- leeway).
+        let nbf = numeric_date(claims, "nbf")?;
+        if let Some(nbf) = nbf {
+            window.from = nbf.ceil.saturating_sub(leeway);
+            if now < window.from {
+                return Err(Rejection::new(Reason::NotYetValid));
+            }
+        }
+        let iat = numeric_date(claims, "iat")?;
+        if let Some(iat) = iat {
+            let issued = iat.ceil.saturating_sub(leeway);
+            if now < issued {
+                return Err(Rejection::new(Reason::IssuedInFuture));
+            }
+            window.from = window.from.max(issued);
+        }
+        if let Some(max_age) = self.max_age {
+            let iat = iat.ok_or_else(|| Rejection::claim(Reason::MissingClaim, "iat"))?;
+            let too_old_at = iat.floor.saturating_add(max_age).saturating_add(leeway);
+            if now >= too_old_at {
+                return Err(Rejection::new(Reason::TooOld));
+            }
+            window.until = window.until.min(too_old_at);
+        }
+        if let Some(max) = self.max_lifetime {
+            // Without iat the lifetime is unknown: measuring from now would
+            // let an old token pass in its last minutes.
+            let iat = iat.ok_or_else(|| Rejection::claim(Reason::MissingClaim, "iat"))?;
+            if exp.ceil.saturating_sub(iat.floor) > max {
+                return Err(Rejection::new(Reason::LifetimeTooLong));
+            }
+        }
+
+        if self.uses_audience {
+            self.check_audience(claims)?;
+        } else if claims.contains_key("aud") {
+            // Cognito access tokens never carry `aud`: one that does is an ID token.
+            return Err(Rejection::claim(Reason::InvalidClaim, "aud"));
+        }
+        if let Some(expected) = self.token_use {
+            match claims.get("token_use") {
+                Some(Value::String(s)) if s == expected => {}
+                Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, "token_use")),
+                None => return Err(Rejection::claim(Reason::MissingClaim, "token_use")),
+            }
+        }
+        let subject = opt_string(claims, "sub")?;
+        let jti = opt_string(claims, "jti")?;
+        // Every client-id claim is type-checked, not only up to the first
+        // present one: a claim of the wrong type is never read as absent.
+        let mut client_id = None;
+        for name in &self.client_id_claims {
+            let value = opt_string(claims, name)?;
+            if client_id.is_none() {
+                client_id = value;
+            }
+        }
+        if self.token_type == TokenType::Strict {
+            for (name, present) in [
+                ("sub", subject.is_some()),
+                ("jti", jti.is_some()),
+                ("iat", iat.is_some()),
+                ("client_id", opt_string(claims, "client_id")?.is_some()),
+            ] {
+                if !present {
+                    return Err(Rejection::claim(Reason::MissingClaim, name));
+                }
+            }
+        }
+        if let Some(allowed) = &self.allowed_client_ids {
+            match &client_id {
+                Some(c) if allowed.contains(c) => {}
+                _ => return Err(Rejection::new(Reason::ClientNotAllowed)),
+            }
+        }
+        let tenant = match &self.tenant_claim {
+            Some(name) => opt_string(claims, name)?,
+            None => None,
+        };
+        let scopes = self.scopes(claims)?;
+        Ok(Checked {
+            window,
+            exp,
+            iat,
+            subject,
+            jti,
+            client_id,
+            tenant,
+            scopes,
+        })
+    }
+
+    /// The verified principal, once the signature holds.
+    pub(crate) fn principal(&self, claims: Object, pre: Checked) -> Principal {
+        Principal::from_parts(PrincipalParts {
+            issuer: self.issuer.clone(),
+            subject: pre.subject,
+            client_id: pre.client_id,
+            tenant: pre.tenant,
+            scopes: pre.scopes,
+            expires_at: pre.exp.floor,
+            issued_at: pre.iat.map(|d| d.floor),
+            jti: pre.jti,
+            claims,
+        })
+    }
+
+    fn check_audience(&self, claims: &Object) -> Result<(), Rejection> {
+        let ok = match claims.get("aud") {
+            None => return Err(Rejection::claim(Reason::MissingClaim, "aud")),
+            Some(Value::String(a)) => self.audiences.iter().any(|x| x == a),
+            Some(Value::Array(list)) if !list.is_empty() => {
+                let mut ok = false;
+                for v in list {
+                    let Value::String(a) = v else {
+                        return Err(Rejection::claim(Reason::InvalidClaim, "aud"));
+                    };
+                    ok |= self.audiences.iter().any(|x| x == a);
+                }
+                ok
+            }
+            Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, "aud")),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Rejection::new(Reason::InvalidAudience))
+        }
+    }
+
+    fn scopes(&self, claims: &Object) -> Result<Scopes, Rejection> {
+        let mut out = Vec::new();
+        for name in &self.scope_claims {
+            match claims.get(name) {
+                None => {}
+                Some(Value::String(s)) => {
+                    out.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
+                }
+                Some(Value::Array(list)) => {
+                    for v in list {
+                        match v {
+                            Value::String(s) if !s.is_empty() && !s.contains(' ') => {
+                                out.push(s.clone())
+                            }
+                            _ => return Err(Rejection::claim(Reason::InvalidClaim, name)),
+                        }
+                    }
+                }
+                Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, name)),
+            }
+        }
+        Ok(Scopes::from_vec(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(max_age: Option<u64>, max_lifetime: Option<u64>) -> ClaimRules {
+        ClaimRules {
+            issuer: "https://issuer.example".into(),
+            audiences: vec!["api".into()],
+            uses_audience: true,
+            token_use: None,
+            leeway: 60,
+            max_lifetime,
+            max_age,
+            token_type: TokenType::Default,
+            tenant_claim: None,
+            scope_claims: vec!["scope".into()],
+            client_id_claims: vec!["client_id".into()],
+            allowed_client_ids: None,
+        }
+    }
+
+    /// The verdict of the claim rules at `now` for these claims (plus `aud`).
+    fn at(iv: &ClaimRules, claims: serde_json::Value, now: u64) -> Result<Window, Reason> {
+        let mut claims = match claims {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        claims.insert("aud".into(), "api".into());
+        iv.check(&claims, now)
+            .map(|p| p.window)
+            .map_err(|e| e.reason())
+    }
+
+    #[test]
+    fn every_time_rule_is_exact_at_its_boundary_and_rounds_against_the_token() {
+        use serde_json::json;
+        let iv = rules(None, None);
+        // exp 1000, leeway 60: valid while now < 1060.
+        assert!(at(&iv, json!({"exp": 1000}), 1059).is_ok());
+        assert_eq!(at(&iv, json!({"exp": 1000}), 1060), Err(Reason::Expired));
+        // A fractional exp is rounded down, never up.
+        assert!(at(&iv, json!({"exp": 1000.5}), 1059).is_ok());
+        assert_eq!(at(&iv, json!({"exp": 1000.5}), 1060), Err(Reason::Expired));
+        // nbf and iat are rounded up: 1000.5 - 60 -> valid from 941.
+        for (claim, reason) in [
+            ("nbf", Reason::NotYetValid),
+            ("iat", Reason::IssuedInFuture),
+        ] {
+            let c = json!({"exp": 5000, claim: 1000.5});
+            assert_eq!(at(&iv, c.clone(), 940), Err(reason), "{claim}");
+            assert_eq!(
+                at(&iv, c, 941),
+                Ok(Window {
+                    from: 941,
+                    until: 5060
+                }),
+                "{claim}"
+            );
+        }
+        // Maximum age 100 s from iat 1000.5 (rounded down) + leeway: until 1160.
+        let aged = rules(Some(100), None);
+        let c = json!({"exp": 5000, "iat": 1000.5});
+        assert_eq!(
+            at(&aged, c.clone(), 1159),
+            Ok(Window {
+                from: 941,
+                until: 1160
+            })
+        );
+        assert_eq!(at(&aged, c, 1160), Err(Reason::TooOld));
+        // Lifetime cap 3600 s: exp rounded up, iat down, so 1000.5 .. 4600.5 is 3601 s.
+        let capped = rules(None, Some(3600));
+        assert!(at(&capped, json!({"iat": 1000, "exp": 4600}), 1001).is_ok());
+        assert_eq!(
+            at(&capped, json!({"iat": 1000.5, "exp": 4600.5}), 1001),
+            Err(Reason::LifetimeTooLong)
+        );
+        assert_eq!(
+            at(&capped, json!({"iat": 1000, "exp": 4601}), 1001),
+            Err(Reason::LifetimeTooLong)
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! HTTP rejections: RFC 6750 §3 challenges, RFC 9728 `resource_metadata`,
+//! and a small JSON body. Replaceable through [`OnRejection`].
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::rejection::{Reason, Rejection};
+
+/// What goes into every challenge: the realm and, when configured, the
+/// RFC 9728 protected-resource metadata URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Challenge {
+    pub(crate) realm: String,
+    pub(crate) resource_metadata: Option<String>,
+}
+
+impl Default for Challenge {
+    fn default() -> Self {
+        Challenge {
+            realm: "api".into(),
+            resource_metadata: None,
+        }
+    }
+}
+
+/// Why a request was refused by the layer or a guard.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AuthErrorKind {
+    /// No bearer token (401, challenge without an error code).
+    MissingToken,
+    /// The request is malformed, e.g. two `Authorization` headers (400 `invalid_request`).
+    InvalidRequest(&'static str),
+    /// The token was rejected (401 `invalid_token`).
+    InvalidToken(Rejection),
+    /// The token lacks required scopes (403 `insufficient_scope`).
+    InsufficientScope {
+        /// The scopes the route requires, space-separated.
+        required: Arc<str>,
+    },
+    /// The token belongs to another organization / tenant, or is global on a
+    /// tenant route (403 `insufficient_scope`).
+    WrongTenant,
+    /// The issuer's keys are unavailable (503 with `Retry-After`).
+    Unavailable {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The layers are wired wrongly (500); the message says how to fix it.
+    Misconfigured(&'static str),
+}
+
+/// What an [`AuthError`] amounts to.
+struct Facts {
+    status: StatusCode,
+    error: Option<&'static str>,
+    reason: &'static str,
+    description: &'static str,
+}
+
+/// A refusal, ready to become a response with [`AuthError::into_response`],
+/// or to be turned into your own through [`OnRejection`].
+#[derive(Debug, Clone)]
+pub struct AuthError {
+    kind: AuthErrorKind,
+    challenge: Arc<Challenge>,
+}
+
+impl AuthError {
+    pub(crate) fn new(kind: AuthErrorKind, challenge: Arc<Challenge>) -> Self {
+        AuthError { kind, challenge }
+    }
+
+    pub(crate) fn from_rejection(rejection: Rejection, challenge: Arc<Challenge>) -> Self {
+        let kind = match rejection.retry_after() {
+            Some(retry_after) if rejection.is_unavailable() => {
+                AuthErrorKind::Unavailable { retry_after }
+            }
+            _ => AuthErrorKind::InvalidToken(rejection),
+        };
+        AuthError::new(kind, challenge)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &AuthErrorKind {
+        &self.kind
+    }
+
+    /// Every fact about this refusal, stated once per kind: the status, the
+    /// RFC 6750 error code, the stable reason code and the description.
+    fn facts(&self) -> Facts {
+        use AuthErrorKind as K;
+        let (status, error, reason, description) = match &self.kind {
+            K::MissingToken => (401, None, "missing_token", "a bearer token is required"),
+            K::InvalidRequest(d) => (400, Some("invalid_request"), "invalid_request", *d),
+            K::InvalidToken(r) => (
+                401,
+                Some("invalid_token"),
+                r.reason().code(),
+                r.reason().description(),
+            ),
+            K::InsufficientScope { .. } => (
+                403,
+                Some("insufficient_scope"),
+                "insufficient_scope",
+                "the token lacks a required scope",
+            ),
+            K::WrongTenant => (
+                403,
+                Some("insufficient_scope"),
+                "wrong_tenant",
+                "the token is not valid for this organization",
+            ),
+            K::Unavailable { .. } => (
+                503,
+                Some("temporarily_unavailable"),
+                Reason::KeysUnavailable.code(),
+                Reason::KeysUnavailable.description(),
+            ),
+            K::Misconfigured(d) => (500, Some("server_error"), "misconfigured", *d),
+        };
+        Facts {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            error,
+            reason,
+            description,
+        }
+    }
+
+    /// The HTTP status this refusal maps to.
+    pub fn status(&self) -> StatusCode {
+        self.facts().status
+    }
+
+    /// The RFC 6750 error code, if any.
+    pub fn error_code(&self) -> Option<&'static str> {
+        self.facts().error
+    }
+
+    /// A short description, safe to show the client: never token contents.
+    pub fn description(&self) -> &'static str {
+        self.facts().description
+    }
+
+    /// A stable code for logs and metrics, e.g. `expired` or `missing_token`.
+    pub fn reason_code(&self) -> &'static str {
+        self.facts().reason
+    }
+
+    /// The `WWW-Authenticate` value (for 400, 401 and 403).
+    pub fn www_authenticate(&self) -> Option<HeaderValue> {
+        if !matches!(self.status().as_u16(), 400 | 401 | 403) {
+            return None;
+        }
+        let mut v = format!("Bearer realm=\"{}\"", quote(&self.challenge.realm));
+        if let Some(code) = self.error_code() {
+            v.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{}\"",
+                self.description()
+            ));
+        }
+        if let AuthErrorKind::InsufficientScope { required } = &self.kind {
+            v.push_str(&format!(", scope=\"{}\"", quote(required)));
+        }
+        if let Some(url) = &self.challenge.resource_metadata {
+            v.push_str(&format!(", resource_metadata=\"{}\"", quote(url)));
+        }
+        HeaderValue::from_str(&v).ok()
+    }
+
+    /// The default response: status, `WWW-Authenticate`, `Retry-After` for
+    /// 503, `Cache-Control: no-store` and a JSON body `{error, error_description}`.
+    pub fn into_response<B: From<String>>(self) -> Response<B> {
+        let body = serde_json::json!({
+            "error": self.error_code().unwrap_or("unauthorized"),
+            "error_description": self.description(),
+        })
+        .to_string();
+        let mut resp = self.bare_response(B::from(body));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+
+    /// Status and headers of [`AuthError::into_response`] around `body`.
+    pub(crate) fn bare_response<B>(&self, body: B) -> Response<B> {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(v) = self.www_authenticate() {
+            h.insert(WWW_AUTHENTICATE, v);
+        }
+        if let AuthErrorKind::Unavailable { retry_after } = self.kind {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.description(), self.reason_code())
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// Escape for an RFC 9110 quoted-string; drop anything not visible ASCII.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Turns an [`AuthError`] into a response. Implemented by [`DefaultRejection`]
+/// and by any `Fn(AuthError) -> Response<B>` closure.
+pub trait OnRejection<B>: Clone + Send + Sync + 'static {
+    /// Build the response for `error`.
+    fn on_rejection(&self, error: AuthError) -> Response<B>;
+}
+
+/// The default: [`AuthError::into_response`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultRejection;
+
+impl<B: From<String>> OnRejection<B> for DefaultRejection {
+    fn on_rejection(&self, error: AuthError) -> Response<B> {
+        error.into_response()
+    }
+}
+
+impl<B, F> OnRejection<B> for F
+where
+    F: Fn(AuthError) -> Response<B> + Clone + Send + Sync + 'static,
+{
+    fn on_rejection(&self, error: AuthError) -> Response<B> {
+        self(error)
+    }
+}
+
+/// Rejections as gRPC statuses, for tonic services: a headers-only response
+/// with `grpc-status` (400 → `INVALID_ARGUMENT`, 401 → `UNAUTHENTICATED`,
+/// 403 → `PERMISSION_DENIED`, 503 → `UNAVAILABLE`, else `INTERNAL`),
+/// `grpc-message`, and the same `WWW-Authenticate` challenge.
+///
+/// ```no_run
+/// # fn run(verifier: m2m_guard::Verifier) {
+/// use m2m_guard::{GrpcRejection, M2mAuthLayer};
+/// let layer = M2mAuthLayer::new(verifier).on_rejection(GrpcRejection);
+/// // tonic::transport::Server::builder().layer(layer).add_service(...)
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcRejection;
+
+impl<B: Default> OnRejection<B> for GrpcRejection {
+    fn on_rejection(&self, error: AuthError) -> Response<B> {
+        let code: u16 = match error.status().as_u16() {
+            400 => 3,
+            401 => 16,
+            403 => 7,
+            503 => 14,
+            _ => 13,
+        };
+        let mut resp = Response::new(B::default());
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(code));
+        // Descriptions are plain ASCII without '%': valid as grpc-message as they are.
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static(error.description()),
+        );
+        if let Some(v) = error.www_authenticate() {
+            h.insert(WWW_AUTHENTICATE, v);
+        }
+        if let AuthErrorKind::Unavailable { retry_after } = error.kind {
+            h.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+        }
+        resp
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for AuthError {
+    fn into_response(self) -> axum::response::Response {
+        AuthError::into_response(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_statuses_for_every_kind() {
+        let challenge = Arc::new(Challenge::default());
+        let cases = [
+            (AuthErrorKind::MissingToken, "16"),
+            (AuthErrorKind::InvalidRequest("bad"), "3"),
+            (
+                AuthErrorKind::InvalidToken(Rejection::new(Reason::Expired)),
+                "16",
+            ),
+            (
+                AuthErrorKind::InsufficientScope {
+                    required: "a b".into(),
+                },
+                "7",
+            ),
+            (AuthErrorKind::WrongTenant, "7"),
+            (
+                AuthErrorKind::Unavailable {
+                    retry_after: Duration::from_millis(200),
+                },
+                "14",
+            ),
+            (AuthErrorKind::Misconfigured("wiring"), "13"),
+        ];
+        for (kind, code) in cases {
+            let name = format!("{kind:?}");
+            let resp: Response<String> =
+                GrpcRejection.on_rejection(AuthError::new(kind, challenge.clone()));
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "{name}: gRPC errors ride on 200"
+            );
+            assert_eq!(resp.headers()["grpc-status"], code, "{name}");
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/grpc");
+            assert!(!resp.headers()["grpc-message"].is_empty(), "{name}");
+            if code == "14" {
+                assert_eq!(resp.headers()[RETRY_AFTER], "1", "at least one second");
+            } else {
+                assert!(resp.headers().get(RETRY_AFTER).is_none(), "{name}");
+            }
+        }
+    }
+}
