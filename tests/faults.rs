@@ -490,6 +490,8 @@ async fn a_cached_token_is_held_to_the_maximum_age() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(reason(&v, &token).await, Reason::TooOld);
+    // And the entry itself expired with its window (not only refused).
+    assert_eq!(v.cached_tokens(), 0, "the entry expired with its window");
 }
 
 #[tokio::test]

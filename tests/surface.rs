@@ -34,6 +34,46 @@ async fn the_token_cache_holds_at_most_its_entry_bound() {
     }
     let n = v.cached_tokens();
     assert!((1..=3).contains(&n), "{n} cached for a bound of 3");
+
+    // Below the bound, every token seen twice is cached.
+    let roomy = Verifier::builder()
+        .issuer(issuer.config())
+        .token_cache(5, 1 << 20)
+        .build()
+        .await
+        .unwrap();
+    for t in tokens[..3].iter().chain(&tokens[..3]) {
+        roomy.verify(t).await.unwrap();
+    }
+    assert_eq!(roomy.cached_tokens(), 3);
+}
+
+#[tokio::test]
+async fn the_token_cache_holds_at_most_its_byte_bound() {
+    let issuer = TestIssuer::start().await;
+    // 64 KiB for tokens of about 3 KiB each (with their decoded claims,
+    // about 8 KiB an entry): room for 8, never for 30.
+    let v = Verifier::builder()
+        .issuer(issuer.config())
+        .token_cache(1000, 64 * 1024)
+        .build()
+        .await
+        .unwrap();
+    let tokens: Vec<String> = (0..30)
+        .map(|i| {
+            issuer
+                .token()
+                .alg(Algorithm::EdDSA)
+                .client_id(format!("c{i}"))
+                .claim("blob", "b".repeat(2500))
+                .sign()
+        })
+        .collect();
+    for t in tokens.iter().chain(&tokens) {
+        v.verify(t).await.unwrap();
+    }
+    let n = v.cached_tokens();
+    assert!((1..=10).contains(&n), "{n} cached within 64 KiB");
 }
 
 #[tokio::test]
