@@ -307,6 +307,23 @@ pub struct Guarded<S, C> {
     check: C,
 }
 
+impl<S, C> Guarded<S, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for Guarded<S, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -353,6 +370,18 @@ pin_project! {
     enum GuardKind<F, B> {
         Inner { #[pin] fut: F },
         Ready { resp: Option<Response<B>> },
+    }
+}
+
+impl<F, B> std::fmt::Debug for GuardFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            GuardKind::Inner { .. } => "calling",
+            GuardKind::Ready { .. } => "rejected",
+        };
+        f.debug_struct("GuardFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }
 

@@ -75,6 +75,29 @@ pub struct M2mAuthLayer<R = DefaultRejection> {
     on_rejection: R,
 }
 
+impl<R> std::fmt::Debug for M2mAuthLayer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("M2mAuthLayer")
+            .field("verifier", &self.verifier)
+            .field("challenge", &self.challenge)
+            .field("optional", &self.optional)
+            .field("on_rejection", &std::any::type_name::<R>())
+            .finish()
+    }
+}
+
+impl<S: std::fmt::Debug, R> std::fmt::Debug for M2mAuth<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("M2mAuth")
+            .field("inner", &self.inner)
+            .field("verifier", &self.verifier)
+            .field("challenge", &self.challenge)
+            .field("optional", &self.optional)
+            .field("on_rejection", &std::any::type_name::<R>())
+            .finish()
+    }
+}
+
 impl M2mAuthLayer {
     /// Require a token verified by `verifier`.
     pub fn new(verifier: Verifier) -> Self {
@@ -152,6 +175,35 @@ pub struct M2mAuth<S, R = DefaultRejection> {
     on_rejection: Arc<R>,
 }
 
+impl<S, R> M2mAuth<S, R> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn reject<ReqBody>(&self, kind: AuthErrorKind) -> ResponseFuture<S, ReqBody, R>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        ResponseFuture::new(
+            Kind::Rejected {
+                error: Some(AuthError::new(kind, self.challenge.clone())),
+            },
+            self,
+        )
+    }
+}
+
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for M2mAuth<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -173,64 +225,39 @@ where
         if let Some(v) = req.headers_mut().get_mut(AUTHORIZATION) {
             v.set_sensitive(true);
         }
-        let on_rejection = self.on_rejection.clone();
         crate::context::hand_off::<ResBody, R>(
             req.extensions_mut(),
             self.challenge.clone(),
-            on_rejection.clone(),
+            self.on_rejection.clone(),
         );
-
-        // The inner service was driven to readiness: take that one into the
-        // future and leave a fresh clone behind (see tower-service docs, "Be
-        // careful when cloning inner services").
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-
-        let kind = match find_token(&req) {
-            Err(desc) => Kind::Rejected {
-                error: Some(AuthError::new(
-                    AuthErrorKind::InvalidRequest(desc),
-                    self.challenge.clone(),
-                )),
-            },
+        match find_token(&req) {
+            Err(why) => self.reject(AuthErrorKind::InvalidRequest(why)),
             Ok(Found::None) if self.optional => {
                 trace_decision("anonymous", None);
-                Kind::Calling {
-                    fut: inner.call(req),
-                }
+                ResponseFuture::call(self, req)
             }
-            Ok(Found::None) => Kind::Rejected {
-                error: Some(AuthError::new(
-                    AuthErrorKind::MissingToken,
-                    self.challenge.clone(),
-                )),
-            },
+            Ok(Found::None) => self.reject(AuthErrorKind::MissingToken),
             Ok(Found::Token(token)) => match self.verifier.verify_cached(token) {
                 Some(principal) => {
                     trace_decision("accepted", Some(&principal));
                     req.extensions_mut().insert(principal);
-                    Kind::Calling {
-                        fut: inner.call(req),
-                    }
+                    ResponseFuture::call(self, req)
                 }
                 None => {
-                    let verifier = self.verifier.clone();
                     let token = token.to_owned();
-                    Kind::Verifying {
-                        // The cache was just consulted: go straight to the full check.
-                        fut: Box::pin(async move { verifier.verify_cache_miss(&token).await }),
-                        req: Some(req),
-                        inner: Some(inner),
-                    }
+                    ResponseFuture::verify(self, req, token)
                 }
             },
-        };
-        ResponseFuture {
-            kind,
-            challenge: self.challenge.clone(),
-            on_rejection,
         }
     }
+}
+
+/// Take the inner service that was driven to readiness, leaving a fresh
+/// clone behind (see tower-service's docs, "Be careful when cloning inner
+/// services").
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
 fn trace_decision(outcome: &'static str, p: Option<&Principal>) {
@@ -279,10 +306,10 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
+        // The full check runs; then the request goes to the inner service.
         Verifying {
             fut: BoxFuture<'static, Result<Principal, Rejection>>,
-            req: Option<Request<ReqBody>>,
-            inner: Option<S>,
+            then: Option<(Request<ReqBody>, S)>,
         },
         Calling {
             #[pin]
@@ -291,6 +318,56 @@ pin_project! {
         Rejected {
             error: Option<AuthError>,
         },
+    }
+}
+
+impl<S, ReqBody, R> std::fmt::Debug for ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            Kind::Verifying { .. } => "verifying",
+            Kind::Calling { .. } => "calling",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn new(kind: Kind<S, ReqBody>, svc: &M2mAuth<S, R>) -> Self {
+        ResponseFuture {
+            kind,
+            challenge: svc.challenge.clone(),
+            on_rejection: svc.on_rejection.clone(),
+        }
+    }
+
+    /// Call the inner service with `req`.
+    fn call(svc: &mut M2mAuth<S, R>, req: Request<ReqBody>) -> Self
+    where
+        S: Clone,
+    {
+        let fut = take_ready(&mut svc.inner).call(req);
+        Self::new(Kind::Calling { fut }, svc)
+    }
+
+    /// Verify the token in full (the cache was just consulted), then call
+    /// the inner service.
+    fn verify(svc: &mut M2mAuth<S, R>, req: Request<ReqBody>, token: String) -> Self
+    where
+        S: Clone,
+    {
+        let verifier = svc.verifier.clone();
+        let fut = Box::pin(async move { verifier.verify_cache_miss(&token).await });
+        let then = Some((req, take_ready(&mut svc.inner)));
+        Self::new(Kind::Verifying { fut, then }, svc)
     }
 }
 
@@ -305,11 +382,10 @@ where
         let mut this = self.project();
         loop {
             match this.kind.as_mut().project() {
-                KindProj::Verifying { fut, req, inner } => {
+                KindProj::Verifying { fut, then } => {
                     let result = ready!(fut.as_mut().poll(cx));
-                    let (Some(mut req), Some(mut inner)) = (req.take(), inner.take()) else {
-                        panic!("ResponseFuture polled after completion");
-                    };
+                    let (mut req, mut inner) =
+                        then.take().expect("ResponseFuture polled after completion");
                     match result {
                         Ok(principal) => {
                             trace_decision("accepted", Some(&principal));

@@ -105,9 +105,22 @@ pub use config::{Issuer, MAX_LEEWAY, VerifierBuilder};
 pub use error::{BuildError, FetchError};
 #[cfg(feature = "axum")]
 pub use extract::{ClientId, ScopeSet, Scoped, Tenant};
-pub use guard::{Check, GuardFuture, Guarded, RequireScope, RequireTenant};
-pub use layer::{M2mAuth, M2mAuthLayer, ResponseFuture};
-pub use metadata::{MetadataService, ProtectedResource};
+pub use guard::{Check, RequireScope, RequireTenant};
+pub use layer::M2mAuthLayer;
+pub use metadata::ProtectedResource;
+
+/// The services the layers build, to name them in types.
+pub mod service {
+    pub use crate::guard::Guarded;
+    pub use crate::layer::M2mAuth;
+    pub use crate::metadata::MetadataService;
+}
+
+/// The response futures of those services.
+pub mod future {
+    pub use crate::guard::GuardFuture;
+    pub use crate::layer::ResponseFuture;
+}
 pub use preset::Preset;
 pub use principal::{Principal, Scopes};
 pub use rejection::{Reason, Rejection};

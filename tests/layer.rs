@@ -666,10 +666,12 @@ fn layer_service_and_futures_are_send() {
     assert_send_sync::<M2mAuthLayer>();
     assert_send_sync::<Verifier>();
     assert_send_sync::<Principal>();
-    assert_send::<m2m_guard::M2mAuth<Inner>>();
-    assert_send::<m2m_guard::ResponseFuture<Inner, Body, m2m_guard::DefaultRejection>>();
-    assert_send::<m2m_guard::Guarded<Inner, RequireScope>>();
-    assert_send::<m2m_guard::GuardFuture<<Inner as tower::Service<Request<Body>>>::Future, Body>>();
+    assert_send::<m2m_guard::service::M2mAuth<Inner>>();
+    assert_send::<m2m_guard::future::ResponseFuture<Inner, Body, m2m_guard::DefaultRejection>>();
+    assert_send::<m2m_guard::service::Guarded<Inner, RequireScope>>();
+    assert_send::<
+        m2m_guard::future::GuardFuture<<Inner as tower::Service<Request<Body>>>::Future, Body>,
+    >();
 }
 
 #[tokio::test]

@@ -280,3 +280,39 @@ async fn resource_metadata_goes_into_every_challenge() {
         );
     }
 }
+
+#[test]
+fn every_public_type_is_debug() {
+    use axum::body::Body;
+    use m2m_guard::client::{BearerToken, BearerTokenLayer, TokenProvider, TokenProviderBuilder};
+    use m2m_guard::future::{GuardFuture, ResponseFuture};
+    use m2m_guard::service::{Guarded, M2mAuth, MetadataService};
+    use std::fmt::Debug;
+    type Inner = axum::routing::Router;
+    type InnerFuture = <Inner as tower::Service<Request<Body>>>::Future;
+    fn debug<T: Debug>() {}
+    debug::<Verifier>();
+    debug::<m2m_guard::VerifierBuilder>();
+    debug::<Issuer>();
+    debug::<Preset>();
+    debug::<M2mAuthLayer>();
+    debug::<M2mAuth<Inner>>();
+    debug::<ResponseFuture<Inner, Body, m2m_guard::DefaultRejection>>();
+    debug::<m2m_guard::RequireScope>();
+    debug::<m2m_guard::RequireTenant>();
+    debug::<Guarded<Inner, m2m_guard::RequireScope>>();
+    debug::<GuardFuture<InnerFuture, Body>>();
+    debug::<m2m_guard::ProtectedResource>();
+    debug::<MetadataService>();
+    debug::<m2m_guard::Principal>();
+    debug::<m2m_guard::Scopes>();
+    debug::<m2m_guard::AuthError>();
+    debug::<m2m_guard::GrpcRejection>();
+    debug::<m2m_guard::Rejection>();
+    debug::<BuildError>();
+    debug::<m2m_guard::FetchError>();
+    debug::<TokenProvider>();
+    debug::<TokenProviderBuilder>();
+    debug::<BearerTokenLayer>();
+    debug::<BearerToken<reqwest::Client>>();
+}
