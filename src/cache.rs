@@ -212,6 +212,21 @@ mod tests {
         assert!(cache.get("h.p.other", now).is_none());
     }
 
+    /// The entry weight is calibrated by `benches/memory.rs` (resident
+    /// growth against the bound); pinned here so a change is deliberate and
+    /// re-measured.
+    #[test]
+    fn entry_weights_follow_the_measured_calibration() {
+        // 768 B fixed + 2.5 B per token byte + 96 B per claim, rounded up to KiB.
+        assert_eq!(entry_kib(0, 0), 1);
+        assert_eq!(entry_kib(1000, 10), 5); // 768 + 2500 + 960 = 4228 B
+        assert_eq!(entry_kib(4096, 0), 11); // 768 + 10240 = 11008 B
+        assert_eq!(entry_kib(0, 100), 11); // 768 + 9600 = 10368 B
+        assert_eq!(entry_kib(102, 0), 1); // 768 + 255 = 1023 B
+        assert_eq!(entry_kib(102, 1), 2); // + 96 = 1119 B
+        assert_eq!(entry_kib(103, 0), 2); // 768 + 257 = 1025 B
+    }
+
     #[test]
     fn doorkeeper_marks_and_remembers_by_signature() {
         let d = Doorkeeper::new(1024);
