@@ -9,7 +9,7 @@
 use axum::Router;
 use axum::routing::get;
 use m2m_guard::test_util::TestIssuer;
-use m2m_guard::{M2mAuthLayer, Principal, Verifier};
+use m2m_guard::{M2mAuthLayer, Principal};
 use std::process::Command;
 
 fn main() {
@@ -32,11 +32,7 @@ fn main() {
         .unwrap();
     let (issuer, addr) = rt.block_on(async {
         let issuer = TestIssuer::start().await;
-        let verifier = Verifier::builder()
-            .issuer(issuer.config())
-            .build()
-            .await
-            .unwrap();
+        let verifier = issuer.verifier().await;
         let protected = Router::new()
             .route(
                 "/protected",

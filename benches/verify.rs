@@ -88,11 +88,7 @@ fn benches(c: &mut Criterion) {
             .build()
             .await
             .unwrap();
-        let cached = Verifier::builder()
-            .issuer(issuer.config())
-            .build()
-            .await
-            .unwrap();
+        let cached = issuer.verifier().await;
         (uncached, cached)
     });
 

@@ -23,11 +23,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let issuer = TestIssuer::start().await;
-    let verifier = Verifier::builder()
-        .issuer(issuer.config())
-        .build()
-        .await
-        .unwrap();
+    let verifier = issuer.verifier().await;
     Fixture { issuer, verifier }
 }
 

@@ -224,11 +224,7 @@ async fn a_callers_http_client_settings_are_applied() {
 #[tokio::test]
 async fn a_kid_less_token_needs_exactly_one_key_for_its_algorithm() {
     let issuer = TestIssuer::start().await;
-    let v = Verifier::builder()
-        .issuer(issuer.config())
-        .build()
-        .await
-        .unwrap();
+    let v = issuer.verifier().await;
     let payload = issuer.token().claims();
     let kidless = |issuer: &TestIssuer| {
         issuer.sign_raw(
@@ -241,11 +237,7 @@ async fn a_kid_less_token_needs_exactly_one_key_for_its_algorithm() {
     assert!(v.verify(&kidless(&issuer)).await.is_ok());
     // Two (a rotation in progress): which one is not for the token to say.
     issuer.rotate_keys();
-    let v = Verifier::builder()
-        .issuer(issuer.config())
-        .build()
-        .await
-        .unwrap();
+    let v = issuer.verifier().await;
     let e = v.verify(&kidless(&issuer)).await.unwrap_err();
     assert_eq!(e.reason(), Reason::AmbiguousKey);
 }
@@ -253,11 +245,7 @@ async fn a_kid_less_token_needs_exactly_one_key_for_its_algorithm() {
 #[tokio::test]
 async fn resource_metadata_goes_into_every_challenge() {
     let issuer = TestIssuer::start().await;
-    let v = Verifier::builder()
-        .issuer(issuer.config())
-        .build()
-        .await
-        .unwrap();
+    let v = issuer.verifier().await;
     let url = "https://api.example.test/.well-known/oauth-protected-resource";
     let app: Router = Router::new()
         .route("/x", get(|| async { "ok" }))

@@ -36,11 +36,7 @@ async fn serve(
 #[tokio::test]
 async fn grpc_requests_need_a_valid_token() {
     let issuer = TestIssuer::start().await;
-    let verifier = Verifier::builder()
-        .issuer(issuer.config())
-        .build()
-        .await
-        .unwrap();
+    let verifier = issuer.verifier().await;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -152,11 +148,7 @@ impl health_server::Health for Whoami {
 #[tokio::test]
 async fn a_guard_and_a_handler_reading_the_principal_behind_the_layer() {
     let issuer = TestIssuer::start().await;
-    let verifier = Verifier::builder()
-        .issuer(issuer.config())
-        .build()
-        .await
-        .unwrap();
+    let verifier = issuer.verifier().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

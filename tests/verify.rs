@@ -8,14 +8,6 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{Reply, ScriptServer};
 
-async fn verifier_for(issuer: &TestIssuer) -> Verifier {
-    Verifier::builder()
-        .issuer(issuer.config())
-        .build()
-        .await
-        .unwrap()
-}
-
 async fn reason(v: &Verifier, token: &str) -> Reason {
     v.verify(token)
         .await
@@ -26,7 +18,7 @@ async fn reason(v: &Verifier, token: &str) -> Reason {
 #[tokio::test]
 async fn accepts_valid_tokens_of_each_algorithm_and_reads_the_principal() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     for alg in Algorithm::ALL {
         let token = issuer
             .token()
@@ -60,7 +52,7 @@ async fn accepts_valid_tokens_of_each_algorithm_and_reads_the_principal() {
 async fn every_algorithm_refuses_a_tampered_token_and_a_foreign_key() {
     let issuer = TestIssuer::start().await;
     let stranger = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     for alg in Algorithm::ALL {
         let token = issuer.token().alg(alg).scopes(["a"]).sign();
         assert!(v.verify(&token).await.is_ok(), "{alg}");
@@ -93,7 +85,7 @@ async fn every_algorithm_refuses_a_tampered_token_and_a_foreign_key() {
 #[tokio::test]
 async fn a_global_token_has_no_tenant() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     let p = v.verify(&issuer.token().sign()).await.unwrap();
     assert_eq!(p.tenant(), None);
     assert!(p.scopes().is_empty());
@@ -102,7 +94,7 @@ async fn a_global_token_has_no_tenant() {
 #[tokio::test]
 async fn audience_must_contain_a_configured_one() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     assert_eq!(
         reason(&v, &issuer.token().audience("https://other.api").sign()).await,
         Reason::InvalidAudience
@@ -197,7 +189,7 @@ async fn leeway_is_capped() {
 #[tokio::test]
 async fn numeric_dates_must_be_numbers_in_range() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     for bad in [
         json!("4000000000"),
         json!(-5),
@@ -225,7 +217,7 @@ async fn numeric_dates_must_be_numbers_in_range() {
 #[tokio::test]
 async fn claims_of_the_wrong_type_are_rejected_not_read_as_absent() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     for (claim, bad) in [
         ("org_code", json!(123)),
         ("org_code", json!(null)),
@@ -256,7 +248,7 @@ async fn every_claim_read_is_type_checked_even_after_an_earlier_one_matched() {
     // Kinde reads the client id from `azp`, then `client_id`: a wrong-typed
     // `client_id` is rejected although `azp` already gave the answer.
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     for bad in [
         json!(1),
         json!([]),
@@ -299,7 +291,7 @@ async fn every_claim_read_is_type_checked_even_after_an_earlier_one_matched() {
 #[tokio::test]
 async fn duplicate_json_members_are_rejected() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     let kid = issuer.current_kid(Algorithm::RS256);
     let header = format!(r#"{{"alg":"RS256","kid":"{kid}","typ":"at+jwt"}}"#);
     let now = 2_000_000_000u64;
@@ -331,7 +323,7 @@ async fn duplicate_json_members_are_rejected() {
 #[tokio::test]
 async fn signature_and_algorithm_rules() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     let token = issuer.token().sign();
     assert!(v.verify(&token).await.is_ok());
 
@@ -365,7 +357,7 @@ async fn signature_and_algorithm_rules() {
 #[tokio::test]
 async fn none_and_hmac_are_rejected_before_any_fetch() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let claims = serde_json::Value::Object(issuer.token().claims()).to_string();
@@ -402,7 +394,7 @@ async fn configured_algorithms_restrict_further() {
 #[tokio::test]
 async fn typ_rules_default_and_strict() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     for ok in [
         Some("at+jwt"),
         Some("application/AT+JWT"),
@@ -477,7 +469,7 @@ async fn lifetime_and_age_limits() {
 async fn unknown_issuer_is_rejected_without_a_fetch() {
     let trusted = TestIssuer::start().await;
     let stranger = TestIssuer::start().await;
-    let v = verifier_for(&trusted).await;
+    let v = trusted.verifier().await;
     assert_eq!(
         reason(&v, &stranger.token().sign()).await,
         Reason::UnknownIssuer
@@ -537,7 +529,7 @@ async fn provider_presets_read_their_claims() {
     ];
     for (provider, org) in cases {
         let issuer = TestIssuer::start_with(provider).await;
-        let v = verifier_for(&issuer).await;
+        let v = issuer.verifier().await;
         let mut b = issuer
             .token()
             .client_id("app-1")
@@ -917,7 +909,7 @@ async fn cache_control_max_age_sets_the_refresh_time_within_bounds() {
     // The lower bound wins over a tiny max-age.
     let issuer = TestIssuer::start().await;
     issuer.set_cache_control(Some("max-age=0"));
-    let v = verifier_for(&issuer).await; // default min bound: 60 s
+    let v = issuer.verifier().await; // default min bound: 60 s
     assert!(v.verify(&token_for(&issuer)).await.is_ok());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(v.verify(&token_for(&issuer)).await.is_ok());
@@ -942,7 +934,7 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
 #[tokio::test]
 async fn discovery_resolves_the_jwks_url_on_first_use() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     assert_eq!(
         v.jwks_url(issuer.issuer()),
         None,
@@ -1246,7 +1238,7 @@ async fn user_agent_is_sent() {
 #[tokio::test]
 async fn rejections_never_contain_the_token() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     let token = issuer
         .token()
         .audience("https://secret-aud")
@@ -1261,7 +1253,7 @@ async fn rejections_never_contain_the_token() {
 #[tokio::test]
 async fn tokens_enter_the_cache_on_their_second_sighting_and_floods_stay_out() {
     let issuer = TestIssuer::start().await;
-    let v = verifier_for(&issuer).await;
+    let v = issuer.verifier().await;
     let hot = issuer.token().alg(Algorithm::EdDSA).sign();
     v.verify(&hot).await.unwrap();
     assert_eq!(v.cached_tokens(), 0, "seen once: not cached");

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Algorithm, Issuer, Preset};
+use crate::{Algorithm, Issuer, Preset, Verifier};
 
 /// The audience tokens get unless the builder says otherwise.
 pub const DEFAULT_AUDIENCE: &str = "https://api.example.test";
@@ -301,6 +301,25 @@ impl TestIssuer {
         } else {
             cfg.audience(DEFAULT_AUDIENCE)
         }
+    }
+
+    /// A [`Verifier`] trusting this issuer with [`TestIssuer::config`] (for
+    /// the Cognito preset, which binds tokens to client ids instead of an
+    /// audience, with `test-client` allowed). For other settings, build one
+    /// from [`TestIssuer::config`].
+    ///
+    /// # Panics
+    /// Never for these settings; a panic would be a bug in the test kit.
+    pub async fn verifier(&self) -> Verifier {
+        let mut cfg = self.config();
+        if self.shared.provider == Preset::Cognito {
+            cfg = cfg.allowed_client_ids(["test-client"]);
+        }
+        Verifier::builder()
+            .issuer(cfg)
+            .build()
+            .await
+            .expect("the test issuer's own configuration builds")
     }
 
     /// Start a token for client `test-client`, [`DEFAULT_AUDIENCE`], valid 1 hour, RS256.
