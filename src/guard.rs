@@ -308,20 +308,7 @@ pub struct Guarded<S, C> {
 }
 
 impl<S, C> Guarded<S, C> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_service_accessors!();
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for Guarded<S, C>

@@ -176,20 +176,7 @@ pub struct M2mAuth<S, R = DefaultRejection> {
 }
 
 impl<S, R> M2mAuth<S, R> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_service_accessors!();
 
     fn reject<ReqBody>(&self, kind: AuthErrorKind) -> ResponseFuture<S, ReqBody, R>
     where

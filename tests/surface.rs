@@ -304,3 +304,17 @@ fn every_public_type_is_debug() {
     debug::<BearerTokenLayer>();
     debug::<BearerToken<reqwest::Client>>();
 }
+
+#[tokio::test]
+async fn services_give_access_to_their_inner_service() {
+    use tower::Layer as _;
+    let issuer = TestIssuer::start().await;
+    let mut auth = M2mAuthLayer::new(issuer.verifier().await).layer(7u8);
+    *auth.get_mut() += 1;
+    assert_eq!(*auth.get_ref(), 8);
+    assert_eq!(auth.into_inner(), 8);
+    let mut guarded = m2m_guard::RequireScope::all(["x"]).layer(1u8);
+    *guarded.get_mut() += 1;
+    assert_eq!(*guarded.get_ref(), 2);
+    assert_eq!(guarded.into_inner(), 2);
+}

@@ -160,6 +160,10 @@ pub struct BearerToken<S> {
     origins: Arc<[String]>,
 }
 
+impl<S> BearerToken<S> {
+    crate::inner_service_accessors!();
+}
+
 fn bearer(token: &AccessToken) -> Result<HeaderValue, BoxError> {
     let mut v = HeaderValue::from_str(&format!("Bearer {}", token.secret()))
         .map_err(|_| BoxError::from("the access token is not a valid header value"))?;
