@@ -128,6 +128,9 @@ fn opt_string(claims: &Object, name: &str) -> Result<Option<String>, Rejection> 
 /// work: no fetch, no unknown-kid cooldown.
 pub(crate) struct Checked {
     pub(crate) window: Window,
+    /// The client allow-list (if any) names the token's client. Answered
+    /// only once the signature holds.
+    pub(crate) client_allowed: bool,
     exp: Date,
     iat: Option<Date>,
     subject: Option<String>,
@@ -254,12 +257,13 @@ impl ClaimRules {
                 }
             }
         }
-        if let Some(allowed) = &self.allowed_client_ids {
-            match &client_id {
-                Some(c) if allowed.contains(c) => {}
-                _ => return Err(Rejection::new(Reason::ClientNotAllowed)),
-            }
-        }
+        // Decided here, answered after the signature: an unsigned token
+        // must not learn which clients are allowed.
+        let client_allowed = match (&self.allowed_client_ids, &client_id) {
+            (None, _) => true,
+            (Some(allowed), Some(c)) => allowed.contains(c),
+            (Some(_), None) => false,
+        };
         let tenant = match &self.tenant_claim {
             Some(name) => opt_string(claims, name)?,
             None => None,
@@ -267,6 +271,7 @@ impl ClaimRules {
         let scopes = self.scopes(claims)?;
         Ok(Checked {
             window,
+            client_allowed,
             exp,
             iat,
             subject,

@@ -71,6 +71,8 @@ struct State {
     /// Consecutive failed fetches; 0 when the last fetch succeeded.
     failures: u32,
     last_kid_refetch: Option<Instant>,
+    /// When a fetch last succeeded.
+    last_ok: Option<Instant>,
 }
 
 /// What a token whose `kid` is not in the current keys should get.
@@ -133,6 +135,7 @@ impl KeyStore {
                 next_attempt: now,
                 failures: 0,
                 last_kid_refetch: None,
+                last_ok: None,
             }),
             flight: SingleFlight::default(),
             fetches: AtomicU64::new(0),
@@ -224,7 +227,13 @@ impl KeyStore {
             return KidMiss::Refetch(self.refresh());
         }
         match st.last_kid_refetch {
-            Some(t) if now.saturating_duration_since(t) < self.policy.unknown_kid_cooldown => {
+            // Fresh only if the refetch the cooldown stands for really
+            // landed: one that never ran (no runtime, a runtime shutting
+            // down) or was lost proves nothing about the kid.
+            Some(t)
+                if now.saturating_duration_since(t) < self.policy.unknown_kid_cooldown
+                    && st.last_ok.is_some_and(|ok| ok >= t) =>
+            {
                 KidMiss::Fresh
             }
             _ => {
@@ -294,9 +303,9 @@ impl KeyStore {
             .catch_unwind()
             .await
             .unwrap_or(Err(FetchError::Panicked));
-        let out = self.record(result);
+        // Past the last await: nothing can cancel the rest.
         unrecorded.0 = None;
-        out
+        self.record(result)
     }
 
     /// Record a fetch's outcome in the state.
@@ -328,6 +337,7 @@ impl KeyStore {
                 st.usable_until = instant_after(instant_after(now, ttl), self.policy.max_stale);
                 st.failures = 0;
                 st.next_attempt = now;
+                st.last_ok = Some(now);
                 Ok(set)
             }
             Err(e) => {
@@ -353,19 +363,15 @@ impl KeyStore {
     }
 }
 
-/// Records a failed fetch when dropped armed: the fetch ended (panic,
-/// cancellation) without recording its outcome.
+/// Records a failed fetch when dropped armed: the fetch's task was dropped
+/// (runtime shutting down) before its outcome could be recorded.
 struct Unrecorded<'a>(Option<&'a KeyStore>);
 
 impl Drop for Unrecorded<'_> {
     fn drop(&mut self) {
         if let Some(store) = self.0.take() {
-            let lost = if std::thread::panicking() {
-                FetchError::Panicked
-            } else {
-                FetchError::Cancelled
-            };
-            drop(store.record(Err(lost)));
+            // Armed only across the await: the task was dropped unfinished.
+            drop(store.record(Err(FetchError::Cancelled)));
         }
     }
 }

@@ -192,7 +192,8 @@ impl IssuerVerifier {
         check_typ(t.header.typ.as_deref(), self.rules.token_type)?;
         // Every claim rule runs first (expired, wrong audience, a claim of the
         // wrong type, a client not allowed...): a token that can only fail
-        // never costs a fetch or the unknown-kid cooldown.
+        // never costs a fetch or the unknown-kid cooldown. (The allow-list's
+        // verdict is only told once the signature holds.)
         let checked = self.rules.check(&t.claims, now_secs())?;
 
         let mut keys = self.keys_now().await?;
@@ -211,6 +212,9 @@ impl IssuerVerifier {
                     if !valid {
                         return Err(Rejection::new(Reason::InvalidSignature));
                     }
+                    if !checked.client_allowed {
+                        return Err(Rejection::new(Reason::ClientNotAllowed));
+                    }
                     let window = checked.window;
                     return Ok(CachedToken {
                         principal: self.rules.principal(t.claims, checked),
@@ -223,6 +227,11 @@ impl IssuerVerifier {
                 Lookup::Ambiguous => return Err(Rejection::new(Reason::AmbiguousKey)),
                 Lookup::UnknownKid if refetched || looks > 3 => {
                     // A key set fetched just now lacks the kid.
+                    return Err(Rejection::new(Reason::UnknownKey));
+                }
+                // A client the allow-list refuses: doomed whatever the key,
+                // so no fetch; and unverified, so not told why.
+                Lookup::UnknownKid if !checked.client_allowed => {
                     return Err(Rejection::new(Reason::UnknownKey));
                 }
                 Lookup::UnknownKid => match self.store.on_unknown_kid(&keys) {

@@ -459,6 +459,35 @@ async fn a_client_starts_while_its_issuer_is_down_and_works_once_it_is_back() {
     }
 }
 
+#[tokio::test]
+async fn a_discovered_token_endpoint_must_pass_the_url_policy() {
+    // Metadata pointing the secret at plain http off loopback, or at an URL
+    // with credentials: refused before any token request.
+    for endpoint in [
+        "http://evil.example/token",
+        "https://u:p@issuer.example/token",
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let doc = serde_json::json!({"issuer": issuer, "token_endpoint": endpoint});
+        let app = Router::new().route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(doc) }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
+            .issuer(&issuer)
+            .max_retries(0)
+            .build()
+            .await
+            .unwrap();
+        let e = p.token().await.unwrap_err();
+        assert!(matches!(e, ClientError::Config(_)), "{endpoint}: {e:?}");
+        assert_eq!(p.requests_sent(), 0, "{endpoint}: no token request");
+        assert!(!format!("{e} {e:?}").contains(SECRET));
+    }
+}
+
 #[test]
 fn secret_from_the_environment() {
     // set_var is unsafe in edition 2024 and this crate forbids unsafe: use
@@ -650,7 +679,7 @@ async fn failed_refreshes_back_off_and_callers_get_a_fast_typed_error() {
             other => panic!("{other:?}"),
         }
     }
-    // The 3 s backoff outlasts the 50 calls with a wide margin: every one
+    // The backoff (1.5 to 3 s) outlasts the 50 calls with a wide margin: every one
     // was answered without a request.
     assert!(started.elapsed() < Duration::from_millis(2500));
     assert_eq!(p.requests_sent(), 1, "no request storm");

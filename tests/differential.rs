@@ -694,8 +694,14 @@ async fn verdicts_agree_with_an_independent_verifier_or_a_documented_policy() {
             // Judged within the second the variant was made in (made again
             // when the second ticks over in between), and jose judges it at
             // that same second: edge cases are exact.
+            // Each case has its own RNG, derived from the seed and its
+            // index: a replay makes the same variant, however often the
+            // second ticks over and the case is made again.
+            let case = (done + i) as u64;
             let (v, verdict) = loop {
                 generator.now = now();
+                generator.rng =
+                    fastrand::Rng::with_seed(seed ^ case.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let v = generator.variant(forced);
                 let verdict = match verifier.verify(&v.token).await {
                     Ok(_) => Ok(()),

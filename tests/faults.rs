@@ -159,8 +159,9 @@ async fn claim_rules_that_can_only_reject_run_before_any_key_work() {
     let kid = || rfc9068().kid("rotated-soon");
     let doomed = [
         (
+            // Not told "client not allowed" before the signature holds.
             kid().client_id("intruder").sign(),
-            Reason::ClientNotAllowed,
+            Reason::UnknownKey,
             None,
         ),
         (
@@ -193,6 +194,15 @@ async fn claim_rules_that_can_only_reject_run_before_any_key_work() {
         1,
         "no fetch for a token that can only fail"
     );
+    // A known key: the signature first, then the allow-list.
+    let intruder = rfc9068().client_id("intruder").sign();
+    let (head, _) = intruder.rsplit_once('.').unwrap();
+    let good = rfc9068().sign();
+    let (_, other_sig) = good.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{other_sig}");
+    let reason_of = async |t: &str| strict.verify(t).await.unwrap_err().reason();
+    assert_eq!(reason_of(&forged).await, Reason::InvalidSignature);
+    assert_eq!(reason_of(&intruder).await, Reason::ClientNotAllowed);
     issuer.rotate_keys();
     assert!(strict.verify(&rfc9068().sign()).await.is_ok());
     assert_eq!(issuer.jwks_fetches(), 2, "the cooldown was not used up");
@@ -265,6 +275,44 @@ fn a_refetch_lost_with_its_runtime_is_a_failed_fetch_not_a_fresh_key_set() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    });
+}
+
+/// A refetch that never ran (the request was polled outside any tokio
+/// runtime, so nothing could run the fetch) proves nothing about the kid:
+/// the cooldown it would have started must not answer 401 afterwards.
+#[test]
+fn a_refetch_that_never_ran_does_not_use_up_the_cooldown() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (issuer, v) = rt.block_on(async {
+        let issuer = TestIssuer::start().await;
+        let v = verifier(
+            issuer
+                .config()
+                .unknown_kid_cooldown(Duration::from_secs(3600)),
+        )
+        .await;
+        assert!(v.verify(&issuer.token().sign()).await.is_ok());
+        (issuer, v)
+    });
+    issuer.rotate_keys();
+    let rotated = issuer.token().sign();
+    // Outside any runtime: no fetch can be started, so our outage, a 503.
+    let outside = futures_util::FutureExt::now_or_never(v.verify(&rotated))
+        .expect("answers at once without a runtime");
+    assert_eq!(outside.unwrap_err().reason(), Reason::KeysUnavailable);
+    assert_eq!(issuer.jwks_fetches(), 1, "nothing was fetched");
+    // Back on the runtime: the rotated key is fetched and the token accepted.
+    rt.block_on(async {
+        assert!(
+            v.verify(&rotated).await.is_ok(),
+            "not a 401 from a cooldown"
+        );
+        assert_eq!(issuer.jwks_fetches(), 2);
     });
 }
 

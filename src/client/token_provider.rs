@@ -268,8 +268,9 @@ enum TokenEndpoint {
     /// Configured.
     Url(Url),
     /// The issuer's `token_endpoint`, discovered on the first request (and
-    /// again after a failed one), so a client starts while its issuer is
-    /// down and works as soon as the issuer is back.
+    /// again after a request that could not reach it: the issuer may have
+    /// moved it), so a client starts while its issuer is down and works as
+    /// soon as the issuer is back.
     Discover {
         issuer: String,
         found: Mutex<Option<Url>>,
@@ -611,7 +612,24 @@ async fn token_url(inner: &Inner) -> Result<Url, ClientError> {
 }
 
 async fn request_token(inner: &Inner) -> Result<AccessToken, ClientError> {
-    let token_url = token_url(inner).await?;
+    let token_url = tokio::time::timeout(inner.timeout, token_url(inner))
+        .await
+        .map_err(|_| {
+            ClientError::Network(format!("discovery timed out after {:?}", inner.timeout))
+        })??;
+    let result = request_token_at(inner, token_url).await;
+    if let (
+        Err(ClientError::Network(_) | ClientError::Status(404)),
+        TokenEndpoint::Discover { found, .. },
+    ) = (&result, &inner.token_url)
+    {
+        // Discover again next time: the issuer may have moved its endpoint.
+        *found.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+    result
+}
+
+async fn request_token_at(inner: &Inner, token_url: Url) -> Result<AccessToken, ClientError> {
     inner.requests.fetch_add(1, Ordering::Relaxed);
     let scope = inner.scopes.join(" ");
     let mut pairs: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
@@ -822,11 +840,13 @@ impl TokenProviderBuilder {
         self
     }
 
-    /// Check the configuration and resolve the token endpoint (discovery
-    /// when only an issuer is given). No token is requested yet.
+    /// Check the configuration. Nothing is fetched yet: with an issuer, its
+    /// token endpoint is discovered on the first token request (so a client
+    /// starts while its issuer is down), and again after a token request
+    /// that could not reach it.
     ///
     /// # Errors
-    /// [`ClientError::Config`] for an invalid configuration or failed discovery.
+    /// [`ClientError::Config`] for an invalid configuration.
     pub async fn build(self) -> Result<TokenProvider, ClientError> {
         if self.client_id.is_empty() || self.secret.expose().is_empty() {
             return Err(ClientError::Config(

@@ -178,6 +178,26 @@ pub struct TestIssuer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+impl std::fmt::Debug for TestIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestIssuer")
+            .field("issuer", &self.shared.issuer)
+            .field("preset", &self.shared.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TokenBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenBuilder")
+            .field("client_id", &self.client_id)
+            .field("org", &self.org)
+            .field("scopes", &self.scopes)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
 fn load_key(pem: &str, alg: Algorithm, kid: String) -> Arc<TestKey> {
     crate::crypto::ensure_backend();
     let encoding = match alg {
