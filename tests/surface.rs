@@ -318,3 +318,29 @@ async fn services_give_access_to_their_inner_service() {
     assert_eq!(*guarded.get_ref(), 2);
     assert_eq!(guarded.into_inner(), 2);
 }
+
+#[tokio::test]
+async fn the_verifier_reports_its_fetches_and_shows_its_issuers() {
+    let issuer = TestIssuer::start().await;
+    let v = issuer.verifier().await;
+    assert_eq!(
+        v.key_fetch_count(issuer.issuer()),
+        Some(0),
+        "nothing fetched at build"
+    );
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(v.key_fetch_count(issuer.issuer()), Some(1));
+    issuer.rotate_keys();
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(
+        v.key_fetch_count(issuer.issuer()),
+        Some(2),
+        "one refetch for the new kid"
+    );
+    assert_eq!(v.key_fetch_count("https://elsewhere.example"), None);
+    let shown = format!("{v:?}");
+    assert!(
+        shown.contains("Verifier") && shown.contains(issuer.issuer()),
+        "{shown}"
+    );
+}
