@@ -488,6 +488,95 @@ async fn a_discovered_token_endpoint_must_pass_the_url_policy() {
     }
 }
 
+/// Both halves end to end with the test kit alone: the test issuer's token
+/// endpoint (found by discovery) hands a registered client its tokens, and
+/// the issuer's verifier accepts them with the client's org and scopes.
+#[tokio::test]
+async fn the_test_issuer_serves_the_token_endpoint_it_advertises() {
+    use m2m_guard::test_util::{TestClient, TestIssuer};
+    let issuer = TestIssuer::start().await;
+    issuer.register_client(
+        TestClient::new("billing", "s3cret")
+            .org("org_7")
+            .scopes(["read:users", "write:flags"]),
+    );
+    let verifier = issuer.verifier().await;
+    for auth in [ClientAuth::Basic, ClientAuth::Post] {
+        let p = TokenProvider::builder("billing", ClientSecret::new("s3cret"))
+            .issuer(issuer.issuer())
+            .client_auth(auth)
+            .scopes(["read:users"])
+            .audience(m2m_guard::test_util::DEFAULT_AUDIENCE)
+            .build()
+            .await
+            .unwrap();
+        let token = p.token().await.unwrap();
+        assert_eq!(token.scope(), Some("read:users"));
+        let who = verifier.verify(token.secret()).await.unwrap();
+        assert_eq!(who.client_id(), Some("billing"));
+        assert_eq!(who.tenant(), Some("org_7"));
+        assert!(who.has_scope("read:users") && !who.has_scope("write:flags"));
+    }
+    let builder = || {
+        TokenProvider::builder("billing", ClientSecret::new("s3cret"))
+            .token_url(issuer.token_endpoint())
+            .max_retries(0)
+    };
+    // No scope asked: every allowed scope.
+    let all = builder().build().await.unwrap().token().await.unwrap();
+    assert_eq!(all.scope(), Some("read:users write:flags"));
+    // `resource` (RFC 8707) becomes the audience.
+    let other = builder()
+        .resource("https://other.example/api")
+        .build()
+        .await
+        .unwrap()
+        .token()
+        .await
+        .unwrap();
+    let e = verifier.verify(other.secret()).await.unwrap_err();
+    assert_eq!(e.reason(), m2m_guard::Reason::InvalidAudience);
+    // A scope the client may not have: invalid_scope; a wrong secret: invalid_client.
+    let e = builder()
+        .scopes(["admin"])
+        .build()
+        .await
+        .unwrap()
+        .token()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ClientError::OAuth {
+                code: OAuthErrorCode::InvalidScope,
+                status: 400,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = TokenProvider::builder("billing", ClientSecret::new("wrong"))
+        .token_url(issuer.token_endpoint())
+        .build()
+        .await
+        .unwrap()
+        .token()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ClientError::OAuth {
+                code: OAuthErrorCode::InvalidClient,
+                status: 401,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn secret_from_the_environment() {
     // set_var is unsafe in edition 2024 and this crate forbids unsafe: use

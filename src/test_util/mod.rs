@@ -169,6 +169,7 @@ struct Shared {
     cache_control: Mutex<Option<String>>,
     jwks_fetches: AtomicU64,
     provider: Preset,
+    clients: Mutex<std::collections::HashMap<String, TestClient>>,
 }
 
 /// An OAuth issuer on loopback, for tests and demos.
@@ -244,6 +245,73 @@ fn keys_for_generation(generation: usize, set: usize) -> Vec<Arc<TestKey>> {
     keys
 }
 
+impl Shared {
+    fn token(&self) -> TokenBuilder<'_> {
+        TokenBuilder {
+            issuer: self,
+            provider: self.provider,
+            client_id: "test-client".into(),
+            org: None,
+            scopes: Vec::new(),
+            audience: Some(Value::String(DEFAULT_AUDIENCE.into())),
+            alg: Algorithm::RS256,
+            lifetime: Duration::from_secs(3600),
+            issued_ago: Duration::ZERO,
+            not_before: None,
+            extra: Map::new(),
+            removed: Vec::new(),
+            typ: None,
+            kid: None,
+        }
+    }
+
+    fn current_key(&self, alg: Algorithm) -> Arc<TestKey> {
+        let k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        k.current
+            .iter()
+            .find(|key| key.alg == alg)
+            .cloned()
+            .expect("a test key for every supported algorithm")
+    }
+}
+
+/// A client registered with [`TestIssuer::register_client`].
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    id: String,
+    secret: String,
+    org: Option<String>,
+    scopes: Vec<String>,
+}
+
+impl TestClient {
+    /// A client with this id and secret, no organization and no scopes.
+    pub fn new(id: impl Into<String>, secret: impl Into<String>) -> Self {
+        TestClient {
+            id: id.into(),
+            secret: secret.into(),
+            org: None,
+            scopes: Vec::new(),
+        }
+    }
+
+    /// Its tokens carry this organization (the preset's tenant claim).
+    pub fn org(mut self, org: impl Into<String>) -> Self {
+        self.org = Some(org.into());
+        self
+    }
+
+    /// The scopes it may be granted (all of them when a request names none).
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
 impl TestIssuer {
     /// Start an issuer shaped like Kinde (`org_code`, `scope` + `scp`, `azp`).
     pub async fn start() -> TestIssuer {
@@ -276,11 +344,13 @@ impl TestIssuer {
             cache_control: Mutex::new(None),
             jwks_fetches: AtomicU64::new(0),
             provider,
+            clients: Mutex::new(std::collections::HashMap::new()),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(metadata))
             .route("/.well-known/oauth-authorization-server", get(metadata))
             .route("/jwks", get(jwks))
+            .route("/token", axum::routing::post(token_endpoint))
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -344,22 +414,23 @@ impl TestIssuer {
 
     /// Start a token for client `test-client`, [`DEFAULT_AUDIENCE`], valid 1 hour, RS256.
     pub fn token(&self) -> TokenBuilder<'_> {
-        TokenBuilder {
-            issuer: self,
-            provider: self.shared.provider,
-            client_id: "test-client".into(),
-            org: None,
-            scopes: Vec::new(),
-            audience: Some(Value::String(DEFAULT_AUDIENCE.into())),
-            alg: Algorithm::RS256,
-            lifetime: Duration::from_secs(3600),
-            issued_ago: Duration::ZERO,
-            not_before: None,
-            extra: Map::new(),
-            removed: Vec::new(),
-            typ: None,
-            kid: None,
-        }
+        self.shared.token()
+    }
+
+    /// Register a client of the token endpoint ([`TestIssuer::token_endpoint`],
+    /// also advertised by discovery): it gets client-credentials tokens for
+    /// its id, organization and scopes. Registering an id again replaces it.
+    pub fn register_client(&self, client: TestClient) {
+        self.shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(client.id.clone(), client);
+    }
+
+    /// The client-credentials token endpoint, `{issuer}/token`.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.shared.issuer)
     }
 
     /// Rotate: new signing keys for every algorithm; the previous keys stay
@@ -416,12 +487,7 @@ impl TestIssuer {
     }
 
     fn current_key(&self, alg: Algorithm) -> Arc<TestKey> {
-        let k = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-        k.current
-            .iter()
-            .find(|key| key.alg == alg)
-            .cloned()
-            .expect("a test key for every supported algorithm")
+        self.shared.current_key(alg)
     }
 
     /// Simulate a failure (or end it with [`Outage::None`]).
@@ -500,6 +566,150 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+/// An RFC 6749 error response.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut resp = (
+        status,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"test-issuer\""),
+        );
+    }
+    resp
+}
+
+/// `id:secret` from `Authorization: Basic`, each form-decoded (RFC 6749 §2.3.1).
+fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<Option<(String, String)>> {
+    use base64::Engine as _;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok();
+    let decoded = value
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let pair = decoded
+        .as_deref()
+        .and_then(|d| d.split_once(':'))
+        .map(|(id, secret)| {
+            let dec = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            (dec(id), dec(secret))
+        });
+    Some(pair)
+}
+
+/// RFC 6749 §4.4 client-credentials grant, `client_secret_basic` or
+/// `client_secret_post`, for the registered clients.
+async fn token_endpoint(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = apply_outage(&shared).await {
+        return r;
+    }
+    let mut form = std::collections::HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        if form.insert(k.into_owned(), v.into_owned()).is_some() {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a parameter is repeated",
+            );
+        }
+    }
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only client_credentials is supported",
+        );
+    }
+    let posted = match (form.get("client_id"), form.get("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        _ => None,
+    };
+    let credentials = match (basic_credentials(&headers), posted) {
+        (Some(_), Some(_)) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "more than one client authentication method",
+            );
+        }
+        (Some(basic), None) => basic,
+        (None, posted) => posted,
+    };
+    let client = credentials.and_then(|(id, secret)| {
+        let clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.get(&id).filter(|c| c.secret == secret).cloned()
+    });
+    let Some(client) = client else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    };
+    let requested: Vec<String> = form
+        .get("scope")
+        .map(|s| {
+            s.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if requested.iter().any(|s| !client.scopes.contains(s)) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "a requested scope is not allowed for this client",
+        );
+    }
+    let granted = if requested.is_empty() {
+        client.scopes.clone()
+    } else {
+        requested
+    };
+    let mut token = shared
+        .token()
+        .client_id(client.id.clone())
+        .scopes(granted.clone());
+    if let Some(aud) = form.get("resource").or_else(|| form.get("audience")) {
+        token = token.audience(aud.clone());
+    }
+    if let Some(org) = &client.org {
+        token = token.org(org.clone());
+    }
+    let mut resp = axum::Json(json!({
+        "access_token": token.sign(),
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "scope": granted.join(" "),
+    }))
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     if let Some(r) = apply_outage(&shared).await {
@@ -525,7 +735,7 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
 /// Builds and signs one token. Start it with [`TestIssuer::token`].
 #[must_use = "call .sign() to get the token"]
 pub struct TokenBuilder<'a> {
-    issuer: &'a TestIssuer,
+    issuer: &'a Shared,
     provider: Preset,
     client_id: String,
     org: Option<String>,
@@ -643,7 +853,7 @@ impl TokenBuilder<'_> {
             .map_or(0, |d| d.as_secs())
             .saturating_sub(self.issued_ago.as_secs());
         let mut c = Map::new();
-        c.insert("iss".into(), self.issuer.issuer().into());
+        c.insert("iss".into(), self.issuer.issuer.as_str().into());
         if let Some(aud) = &self.audience
             && self.provider != Preset::Cognito
         {
