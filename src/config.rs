@@ -80,6 +80,7 @@ pub struct Issuer {
     pub(crate) scope_claims: Option<Vec<String>>,
     pub(crate) client_id_claims: Option<Vec<String>>,
     pub(crate) allowed_client_ids: Option<Vec<String>>,
+    pub(crate) refresh_interval_set: bool,
 }
 
 impl Issuer {
@@ -93,6 +94,7 @@ impl Issuer {
             preset: Preset::Generic,
             leeway: Duration::from_secs(60),
             policy: RefreshPolicy::default(),
+            refresh_interval_set: false,
             algorithms: None,
             max_lifetime: None,
             max_age: None,
@@ -137,10 +139,13 @@ impl Issuer {
     }
 
     /// Key-set lifetime when the response has no `Cache-Control: max-age`.
-    /// Defaults to 10 minutes (100 ms ..= 7 days). A background refresh
-    /// starts at 3/4 of it.
+    /// Defaults to 10 minutes (clamped into the bounds). A value you set
+    /// must lie within [`Issuer::refresh_bounds`] (1 minute ..= 24 hours by
+    /// default; lower them too for a shorter interval), else `build` names
+    /// it. A background refresh starts at 3/4 of it.
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
         self.policy.default_ttl = interval;
+        self.refresh_interval_set = true;
         self
     }
 
@@ -294,7 +299,6 @@ impl Issuer {
         }
         let p = &self.policy;
         in_range("Issuer::max_stale", p.max_stale, Duration::ZERO, 7 * DAY)?;
-        in_range("Issuer::refresh_interval", p.default_ttl, 100 * MS, 7 * DAY)?;
         in_range("Issuer::refresh_bounds (min)", p.min_ttl, 100 * MS, 7 * DAY)?;
         in_range(
             "Issuer::refresh_bounds (max)",
@@ -302,6 +306,16 @@ impl Issuer {
             p.min_ttl,
             7 * DAY,
         )?;
+        // A chosen interval lies within the bounds (it would be clamped
+        // silently otherwise); the default is clamped into them.
+        if self.refresh_interval_set {
+            in_range(
+                "Issuer::refresh_interval",
+                p.default_ttl,
+                p.min_ttl,
+                p.max_ttl,
+            )?;
+        }
         in_range(
             "Issuer::unknown_kid_cooldown",
             p.unknown_kid_cooldown,

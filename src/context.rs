@@ -9,7 +9,7 @@ use crate::layer::trace_rejection;
 use crate::principal::Principal;
 use crate::response::{AuthError, AuthErrorKind, Challenge, OnRejection};
 
-pub(crate) const NO_AUTH_LAYER: &str = "m2m-guard: no M2mAuthLayer runs before this guard or extractor; add .layer(M2mAuthLayer::new(verifier)) around the routes";
+pub(crate) const NO_AUTH_LAYER: &str = "m2m-guard: no M2mAuthLayer ran before this guard or extractor: add one around the routes, or move it outside the guards (with axum, the last .route_layer/.layer call is the outermost, so add M2mAuthLayer after the guards)";
 
 /// Put everything further in needs into `extensions`: the challenge and the
 /// layer's rejection handler for body type `B`.

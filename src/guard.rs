@@ -33,14 +33,38 @@ pub trait Check: sealed::Sealed + Clone + Send + Sync + 'static {
 /// Require scopes: all of a list, or any of it. A layer for `route_layer`.
 ///
 /// ```
-/// use axum::{Router, routing::{get, post}};
-/// use m2m_guard::RequireScope;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use axum::{Router, body::Body, http::Request, routing::{get, post}};
+/// use m2m_guard::{M2mAuthLayer, RequireScope, test_util::TestIssuer};
+/// use tower::ServiceExt as _;
 ///
+/// let issuer = TestIssuer::start().await;
 /// let app: Router = Router::new()
-///     .route("/flags", post(|| async { "created" }))
-///     .route_layer(RequireScope::all(["write:flags"]))
-///     .route("/reports", get(|| async { "report" }))
-///     .route_layer(RequireScope::any(["read:reports", "admin"]));
+///     // `MethodRouter::route_layer`: each guard wraps its own handler only
+///     // (`Router::route_layer` would wrap every route added before it).
+///     .route("/flags", post(|| async { "created" }).route_layer(RequireScope::all(["write:flags"])))
+///     .route(
+///         "/reports",
+///         get(|| async { "report" }).route_layer(RequireScope::any(["read:reports", "admin"])),
+///     )
+///     .route_layer(M2mAuthLayer::new(issuer.verifier().await));
+///
+/// let status = |method: &str, path: &str, token: String| {
+///     let req = Request::builder()
+///         .method(method)
+///         .uri(path)
+///         .header("authorization", format!("Bearer {token}"))
+///         .body(Body::empty())
+///         .unwrap();
+///     let app = app.clone();
+///     async move { app.oneshot(req).await.unwrap().status().as_u16() }
+/// };
+/// let writer = issuer.token().scopes(["write:flags"]).sign();
+/// assert_eq!(status("POST", "/flags", writer.clone()).await, 200);
+/// assert_eq!(status("GET", "/reports", writer).await, 403);
+/// assert_eq!(status("GET", "/reports", issuer.token().scopes(["admin"]).sign()).await, 200);
+/// # }
 /// ```
 ///
 /// A token without them gets 403 with

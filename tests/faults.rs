@@ -443,6 +443,11 @@ async fn absurd_settings_are_refused_with_the_setting_named() {
             issuer.config().refresh_interval(huge),
             "Issuer::refresh_interval",
         ),
+        // Below the default 1 minute lower bound: refused, not clamped silently.
+        (
+            issuer.config().refresh_interval(Duration::from_secs(5)),
+            "Issuer::refresh_interval",
+        ),
         (
             issuer.config().unknown_kid_cooldown(Duration::ZERO),
             "Issuer::unknown_kid_cooldown",

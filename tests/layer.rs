@@ -522,7 +522,11 @@ async fn extractors_without_the_layer_explain_the_wiring() {
         3,
         "one error line per request:\n{out}"
     );
-    assert!(out.contains("M2mAuthLayer::new(verifier)"), "{out}");
+    assert!(
+        out.contains("no M2mAuthLayer ran before this guard or extractor"),
+        "{out}"
+    );
+    assert!(out.contains("move it outside the guards"), "{out}");
 }
 
 #[tokio::test]

@@ -30,6 +30,11 @@
 mod layer;
 mod token_provider;
 
+/// The `reqwest` this feature is built with: [`BearerTokenLayer`] wraps its
+/// `Client`, and [`TokenProviderBuilder::http_client`] takes its
+/// `ClientBuilder`, so use this one (or the same major version).
+pub use reqwest;
+
 pub use layer::{BearerToken, BearerTokenLayer, OutgoingRequest, OutgoingResponse};
 pub use token_provider::{
     AccessToken, AudienceParam, ClientAuth, ClientError, ClientSecret, OAuthErrorCode,
