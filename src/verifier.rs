@@ -198,11 +198,10 @@ impl IssuerVerifier {
 
         let mut keys = self.keys_now().await?;
         let kid = t.header.kid.as_deref();
-        // At most a newer snapshot or two and one refetch per token.
-        let mut looks = 0;
-        let mut refetched = false;
-        loop {
-            looks += 1;
+        // A bounded number of looks: a newer snapshot or two and a refetch.
+        // After a refetch lands the key store answers "fresh" for a kid it
+        // still lacks, so one refetch per token is the most it costs.
+        for _ in 0..4 {
             match keys.find(kid, alg) {
                 Lookup::Found(key) => {
                     // Strict base64url: one signature, one encoding.
@@ -225,10 +224,6 @@ impl IssuerVerifier {
                 }
                 Lookup::WrongAlgorithm => return Err(Rejection::new(Reason::AlgorithmMismatch)),
                 Lookup::Ambiguous => return Err(Rejection::new(Reason::AmbiguousKey)),
-                Lookup::UnknownKid if refetched || looks > 3 => {
-                    // A key set fetched just now lacks the kid.
-                    return Err(Rejection::new(Reason::UnknownKey));
-                }
                 // A client the allow-list refuses: doomed whatever the key,
                 // so no fetch; and unverified, so not told why.
                 Lookup::UnknownKid if !checked.client_allowed => {
@@ -236,6 +231,7 @@ impl IssuerVerifier {
                 }
                 Lookup::UnknownKid => match self.store.on_unknown_kid(&keys) {
                     KidMiss::Newer(newer) => keys = newer,
+                    // A key set fetched since the refetch began lacks the kid.
                     KidMiss::Fresh => return Err(Rejection::new(Reason::UnknownKey)),
                     // Our outage is never the caller's fault: the token may
                     // be signed by a key we cannot fetch yet.
@@ -243,7 +239,6 @@ impl IssuerVerifier {
                         return Err(Rejection::keys_unavailable(retry));
                     }
                     KidMiss::Refetch(fetch) => {
-                        refetched = true;
                         keys = fetch
                             .await
                             .map_err(|_| Rejection::keys_unavailable(self.store.retry_after()))?;
@@ -251,5 +246,6 @@ impl IssuerVerifier {
                 },
             }
         }
+        Err(Rejection::new(Reason::UnknownKey))
     }
 }
