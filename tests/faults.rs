@@ -316,6 +316,57 @@ fn a_refetch_that_never_ran_does_not_use_up_the_cooldown() {
     });
 }
 
+/// A token with a new kid that arrives while a routine refresh is in flight
+/// joins that fetch; if the fetch was sent before the rotation, its key set
+/// lacks the kid, and that proves nothing: the token gets a refetch of its own.
+#[tokio::test]
+async fn joining_an_older_refresh_is_not_the_refetch_a_new_kid_deserves() {
+    let issuer = TestIssuer::start().await;
+    let keys = ScriptServer::start().await;
+    let old_doc = issuer.jwks_document().to_string();
+    keys.json("/jwks", old_doc.clone());
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .jwks_url(keys.url("/jwks"))
+                .refresh_bounds(Duration::from_millis(100), Duration::from_secs(3600))
+                .refresh_interval(Duration::from_millis(200))
+                .unknown_kid_cooldown(Duration::from_secs(3600)),
+        )
+        .disable_token_cache()
+        .build()
+        .await
+        .unwrap();
+    let old = issuer.token().sign();
+    assert!(v.verify(&old).await.is_ok());
+    // The routine refresh is due; it is sent now and answered (with the
+    // key set as it was) only after the rotation below.
+    keys.set(
+        "/jwks",
+        Reply::Delay(
+            Duration::from_millis(1500),
+            Box::new(Reply::Json(axum::http::StatusCode::OK, old_doc)),
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        v.verify(&old).await.is_ok(),
+        "starts the background refresh"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    issuer.rotate_keys();
+    keys.json("/jwks", issuer.jwks_document().to_string());
+    let rotated = issuer.token().sign();
+    let started = Instant::now();
+    let verdict = v.verify(&rotated).await;
+    assert!(verdict.is_ok(), "{verdict:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it joined the older refresh first"
+    );
+}
+
 // ===== start-up during an issuer outage =====
 
 #[tokio::test]
