@@ -7,6 +7,12 @@
 //! result, a panic, a cancellation or a runtime shutdown — by a guard the
 //! task owns: nothing can leave a resource wedged behind a flight that will
 //! never land.
+//!
+//! The task runs on the runtime of the caller that started it. If that is a
+//! current-thread runtime that stays alive but is no longer driven, callers
+//! joining from other runtimes wait until it is driven again (tokio's
+//! semantics for any spawned task); a runtime that shuts down drops the task,
+//! and its waiters get [`Lost::Cancelled`] at once.
 
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
