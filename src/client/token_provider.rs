@@ -585,21 +585,15 @@ async fn token_url(inner: &Inner) -> Result<Url, ClientError> {
         return Ok(u.clone());
     }
     let fetcher = Fetcher::with_client(inner.http.clone(), FetchLimits::default());
-    let meta = fetcher
-        .discover_metadata(issuer)
-        .await
-        .map_err(|e| match e {
+    let meta = fetcher.discover_metadata(issuer).await.map_err(|e| {
+        let message = format!("discovery for {issuer} failed: {}", error_chain(&e));
+        match e {
             // The issuer is down or unreachable: transient, retried with backoff.
-            FetchError::Timeout(_) | FetchError::Network(_) => ClientError::Network(format!(
-                "discovery for {issuer} failed: {}",
-                error_chain(&e)
-            )),
-            FetchError::Status(s) if s == 429 || s >= 500 => ClientError::Network(format!(
-                "discovery for {issuer} failed: {}",
-                error_chain(&e)
-            )),
-            other => ClientError::Config(format!("discovery for {issuer} failed: {other}")),
-        })?;
+            FetchError::Timeout(_) | FetchError::Network(_) => ClientError::Network(message),
+            FetchError::Status(s) if s == 429 || s >= 500 => ClientError::Network(message),
+            _ => ClientError::Config(message),
+        }
+    })?;
     let Some(url) = meta.get("token_endpoint").and_then(Value::as_str) else {
         return Err(ClientError::Config(format!(
             "the discovery document of {issuer} has no token_endpoint"
