@@ -3,6 +3,8 @@
 //! the key that verified it is still published. Bounded by entries and bytes.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::claims::{Window, now_secs};
 use crate::keystore::{KeyStore, Snapshot};
@@ -12,49 +14,154 @@ use crate::principal::Principal;
 /// each kept until its own `exp` (+ leeway). Only successes are cached, and
 /// only from their second sighting (see [`Doorkeeper`]).
 pub(crate) struct TokenCache {
-    tokens: moka::sync::Cache<Arc<str>, Arc<CachedToken>>,
+    tokens: moka::sync::Cache<TokenKey, Arc<CachedToken>>,
     doorkeeper: Doorkeeper,
 }
 
-/// Remembers, approximately, which tokens were seen recently: one slot per
-/// expected cache entry holding a keyed 64-bit hash of the token's signature.
-/// A wrong answer is harmless: "seen" admits a token one sighting early,
-/// "not seen" one sighting late. Only admission depends on it, never a verdict.
+/// How many bytes at the end of a token stand for it in hashes and in the
+/// first step of comparisons: 16 base64url characters, 96 bits of signature.
+const TAG: usize = 16;
+
+/// The last [`TAG`] bytes of `token`, zero-padded in front when shorter.
+fn tag(token: &str) -> [u8; TAG] {
+    let b = token.as_bytes();
+    let n = b.len().min(TAG);
+    let mut out = [0; TAG];
+    out[TAG - n..].copy_from_slice(&b[b.len() - n..]);
+    out
+}
+
+/// A cache key: the whole token, with its [`tag`] inline. Hashing reads the
+/// tag and the length, not the whole ~1 KB token; equality compares the
+/// inline tags first, so a lookup probing past other entries does not read
+/// their tokens (all of one issuer's tokens have the same length and a long
+/// common prefix), then the whole tokens: two tokens never collide. Only
+/// verified tokens are inserted, and their signatures are the issuer's, not
+/// the caller's, to choose: callers cannot crowd one bucket.
+#[derive(Clone)]
+struct TokenKey {
+    tag: [u8; TAG],
+    token: Arc<str>,
+}
+
+/// A borrowed [`TokenKey`], to look one up without allocating.
+struct TokenRef<'a> {
+    tag: [u8; TAG],
+    token: &'a str,
+}
+
+impl<'a> TokenRef<'a> {
+    fn new(token: &'a str) -> Self {
+        TokenRef {
+            tag: tag(token),
+            token,
+        }
+    }
+}
+
+impl std::hash::Hash for TokenKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        TokenRef::hash_parts(&self.tag, self.token.len(), h);
+    }
+}
+
+impl std::hash::Hash for TokenRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        TokenRef::hash_parts(&self.tag, self.token.len(), h);
+    }
+}
+
+impl TokenRef<'_> {
+    fn hash_parts<H: std::hash::Hasher>(tag: &[u8; TAG], len: usize, h: &mut H) {
+        h.write(tag);
+        h.write_usize(len);
+    }
+}
+
+impl PartialEq for TokenKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.tag == other.tag && self.token == other.token
+    }
+}
+
+impl Eq for TokenKey {}
+
+impl moka::Equivalent<TokenKey> for TokenRef<'_> {
+    fn equivalent(&self, key: &TokenKey) -> bool {
+        self.tag == key.tag && self.token == &*key.token
+    }
+}
+
+/// Remembers, approximately, which verified tokens were seen recently: a
+/// keyed 64-bit hash of each token's signature end, in set-associative
+/// buckets of [`WAYS`] slots (one cache line), with about two slots per
+/// cache entry. A wrong answer costs time, never a verdict: "seen" admits a
+/// token one sighting early, "not seen" one sighting late. Buckets (rather
+/// than one slot per hash) matter: two tokens sharing a single slot would
+/// each overwrite the other's mark and, used alternately, never be admitted.
 pub(crate) struct Doorkeeper {
-    slots: Box<[std::sync::atomic::AtomicU64]>,
+    slots: Box<[AtomicU64]>,
     hasher: std::hash::RandomState,
 }
 
+/// Slots per doorkeeper bucket: 8 × 8 bytes, one 64-byte cache line.
+const WAYS: usize = 8;
+
 impl Doorkeeper {
-    fn new(slots: usize) -> Self {
-        let n = slots.clamp(1024, 1 << 22).next_power_of_two();
+    fn new(entries: usize) -> Self {
+        let n = entries
+            .saturating_mul(2)
+            .clamp(1024, 1 << 23)
+            .next_power_of_two();
         Doorkeeper {
-            slots: (0..n)
-                .map(|_| std::sync::atomic::AtomicU64::new(0))
-                .collect(),
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
             hasher: std::hash::RandomState::new(),
         }
     }
 
-    fn slot(&self, token: &str) -> (&std::sync::atomic::AtomicU64, u64) {
+    /// The two buckets `token` may be marked in, and its hash (never 0,
+    /// the empty slot). Two choices keep buckets from overflowing at two
+    /// slots per entry (one choice loses ~1.5 % of a full working set).
+    fn buckets(&self, token: &str) -> ([&[AtomicU64]; 2], u64) {
         use std::hash::BuildHasher as _;
-        // The signature is enough to tell tokens apart here, and short to hash.
-        let sig = token.rsplit_once('.').map_or(token, |(_, s)| s);
-        let h = self.hasher.hash_one(sig) | 1;
-        (&self.slots[(h as usize) & (self.slots.len() - 1)], h)
+        // The end of the signature is enough to tell tokens apart here, and
+        // short to hash.
+        let h = self.hasher.hash_one(tag(token)) | 1;
+        let mask = self.slots.len() / WAYS - 1;
+        let at = |bits: u64| {
+            let start = (bits as usize & mask) * WAYS;
+            &self.slots[start..start + WAYS]
+        };
+        ([at(h >> 8), at(h >> 36)], h)
     }
 
-    /// Was `token` seen before? Marks it seen. Called only for tokens that
-    /// verified, so garbage cannot push hot tokens out of the filter.
+    /// Was `token` seen before? Marks it seen, in an empty slot of one of
+    /// its buckets or, when both are full, in a pseudo-random slot. Called
+    /// only for tokens that verified, so garbage cannot push hot tokens out.
     fn seen_before(&self, token: &str) -> bool {
-        let (slot, h) = self.slot(token);
-        slot.swap(h, std::sync::atomic::Ordering::Relaxed) == h
+        let (buckets, h) = self.buckets(token);
+        let mut empty = None;
+        for slot in buckets.iter().flat_map(|b| b.iter()) {
+            match slot.load(Relaxed) {
+                v if v == h => return true,
+                0 if empty.is_none() => empty = Some(slot),
+                _ => {}
+            }
+        }
+        // The low bits chose no bucket: they pick the slot to replace.
+        let slot = empty.unwrap_or(&buckets[0][(h >> 1) as usize % WAYS]);
+        slot.store(h, Relaxed);
+        false
     }
 
     /// Was `token` seen before? Does not mark it.
+    #[cfg(test)]
     fn contains(&self, token: &str) -> bool {
-        let (slot, h) = self.slot(token);
-        slot.load(std::sync::atomic::Ordering::Relaxed) == h
+        let (buckets, h) = self.buckets(token);
+        buckets
+            .iter()
+            .flat_map(|b| b.iter())
+            .any(|s| s.load(Relaxed) == h)
     }
 }
 
@@ -68,8 +175,8 @@ impl TokenCache {
         let floor = (capacity_kib / max_entries.max(1)).max(1);
         let tokens = moka::sync::Cache::builder()
             .max_capacity(capacity_kib)
-            .weigher(move |k: &Arc<str>, v: &Arc<CachedToken>| {
-                entry_kib(k.len(), v.principal.claims().len())
+            .weigher(move |k: &TokenKey, v: &Arc<CachedToken>| {
+                entry_kib(k.token.len(), v.principal.claims().len())
                     .max(floor)
                     .min(u64::from(u32::MAX)) as u32
             })
@@ -88,17 +195,14 @@ impl TokenCache {
     /// the wall clock: when the wall clock jumps ahead (an NTP step, a VM
     /// resumed), an entry outlives its window, and this check refuses it.
     pub(crate) fn get(&self, token: &str, now: u64) -> Option<Principal> {
-        if !self.doorkeeper.contains(token) {
-            return None;
-        }
-        let hit = self.tokens.get(token)?;
+        let hit = self.tokens.get(&TokenRef::new(token))?;
         if !hit.window.contains(now) {
             return None;
         }
         match hit.store.snapshot() {
             Snapshot::Ready(keys) if keys.contains_id(hit.key_id) => Some(hit.principal.clone()),
             _ => {
-                self.tokens.invalidate(token);
+                self.tokens.invalidate(&TokenRef::new(token));
                 None
             }
         }
@@ -109,7 +213,11 @@ impl TokenCache {
     /// tokens cannot push the hot ones out.
     pub(crate) fn admit(&self, token: &str, entry: CachedToken) {
         if self.doorkeeper.seen_before(token) {
-            self.tokens.insert(token.into(), Arc::new(entry));
+            let key = TokenKey {
+                tag: tag(token),
+                token: token.into(),
+            };
+            self.tokens.insert(key, Arc::new(entry));
         }
     }
 
@@ -132,10 +240,10 @@ pub(crate) struct CachedToken {
 
 struct ExpireAtExp;
 
-impl moka::Expiry<Arc<str>, Arc<CachedToken>> for ExpireAtExp {
+impl moka::Expiry<TokenKey, Arc<CachedToken>> for ExpireAtExp {
     fn expire_after_create(
         &self,
-        _key: &Arc<str>,
+        _key: &TokenKey,
         value: &Arc<CachedToken>,
         _created_at: std::time::Instant,
     ) -> Option<std::time::Duration> {
@@ -169,17 +277,20 @@ mod tests {
         parse_jwks(doc.to_string().as_bytes(), 10).unwrap()
     }
 
-    #[tokio::test]
-    async fn a_cache_hit_is_refused_outside_its_window_whatever_the_cache_holds() {
+    /// A verified entry for client `c`, valid from `now - 10` until `now + 100`.
+    fn entry(now: u64) -> CachedToken {
+        entry_maker(now)()
+    }
+
+    /// Makes entries like [`entry`], all verified by one key store.
+    fn entry_maker(now: u64) -> impl Fn() -> CachedToken {
         let set = test_key_set();
         let Lookup::Found(key) = set.find(Some("k"), Algorithm::ES256) else {
             panic!("the key is found");
         };
         let key_id = key.id;
         let store = KeyStore::preloaded(set);
-        let cache = TokenCache::new(100, 1 << 20);
-        let now = now_secs();
-        let entry = CachedToken {
+        move || CachedToken {
             principal: Principal::from_parts(PrincipalParts {
                 issuer: "https://issuer.example".into(),
                 subject: None,
@@ -191,13 +302,20 @@ mod tests {
                 jti: None,
                 claims: Object::new(),
             }),
-            store,
+            store: store.clone(),
             key_id,
             window: Window {
                 from: now - 10,
                 until: now + 100,
             },
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cache_hit_is_refused_outside_its_window_whatever_the_cache_holds() {
+        let cache = TokenCache::new(100, 1 << 20);
+        let now = now_secs();
+        let entry = entry(now);
         let token = "h.p.sig";
         cache.doorkeeper.seen_before(token); // the first sighting
         cache.admit(token, entry);
@@ -228,6 +346,61 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_key_hash_reads_the_tag_and_the_length() {
+        use std::hash::BuildHasher as _;
+        let h = std::hash::RandomState::new();
+        let key = |t: &str| TokenKey {
+            tag: tag(t),
+            token: t.into(),
+        };
+        let a = "x".repeat(100) + &"s".repeat(TAG);
+        let b = "y".repeat(100) + &"s".repeat(TAG);
+        assert_eq!(
+            h.hash_one(key(&a)),
+            h.hash_one(key(&b)),
+            "same tag and length"
+        );
+        assert_eq!(h.hash_one(key(&a)), h.hash_one(TokenRef::new(&a)));
+        let longer = "x".repeat(101) + &"s".repeat(TAG);
+        assert_ne!(h.hash_one(key(&a)), h.hash_one(key(&longer)));
+        let other_tag = "x".repeat(100) + &"t".repeat(TAG);
+        assert_ne!(h.hash_one(key(&a)), h.hash_one(key(&other_tag)));
+        assert_ne!(h.hash_one(key("short")), h.hash_one(key("shorT")));
+        assert_eq!(tag("ab"), *b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0ab");
+        assert_eq!(&tag(&a), b"ssssssssssssssss");
+        // Equality: tags first, then whole tokens.
+        use moka::Equivalent as _;
+        assert!(TokenRef::new(&a).equivalent(&key(&a)));
+        assert!(
+            !TokenRef::new(&a).equivalent(&key(&b)),
+            "same tag, other token"
+        );
+        assert!(!TokenRef::new(&a).equivalent(&key(&other_tag)));
+        assert!(key(&a) == key(&a));
+        assert!(key(&a) != key(&b));
+        let mut forged = key(&a);
+        forged.tag = tag(&other_tag);
+        assert!(forged != key(&a), "the tags are compared too");
+    }
+
+    #[tokio::test]
+    async fn tokens_with_one_hash_are_still_told_apart() {
+        // Same tail, same length: one hash. Equality compares whole tokens.
+        let a = "x".repeat(100) + &"s".repeat(TAG);
+        let b = "y".repeat(100) + &"s".repeat(TAG);
+        let cache = TokenCache::new(100, 1 << 20);
+        let now = now_secs();
+        cache.doorkeeper.seen_before(&a);
+        cache.admit(&a, entry(now));
+        assert!(cache.get(&a, now).is_some());
+        assert!(
+            cache.doorkeeper.contains(&b),
+            "the doorkeeper cannot tell them apart"
+        );
+        assert!(cache.get(&b, now).is_none(), "the cache can");
+    }
+
+    #[test]
     fn doorkeeper_marks_and_remembers_by_signature() {
         let d = Doorkeeper::new(1024);
         assert!(!d.contains("h.p.sig1"));
@@ -235,7 +408,48 @@ mod tests {
         assert!(d.contains("h.p.sig1"));
         assert!(d.seen_before("h.p.sig1"), "second sighting");
         assert!(!d.contains("h.p.sig2"));
-        assert_eq!(d.slots.len(), 1024);
-        assert_eq!(Doorkeeper::new(10_000).slots.len(), 16_384);
+        assert_eq!(d.slots.len(), 2048);
+        assert_eq!(Doorkeeper::new(10_000).slots.len(), 32_768);
+        assert_eq!(Doorkeeper::new(0).slots.len(), 1024);
+        assert_eq!(Doorkeeper::new(usize::MAX).slots.len(), 1 << 23);
+    }
+
+    /// A full working set of distinct tokens, each used in turn (many
+    /// clients, each reusing its own token): every token is admitted on its
+    /// second sighting and then answered from the cache. With one slot per
+    /// hash, tokens sharing a slot took turns overwriting each other's mark
+    /// and were never admitted; and a lookup gated on the doorkeeper missed
+    /// cached tokens whose mark had been overwritten since.
+    #[tokio::test]
+    async fn every_token_of_a_full_working_set_is_admitted_and_hit() {
+        let n = 4000;
+        // Room for a quarter more: moka's eviction is approximate right at
+        // its bound, and the doorkeeper is what is under test.
+        let cache = TokenCache::new(n as u64 * 5 / 4, 1 << 30);
+        let now = now_secs();
+        let entry = entry_maker(now);
+        let tokens: Vec<String> = (0..n).map(|i| format!("h.p.sig{i:032}")).collect();
+        for _sighting in 0..2 {
+            for t in &tokens {
+                if cache.get(t, now).is_none() {
+                    cache.admit(t, entry());
+                }
+            }
+        }
+        let hits = tokens
+            .iter()
+            .filter(|t| cache.get(t, now).is_some())
+            .count();
+        assert_eq!(hits, n, "every token of the working set is cached");
+        // More first sightings of other tokens (a busy doorkeeper) do not
+        // turn cached tokens into misses.
+        for i in 0..4 * n {
+            cache.admit(&format!("h.p.{i:031}-other"), entry());
+        }
+        let hits = tokens
+            .iter()
+            .filter(|t| cache.get(t, now).is_some())
+            .count();
+        assert_eq!(hits, n, "cached tokens stay hits");
     }
 }
