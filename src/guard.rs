@@ -1,4 +1,5 @@
-//! Per-route guards: required scopes and tenant isolation.
+//! Per-route guards: required scopes, tenant isolation, and rules of your
+//! own ([`Rule`], refusing with a [`Denial`]).
 //!
 //! Guards run after [`M2mAuthLayer`](crate::M2mAuthLayer) and read the
 //! [`Principal`] it inserted. Put them on `Router::route_layer` so an
@@ -24,7 +25,8 @@ mod sealed {
 }
 
 /// A synchronous check of the verified principal against the request.
-/// Implemented by [`RequireScope`] and [`RequireTenant`].
+/// Implemented by [`RequireScope`], [`RequireTenant`] and [`Rule`]; write
+/// your own checks as a [`Rule`].
 pub trait Check: sealed::Sealed + Clone + Send + Sync + 'static {
     #[doc(hidden)]
     fn check(&self, parts: &mut Parts, principal: &Principal) -> Result<(), AuthErrorKind>;
@@ -304,27 +306,351 @@ impl Check for RequireTenant {
     }
 }
 
-impl<S> Layer<S> for RequireScope {
-    type Service = Guarded<S, RequireScope>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Guarded {
-            inner,
-            check: self.clone(),
+/// Why a [`Rule`] refuses a request: one of RFC 6750's answers, rendered
+/// like the built-in guards' (the layer's realm, `resource_metadata` and
+/// [`OnRejection`](crate::OnRejection) handler).
+///
+/// Reason codes and descriptions are `&'static str`: a bounded set for
+/// logs and metrics, never text from the request. A description outside
+/// RFC 6750's `error_description` characters (printable ASCII without `"`
+/// and `\`; `%` is refused too, for gRPC's `grpc-message`) or a reason code
+/// outside `[a-z0-9_]` is replaced by a generic one, never sent as is.
+#[derive(Debug, Clone)]
+pub struct Denial(AuthErrorKind);
+
+impl Denial {
+    /// 403 `insufficient_scope` with `scope="..."` naming the scopes that
+    /// would be enough (RFC 6750 §3). Entries that are not RFC 6749 scope
+    /// tokens are left out; with none left, the `scope` attribute is too.
+    pub fn insufficient_scope<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let scopes: Vec<String> = scopes
+            .into_iter()
+            .filter(|s| is_scope_token(s.as_ref()))
+            .map(|s| s.as_ref().to_owned())
+            .collect();
+        if scopes.is_empty() {
+            return Denial::forbidden("insufficient_scope", "the token lacks a required scope");
+        }
+        Denial(AuthErrorKind::InsufficientScope {
+            required: scopes.join(" ").into(),
+        })
+    }
+
+    /// 403 `insufficient_scope` without scopes to name: the token is valid
+    /// but not allowed here. `reason` is a stable code for logs and your
+    /// rejection handler (e.g. `global_only`), `description` is shown to the
+    /// client.
+    pub fn forbidden(reason: &'static str, description: &'static str) -> Self {
+        let reason = if !reason.is_empty()
+            && reason
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            reason
+        } else {
+            "forbidden"
+        };
+        Denial(AuthErrorKind::Forbidden {
+            reason,
+            description: safe_description(description, "the token is not allowed here"),
+        })
+    }
+
+    /// 403 for a token of another organization (reason code `wrong_tenant`),
+    /// as [`RequireTenant`] answers.
+    pub fn wrong_tenant() -> Self {
+        Denial(AuthErrorKind::WrongTenant)
+    }
+
+    /// 400 `invalid_request`: the request, not the token, is at fault.
+    pub fn invalid_request(description: &'static str) -> Self {
+        Denial(AuthErrorKind::InvalidRequest(safe_description(
+            description,
+            "the request is malformed",
+        )))
+    }
+
+    /// The response the auth layer in front of this request would give for
+    /// this denial, for a handler or middleware of your own: read from the
+    /// request's extensions (its realm, `resource_metadata` and rejection
+    /// handler). Without an auth layer in front, the status and headers
+    /// with an empty body.
+    pub fn into_response<B: Default + 'static>(self, extensions: &http::Extensions) -> Response<B> {
+        let challenge = extensions
+            .get::<crate::context::AuthContext>()
+            .map(|c| c.challenge.clone())
+            .unwrap_or_default();
+        render(extensions, AuthError::new(self.0, challenge))
+    }
+}
+
+/// `text` if every character may appear in an RFC 6750 `error_description`
+/// and a gRPC `grpc-message` as it is; `fallback` otherwise.
+fn safe_description(text: &'static str, fallback: &'static str) -> &'static str {
+    let ok = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x7E) && !matches!(b, b'"' | b'\\' | b'%'));
+    if ok { text } else { fallback }
+}
+
+/// A rule of your own over the verified [`Principal`] (and the request),
+/// as a layer for `route_layer`; refusals are rendered like the built-in
+/// guards'. Rules combine with [`Rule::all`] and [`Rule::any`], and
+/// [`RequireScope`] / [`RequireTenant`] convert into rules.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use axum::{Router, body::Body, http::Request, routing::get};
+/// use m2m_guard::{Denial, M2mAuthLayer, RequireScope, Rule, test_util::TestIssuer};
+/// use tower::ServiceExt as _;
+///
+/// let issuer = TestIssuer::start().await;
+/// let app: Router = Router::new()
+///     // Only global apps (tokens without an organization).
+///     .route("/admin/stats", get(|| async { "stats" }).route_layer(Rule::global_only()))
+///     // A claim must have a value.
+///     .route("/ci", get(|| async { "ci" }).route_layer(Rule::claim_equals("env", "ci")))
+///     // Any of these rules.
+///     .route(
+///         "/reports",
+///         get(|| async { "reports" }).route_layer(Rule::any([
+///             Rule::global_only(),
+///             RequireScope::all(["reports:read"]).into(),
+///         ])),
+///     )
+///     // Your own predicate, with your own answer.
+///     .route(
+///         "/partners",
+///         get(|| async { "partners" }).route_layer(Rule::new(
+///             |p| p.client_id().is_some_and(|c| c.starts_with("partner-")),
+///             Denial::forbidden("not_a_partner", "only partner clients may call this"),
+///         )),
+///     )
+///     .route_layer(M2mAuthLayer::new(issuer.verifier().await));
+///
+/// let status = |path: &'static str, token: String| {
+///     let req = Request::get(path)
+///         .header("authorization", format!("Bearer {token}"))
+///         .body(Body::empty())
+///         .unwrap();
+///     let app = app.clone();
+///     async move { app.oneshot(req).await.unwrap().status().as_u16() }
+/// };
+/// let global = issuer.token().sign();
+/// let org = issuer.token().org("org_1").sign();
+/// assert_eq!(status("/admin/stats", global.clone()).await, 200);
+/// assert_eq!(status("/admin/stats", org.clone()).await, 403);
+/// assert_eq!(status("/ci", issuer.token().claim("env", "ci").sign()).await, 200);
+/// assert_eq!(status("/ci", global.clone()).await, 403);
+/// assert_eq!(status("/reports", org.clone()).await, 403);
+/// assert_eq!(status("/reports", issuer.token().org("org_1").scopes(["reports:read"]).sign()).await, 200);
+/// assert_eq!(status("/partners", issuer.token().client_id("partner-7").sign()).await, 200);
+/// assert_eq!(status("/partners", global).await, 403);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Rule(RuleKind);
+
+type RuleFn = dyn Fn(&Parts, &Principal) -> Result<(), Denial> + Send + Sync;
+
+#[derive(Clone)]
+enum RuleKind {
+    Fn(Arc<RuleFn>),
+    Scope(RequireScope),
+    Tenant(RequireTenant),
+    All(Arc<[Rule]>),
+    Any(Arc<[Rule]>),
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            RuleKind::Fn(_) => f.write_str("Rule(fn)"),
+            RuleKind::Scope(s) => f.debug_tuple("Rule").field(s).finish(),
+            RuleKind::Tenant(t) => f.debug_tuple("Rule").field(t).finish(),
+            RuleKind::All(r) => f.debug_tuple("Rule::all").field(r).finish(),
+            RuleKind::Any(r) => f.debug_tuple("Rule::any").field(r).finish(),
         }
     }
 }
 
-impl<S> Layer<S> for RequireTenant {
-    type Service = Guarded<S, RequireTenant>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Guarded {
-            inner,
-            check: self.clone(),
+impl Rule {
+    /// Let a token through when `predicate` holds; refuse it with `denial`
+    /// otherwise.
+    pub fn new<F>(predicate: F, denial: Denial) -> Self
+    where
+        F: Fn(&Principal) -> bool + Send + Sync + 'static,
+    {
+        Rule::from_fn(move |_, p| {
+            if predicate(p) {
+                Ok(())
+            } else {
+                Err(denial.clone())
+            }
+        })
+    }
+
+    /// The most general rule: the request's head and the principal in, a
+    /// verdict out. Runs synchronously on every request of the route.
+    pub fn from_fn<F>(check: F) -> Self
+    where
+        F: Fn(&Parts, &Principal) -> Result<(), Denial> + Send + Sync + 'static,
+    {
+        Rule(RuleKind::Fn(Arc::new(check)))
+    }
+
+    /// Only global apps: tokens without an organization / tenant claim.
+    /// Others get 403 with reason code `global_only`.
+    pub fn global_only() -> Self {
+        Rule::new(
+            |p| p.tenant().is_none(),
+            Denial::forbidden(
+                "global_only",
+                "only a token without an organization may call this",
+            ),
+        )
+    }
+
+    /// Only tokens of an organization / tenant (any one; to match the
+    /// organization named by the request, use [`RequireTenant`]). Global
+    /// tokens get 403 with reason code `tenant_only`.
+    pub fn tenant_only() -> Self {
+        Rule::new(
+            |p| p.tenant().is_some(),
+            Denial::forbidden(
+                "tenant_only",
+                "only a token of an organization may call this",
+            ),
+        )
+    }
+
+    /// The claim `name` equals `value` (as JSON: `"ci"`, `true`, `42`).
+    /// Otherwise, or when the claim is absent, 403 with reason code
+    /// `claim_mismatch`.
+    pub fn claim_equals(name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        Rule::new(move |p| p.claim(&name) == Some(&value), claim_mismatch())
+    }
+
+    /// The claim `name` includes `value`: an array with that string in it,
+    /// or a space-separated string with that word (the shape of `scope`).
+    /// Otherwise, or when the claim is absent, 403 with reason code
+    /// `claim_mismatch`.
+    pub fn claim_includes(name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        Rule::new(
+            move |p| match p.claim(&name) {
+                Some(serde_json::Value::Array(items)) => {
+                    items.iter().any(|v| v.as_str() == Some(value.as_str()))
+                }
+                Some(serde_json::Value::String(s)) => s.split(' ').any(|w| w == value),
+                _ => false,
+            },
+            claim_mismatch(),
+        )
+    }
+
+    /// Every one of `rules`, in order; the first refusal answers.
+    ///
+    /// # Panics
+    /// If `rules` is empty: a route definition mistake, caught when the
+    /// router is built.
+    pub fn all(rules: impl IntoIterator<Item = Rule>) -> Self {
+        Rule(RuleKind::All(non_empty(rules, "Rule::all")))
+    }
+
+    /// At least one of `rules`, tried in order; when none holds, the first
+    /// one's refusal answers (so put the rule whose answer helps the caller
+    /// most, e.g. a scope requirement, first).
+    ///
+    /// # Panics
+    /// If `rules` is empty.
+    pub fn any(rules: impl IntoIterator<Item = Rule>) -> Self {
+        Rule(RuleKind::Any(non_empty(rules, "Rule::any")))
+    }
+
+    fn evaluate(&self, parts: &mut Parts, principal: &Principal) -> Result<(), AuthErrorKind> {
+        match &self.0 {
+            RuleKind::Fn(f) => f(parts, principal).map_err(|d| d.0),
+            RuleKind::Scope(s) => s.check(parts, principal),
+            RuleKind::Tenant(t) => t.check(parts, principal),
+            RuleKind::All(rules) => rules.iter().try_for_each(|r| r.evaluate(parts, principal)),
+            RuleKind::Any(rules) => {
+                let mut first = None;
+                for r in rules.iter() {
+                    match r.evaluate(parts, principal) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            first.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(first.expect("Rule::any has at least one rule"))
+            }
         }
     }
 }
 
-/// The service built by [`RequireScope`] and [`RequireTenant`].
+fn claim_mismatch() -> Denial {
+    Denial::forbidden(
+        "claim_mismatch",
+        "the token does not have a claim this route requires",
+    )
+}
+
+fn non_empty(rules: impl IntoIterator<Item = Rule>, name: &str) -> Arc<[Rule]> {
+    let rules: Arc<[Rule]> = rules.into_iter().collect();
+    assert!(
+        !rules.is_empty(),
+        "m2m-guard: {name} needs at least one rule"
+    );
+    rules
+}
+
+impl From<RequireScope> for Rule {
+    fn from(r: RequireScope) -> Self {
+        Rule(RuleKind::Scope(r))
+    }
+}
+
+impl From<RequireTenant> for Rule {
+    fn from(r: RequireTenant) -> Self {
+        Rule(RuleKind::Tenant(r))
+    }
+}
+
+impl sealed::Sealed for Rule {}
+
+impl Check for Rule {
+    fn check(&self, parts: &mut Parts, principal: &Principal) -> Result<(), AuthErrorKind> {
+        self.evaluate(parts, principal)
+    }
+}
+
+/// Each guard is a layer wrapping its route in [`Guarded`].
+macro_rules! guard_layers {
+    ($($guard:ty),+) => {$(
+        impl<S> Layer<S> for $guard {
+            type Service = Guarded<S, $guard>;
+            fn layer(&self, inner: S) -> Self::Service {
+                Guarded {
+                    inner,
+                    check: self.clone(),
+                }
+            }
+        }
+    )+};
+}
+
+guard_layers!(RequireScope, RequireTenant, Rule);
+
+/// The service built by [`RequireScope`], [`RequireTenant`] and [`Rule`].
 #[derive(Debug, Clone)]
 pub struct Guarded<S, C> {
     inner: S,

@@ -127,7 +127,7 @@ pub use config::{Issuer, MAX_LEEWAY, VerifierBuilder};
 pub use error::{BuildError, FetchError};
 #[cfg(feature = "axum")]
 pub use extract::{ClientId, ScopeSet, Scoped, Tenant};
-pub use guard::{Check, RequireScope, RequireTenant};
+pub use guard::{Check, Denial, RequireScope, RequireTenant, Rule};
 pub use layer::M2mAuthLayer;
 pub use metadata::ProtectedResource;
 

@@ -49,6 +49,14 @@ pub enum AuthErrorKind {
         /// When to retry.
         retry_after: Duration,
     },
+    /// A [`Rule`](crate::Rule) of yours refused the token (403
+    /// `insufficient_scope`, without a `scope` attribute).
+    Forbidden {
+        /// A stable reason code (`[a-z0-9_]`, e.g. `global_only`).
+        reason: &'static str,
+        /// A description safe to show the client.
+        description: &'static str,
+    },
     /// The layers are wired wrongly (500); the message says how to fix it.
     Misconfigured(&'static str),
 }
@@ -120,6 +128,10 @@ impl AuthError {
                 Reason::KeysUnavailable.code(),
                 Reason::KeysUnavailable.description(),
             ),
+            K::Forbidden {
+                reason,
+                description,
+            } => (403, Some("insufficient_scope"), *reason, *description),
             K::Misconfigured(d) => (500, Some("server_error"), "misconfigured", *d),
         };
         Facts {

@@ -288,6 +288,9 @@ fn every_public_type_is_debug() {
     debug::<ResponseFuture<Inner, Body, m2m_guard::DefaultRejection>>();
     debug::<m2m_guard::RequireScope>();
     debug::<m2m_guard::RequireTenant>();
+    debug::<m2m_guard::Rule>();
+    debug::<m2m_guard::Denial>();
+    debug::<Guarded<Inner, m2m_guard::Rule>>();
     debug::<Guarded<Inner, m2m_guard::RequireScope>>();
     debug::<GuardFuture<InnerFuture, Body>>();
     debug::<m2m_guard::ProtectedResource>();
