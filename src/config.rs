@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::cache::TokenCache;
 use crate::claims::{ClaimRules, TokenType};
+use crate::clock::Clock;
 use crate::error::BuildError;
 use crate::fetch::{FetchLimits, Fetcher, parse_url};
 use crate::keystore::{KeySource, KeyStore, RefreshPolicy};
@@ -358,6 +359,7 @@ pub struct VerifierBuilder {
     limits: FetchLimits,
     max_token_bytes: Option<usize>,
     token_cache: Option<(u64, u64)>,
+    clock: Clock,
 }
 
 /// Default maximum token size.
@@ -371,11 +373,23 @@ impl Default for VerifierBuilder {
             limits: FetchLimits::default(),
             max_token_bytes: None,
             token_cache: Some((10_000, 32 * 1024 * 1024)),
+            clock: Clock::default(),
         }
     }
 }
 
 impl VerifierBuilder {
+    /// Read time from `clock` instead of the system's: key-set TTLs,
+    /// `max_stale`, backoff and cooldowns, and `exp` / `nbf` / `iat`, all
+    /// move when the test advances it. For tests of outages and rotation
+    /// without sleeping; [`TestIssuer::verifier`](crate::test_util::TestIssuer::verifier)
+    /// uses its issuer's clock.
+    #[cfg(feature = "test-util")]
+    pub fn clock(mut self, clock: &crate::test_util::TestClock) -> Self {
+        self.clock = clock.clock();
+        self
+    }
+
     /// Bound the verified-token cache: at most `max_entries` tokens (one or
     /// more) and about `max_bytes` of memory (at least 1 KiB). Defaults to
     /// 10 000 tokens and 32 MiB. To turn it off, use
@@ -506,7 +520,12 @@ impl VerifierBuilder {
                 Some(u) => KeySource::Jwks(parse_url("jwks_url", u)?),
                 None => KeySource::Discovery(i.issuer.clone()),
             };
-            let store = Arc::new(KeyStore::new(source, fetcher.clone(), i.policy.clone()));
+            let store = Arc::new(KeyStore::new(
+                source,
+                fetcher.clone(),
+                i.policy.clone(),
+                self.clock.clone(),
+            ));
             let verifier = IssuerVerifier {
                 algorithms: i
                     .algorithms
@@ -523,6 +542,7 @@ impl VerifierBuilder {
             cache: self
                 .token_cache
                 .map(|(entries, bytes)| TokenCache::new(entries, bytes)),
+            clock: self.clock,
         }))
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, instant_after};
+use crate::clock::Clock;
 use crate::error::{FetchError, error_chain};
 use crate::fetch::Fetcher;
 use crate::flight::{Flight, Lost, SingleFlight};
@@ -113,11 +114,17 @@ pub(crate) struct KeyStore {
     state: RwLock<State>,
     flight: SingleFlight<Arc<KeySet>, Arc<FetchError>>,
     fetches: AtomicU64,
+    clock: Clock,
 }
 
 impl KeyStore {
-    pub(crate) fn new(source: KeySource, fetcher: Arc<Fetcher>, policy: RefreshPolicy) -> Self {
-        let now = Instant::now();
+    pub(crate) fn new(
+        source: KeySource,
+        fetcher: Arc<Fetcher>,
+        policy: RefreshPolicy,
+        clock: Clock,
+    ) -> Self {
+        let now = clock.now();
         let jwks_url = match &source {
             KeySource::Jwks(url) => Some(url.clone()),
             KeySource::Discovery(_) => None,
@@ -139,6 +146,7 @@ impl KeyStore {
             }),
             flight: SingleFlight::default(),
             fetches: AtomicU64::new(0),
+            clock,
         }
     }
 
@@ -151,6 +159,7 @@ impl KeyStore {
             KeySource::Jwks(url),
             Arc::new(fetcher),
             RefreshPolicy::default(),
+            Clock::default(),
         ));
         store.record(Ok((set, None))).unwrap();
         store
@@ -171,7 +180,7 @@ impl KeyStore {
 
     /// The keys a request may use now; starts a background refresh when due.
     pub(crate) fn snapshot(self: &Arc<Self>) -> Snapshot {
-        let now = Instant::now();
+        let now = self.clock.now();
         let (snap, refresh) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.keys {
@@ -197,7 +206,7 @@ impl KeyStore {
     pub(crate) fn retry_after(&self) -> Duration {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         st.next_attempt
-            .saturating_duration_since(Instant::now())
+            .saturating_duration_since(self.clock.now())
             .max(Duration::from_secs(1))
     }
 
@@ -207,7 +216,7 @@ impl KeyStore {
     /// paces them. Decided and started under one lock, so two callers never
     /// both see the cooldown without one of them seeing the fetch.
     pub(crate) fn on_unknown_kid(self: &Arc<Self>, seen: &Arc<KeySet>) -> KidMiss {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         if let Some(keys) = &st.keys
             && !Arc::ptr_eq(keys, seen)
@@ -313,7 +322,7 @@ impl KeyStore {
         &self,
         result: Result<(KeySet, Option<Duration>), FetchError>,
     ) -> Result<Arc<KeySet>, Arc<FetchError>> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((mut set, max_age)) => {

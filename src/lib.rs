@@ -46,6 +46,7 @@
 //! | `preset.rs` | [`Preset`]: one row of claim names and rules per identity provider |
 //! | `claims.rs` | the claim rules (time, audience, types, required claims, allow-list) and the principal they read |
 //! | `cache.rs` | the verified-token cache and its admission filter |
+//! | `clock.rs` | the verifier's clock: real time, or skewed forward by a test's `TestClock` |
 //! | `token.rs` | splitting and decoding a compact JWS; [`Algorithm`] |
 //! | `json.rs` | the strict JSON parser every remote document goes through |
 //! | `jwks.rs` | key sets: parsing, key binding, lookup |
@@ -60,13 +61,13 @@
 //! | `response.rs` | [`AuthError`]: rejections as RFC 6750 responses; [`OnRejection`], [`GrpcRejection`] |
 //! | `bearer.rs` | finding the bearer token in a request |
 //! | `layer.rs` | [`M2mAuthLayer`], the tower layer |
-//! | `guard.rs` | [`RequireScope`], [`RequireTenant`] |
+//! | `guard.rs` | [`RequireScope`], [`RequireTenant`], [`Rule`] and its [`Denial`]s |
 //! | `context.rs` | the request-extension hand-off from the layer to guards and extractors |
 //! | `extract.rs` | axum extractors |
 //! | `principal.rs` | [`Principal`], [`Scopes`] |
 //! | `metadata.rs` | [`ProtectedResource`]: RFC 9728 metadata |
 //! | `client/` | the `client` feature: token provider, outgoing layer |
-//! | `test_util/` | the `test-util` feature: [`test_util::TestIssuer`] |
+//! | `test_util/` | the `test-util` feature: [`test_util::TestIssuer`], [`test_util::TestClock`] |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// `get_ref`, `get_mut` and `into_inner` for a service wrapping `inner: S`
@@ -98,6 +99,7 @@ mod claims;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
+mod clock;
 mod config;
 mod context;
 mod crypto;

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::{CachedToken, TokenCache};
-use crate::claims::{ClaimRules, check_typ, now_secs};
+use crate::claims::{ClaimRules, check_typ};
+use crate::clock::Clock;
 use crate::config::VerifierBuilder;
 use crate::error::BuildError;
 use crate::jwks::{KeySet, Lookup};
@@ -31,6 +32,7 @@ pub(crate) struct VerifierInner {
     pub(crate) issuers: HashMap<String, IssuerVerifier>,
     pub(crate) max_token_bytes: usize,
     pub(crate) cache: Option<TokenCache>,
+    pub(crate) clock: Clock,
 }
 
 /// One trusted issuer: its algorithms, claim rules and key store.
@@ -118,6 +120,29 @@ impl Verifier {
         Ok(())
     }
 
+    /// Fetch every issuer's key set now, whatever its schedule and backoff
+    /// (joining a fetch already under way), and wait for the outcomes. For
+    /// tests, and for an operator's "keys rotated, pick them up now"; it
+    /// bypasses the backoff, so rate-limit any endpoint that exposes it.
+    /// A failed refresh is recorded like any other (the last good keys stay
+    /// in use within `max_stale`).
+    ///
+    /// # Errors
+    /// [`BuildError::Unavailable`] naming the first issuer whose key set
+    /// could not be loaded, and why; every issuer is tried.
+    pub async fn refresh_now(&self) -> Result<(), BuildError> {
+        let mut first = None;
+        for iv in self.inner.issuers.values() {
+            if let Err(cause) = iv.store.refresh().await {
+                first.get_or_insert(BuildError::Unavailable {
+                    issuer: iv.rules.issuer.to_string(),
+                    cause,
+                });
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// Verify `token` (the bare JWT, without `Bearer `).
     ///
     /// A token verified before is answered from the token cache: every time
@@ -147,7 +172,10 @@ impl Verifier {
     /// The cached verdict for `token`, if it was verified before and is
     /// still valid. Never does I/O or signature work.
     pub(crate) fn verify_cached(&self, token: &str) -> Option<Principal> {
-        self.inner.cache.as_ref()?.get(token, now_secs())
+        self.inner
+            .cache
+            .as_ref()?
+            .get(token, self.inner.clock.wall_secs())
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<CachedToken, Rejection> {
@@ -164,7 +192,7 @@ impl Verifier {
             .issuers
             .get(iss)
             .ok_or_else(|| Rejection::new(Reason::UnknownIssuer))?;
-        iv.verify(unverified)
+        iv.verify(unverified, self.inner.clock.wall_secs())
             .await
             .map_err(|e| e.with_issuer(iv.rules.issuer.clone()))
     }
@@ -184,7 +212,8 @@ impl IssuerVerifier {
         }
     }
 
-    async fn verify(&self, t: Unverified<'_>) -> Result<CachedToken, Rejection> {
+    /// Verify `t` at wall-clock time `now` (seconds since the epoch).
+    async fn verify(&self, t: Unverified<'_>, now: u64) -> Result<CachedToken, Rejection> {
         let alg = t.header.alg;
         if !self.algorithms.contains(&alg) {
             return Err(Rejection::new(Reason::UnsupportedAlgorithm));
@@ -194,7 +223,7 @@ impl IssuerVerifier {
         // wrong type, a client not allowed...): a token that can only fail
         // never costs a fetch or the unknown-kid cooldown. (The allow-list's
         // verdict is only told once the signature holds.)
-        let checked = self.rules.check(&t.claims, now_secs())?;
+        let checked = self.rules.check(&t.claims, now)?;
 
         let mut keys = self.keys_now().await?;
         let kid = t.header.kid.as_deref();

@@ -686,3 +686,91 @@ async fn expiry_is_exclusive_and_fractions_never_favour_the_token() {
         .sign();
     assert_eq!(reason(&v, &frac).await, Reason::Expired);
 }
+
+// ===== time under the test's control =====
+
+/// An hour-long outage, past `max_stale` and back, and a token's expiry,
+/// on the test issuer's clock: no sleeping (the whole test takes well
+/// under a second of real time).
+#[tokio::test]
+async fn an_outage_past_max_stale_runs_on_the_test_clock_without_sleeping() {
+    let started = Instant::now();
+    let issuer = TestIssuer::start().await;
+    let clock = issuer.clock().clone();
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .refresh_interval(Duration::from_secs(600))
+                .max_stale(Duration::from_secs(3600)),
+        )
+        .clock(&clock)
+        .build()
+        .await
+        .unwrap();
+    let token = issuer
+        .token()
+        .expires_in(Duration::from_secs(4 * 3600))
+        .sign();
+    assert!(v.verify(&token).await.is_ok());
+    assert_eq!(issuer.jwks_fetches(), 1);
+
+    issuer.set_outage(Outage::Status(503));
+    clock.advance(Duration::from_secs(601)); // past the TTL
+    match v.refresh_now().await.unwrap_err() {
+        BuildError::Unavailable { cause, .. } => {
+            assert!(matches!(*cause, FetchError::Status(503)), "{cause:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        v.verify(&token).await.is_ok(),
+        "stale keys, within max_stale"
+    );
+    assert!(
+        v.verify(&issuer.token().sign()).await.is_ok(),
+        "a new token too"
+    );
+
+    clock.advance(Duration::from_secs(3600)); // past TTL + max_stale
+    let e = v.verify(&token).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable, "503, never a 401");
+
+    issuer.set_outage(Outage::None);
+    clock.advance(Duration::from_secs(60)); // past the backoff
+    assert!(v.verify(&token).await.is_ok(), "keys load again");
+
+    clock.advance(Duration::from_secs(4 * 3600)); // the token's own end
+    assert_eq!(
+        v.verify(&token).await.unwrap_err().reason(),
+        Reason::Expired
+    );
+    assert!(
+        v.verify(&issuer.token().sign()).await.is_ok(),
+        "tokens minted now are fine"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}: no sleeping",
+        started.elapsed()
+    );
+}
+
+/// `refresh_now` picks up a rotated key at once, ignoring the TTL and the
+/// unknown-kid cooldown.
+#[tokio::test]
+async fn refresh_now_picks_up_rotated_keys_at_once() {
+    let issuer = TestIssuer::start().await;
+    let v = issuer.verifier().await;
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    issuer.rotate_keys();
+    let fetches = issuer.jwks_fetches();
+    v.refresh_now().await.unwrap();
+    assert_eq!(issuer.jwks_fetches(), fetches + 1);
+    assert!(v.verify(&issuer.token().sign()).await.is_ok());
+    assert_eq!(
+        issuer.jwks_fetches(),
+        fetches + 1,
+        "the new key was already there"
+    );
+}

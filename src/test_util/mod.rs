@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::{Algorithm, Issuer, Preset, Verifier};
 
@@ -170,6 +170,54 @@ struct Shared {
     jwks_fetches: AtomicU64,
     provider: Preset,
     clients: Mutex<std::collections::HashMap<String, TestClient>>,
+    clock: TestClock,
+}
+
+/// A clock for tests: real time plus an offset that only moves forward.
+/// A verifier built with it ([`VerifierBuilder::clock`](crate::VerifierBuilder::clock),
+/// or [`TestIssuer::verifier`]) reads key-set TTLs, `max_stale`, backoff and
+/// cooldowns, and `exp` / `nbf` / `iat`, from it; a [`TestIssuer`] mints its
+/// tokens at its time. So an outage of an hour is a call to
+/// [`TestClock::advance`], not a sleep.
+///
+/// Fetches still take real time (they are real HTTP); advancing the clock
+/// only makes them due. After advancing past a TTL, the next request
+/// starts the refresh in the background and goes on with the current keys;
+/// [`Verifier::refresh_now`](crate::Verifier::refresh_now) waits for one.
+#[derive(Debug, Clone, Default)]
+pub struct TestClock {
+    skew: Arc<AtomicU64>,
+}
+
+impl TestClock {
+    /// A clock at real time.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Move the clock forward by `by` (saturating, far beyond any test).
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .skew
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_add(by))
+            });
+    }
+
+    /// How far the clock was moved ahead of real time.
+    pub fn offset(&self) -> Duration {
+        Duration::from_nanos(self.skew.load(Ordering::Relaxed))
+    }
+
+    /// The wall-clock time it shows, in seconds since the Unix epoch.
+    pub fn unix_secs(&self) -> u64 {
+        self.clock().wall_secs()
+    }
+
+    pub(crate) fn clock(&self) -> crate::clock::Clock {
+        crate::clock::Clock::skewed(self.skew.clone())
+    }
 }
 
 /// An OAuth issuer on loopback, for tests and demos.
@@ -345,6 +393,7 @@ impl TestIssuer {
             jwks_fetches: AtomicU64::new(0),
             provider,
             clients: Mutex::new(std::collections::HashMap::new()),
+            clock: TestClock::new(),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(metadata))
@@ -407,9 +456,17 @@ impl TestIssuer {
         }
         Verifier::builder()
             .issuer(cfg)
+            .clock(&self.shared.clock)
             .build()
             .await
             .expect("the test issuer's own configuration builds")
+    }
+
+    /// The clock this issuer mints tokens by, and [`TestIssuer::verifier`]
+    /// verifies them by: advance it to test expiry, outages and rotation
+    /// without sleeping.
+    pub fn clock(&self) -> &TestClock {
+        &self.shared.clock
     }
 
     /// Start a token for client `test-client`, [`DEFAULT_AUDIENCE`], valid 1 hour, RS256.
@@ -848,9 +905,10 @@ impl TokenBuilder<'_> {
 
     /// The claims this builder would sign.
     pub fn claims(&self) -> Map<String, Value> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+        let now = self
+            .issuer
+            .clock
+            .unix_secs()
             .saturating_sub(self.issued_ago.as_secs());
         let mut c = Map::new();
         c.insert("iss".into(), self.issuer.issuer.as_str().into());
@@ -866,9 +924,7 @@ impl TokenBuilder<'_> {
             format!("jti-{:016x}", fastrand::u64(..)).into(),
         );
         if let Some(nbf) = self.not_before {
-            let base = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()) as i64;
+            let base = i64::try_from(self.issuer.clock.unix_secs()).unwrap_or(i64::MAX);
             c.insert("nbf".into(), (base + nbf).into());
         }
         let id = self.client_id.clone();
