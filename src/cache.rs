@@ -300,6 +300,7 @@ mod tests {
                 expires_at: now + 100,
                 issued_at: None,
                 jti: None,
+                machine: true,
                 claims: Object::new(),
             }),
             store: store.clone(),

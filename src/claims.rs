@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Issuer;
 use crate::json::Object;
+use crate::preset::{MachineRule, NOT_ACCESS_TYP};
 use crate::principal::{Principal, PrincipalParts, Scopes};
 use crate::rejection::{Reason, Rejection};
 
@@ -39,6 +40,12 @@ pub(crate) struct ClaimRules {
     pub(crate) scope_claims: Vec<String>,
     pub(crate) client_id_claims: Vec<String>,
     pub(crate) allowed_client_ids: Option<HashSet<String>>,
+    pub(crate) machine: MachineRule,
+    pub(crate) accept_user_tokens: bool,
+    /// Scope claims of a user's token, when they differ (Entra: `scp`).
+    pub(crate) user_scope_claims: Option<Vec<String>>,
+    pub(crate) typ_claim: Option<&'static [&'static str]>,
+    pub(crate) id_token_jti_prefix: Option<&'static str>,
 }
 
 /// The whole seconds during which every time-based rule holds: valid while
@@ -138,6 +145,7 @@ pub(crate) struct Checked {
     client_id: Option<String>,
     tenant: Option<String>,
     scopes: Scopes,
+    machine: bool,
 }
 
 impl ClaimRules {
@@ -170,6 +178,15 @@ impl ClaimRules {
                 .allowed_client_ids
                 .as_ref()
                 .map(|v| v.iter().cloned().collect()),
+            machine: preset.machine,
+            accept_user_tokens: issuer.accept_user_tokens,
+            // Scope claims set on the issuer apply to every token.
+            user_scope_claims: match &issuer.scope_claims {
+                Some(_) => None,
+                None => preset.user_scope_claims.map(owned),
+            },
+            typ_claim: preset.typ_claim,
+            id_token_jti_prefix: preset.id_token_jti_prefix,
         }
     }
 
@@ -221,6 +238,9 @@ impl ClaimRules {
             }
         }
 
+        // An ID token is told as such, before the audience (theirs is a
+        // client id) or `token_use` could give a vaguer reason.
+        self.refuse_id_tokens(claims)?;
         if self.uses_audience {
             self.check_audience(claims)?;
         } else if claims.contains_key("aud") {
@@ -264,11 +284,25 @@ impl ClaimRules {
             (Some(allowed), Some(c)) => allowed.contains(c),
             (Some(_), None) => false,
         };
+        let machine = is_machine(
+            self.machine,
+            claims,
+            subject.as_deref(),
+            client_id.as_deref(),
+        );
         let tenant = match &self.tenant_claim {
             Some(name) => opt_string(claims, name)?,
             None => None,
         };
-        let scopes = self.scopes(claims)?;
+        let scope_claims = match (&self.user_scope_claims, machine) {
+            (Some(user), false) => user,
+            _ => &self.scope_claims,
+        };
+        let scopes = scopes(claims, scope_claims)?;
+        // After every type check, so a malformed claim is named as such.
+        if !machine && !self.accept_user_tokens {
+            return Err(Rejection::new(Reason::UserToken));
+        }
         Ok(Checked {
             window,
             client_allowed,
@@ -279,7 +313,44 @@ impl ClaimRules {
             client_id,
             tenant,
             scopes,
+            machine,
         })
+    }
+
+    /// ID tokens are never access tokens, under every preset: OIDC's
+    /// ID-token-only claims, Keycloak's payload `typ` of other token kinds,
+    /// a `token_use` other than `access` (Cognito), and the preset's own
+    /// marks (Okta's `ID.` token ids).
+    fn refuse_id_tokens(&self, claims: &Object) -> Result<(), Rejection> {
+        for name in ["nonce", "at_hash", "c_hash"] {
+            if claims.contains_key(name) {
+                return Err(Rejection::claim(Reason::IdToken, name));
+            }
+        }
+        match (claims.get("typ"), self.typ_claim) {
+            (Some(Value::String(t)), _) if NOT_ACCESS_TYP.contains(&t.as_str()) => {
+                return Err(Rejection::claim(Reason::IdToken, "typ"));
+            }
+            (Some(Value::String(t)), Some(allowed)) if !allowed.contains(&t.as_str()) => {
+                return Err(Rejection::claim(Reason::InvalidClaim, "typ"));
+            }
+            (Some(Value::String(_)), _) | (None, None) => {}
+            (None, Some(_)) => return Err(Rejection::claim(Reason::MissingClaim, "typ")),
+            (Some(_), _) => return Err(Rejection::claim(Reason::InvalidClaim, "typ")),
+        }
+        match claims.get("token_use") {
+            None => {}
+            Some(Value::String(u)) if u == "access" => {}
+            Some(Value::String(_)) => return Err(Rejection::claim(Reason::IdToken, "token_use")),
+            Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, "token_use")),
+        }
+        if let (Some(prefix), Some(Value::String(jti))) =
+            (self.id_token_jti_prefix, claims.get("jti"))
+            && jti.starts_with(prefix)
+        {
+            return Err(Rejection::claim(Reason::IdToken, "jti"));
+        }
+        Ok(())
     }
 
     /// The verified principal, once the signature holds.
@@ -293,6 +364,7 @@ impl ClaimRules {
             expires_at: pre.exp.floor,
             issued_at: pre.iat.map(|d| d.floor),
             jti: pre.jti,
+            machine: pre.machine,
             claims,
         })
     }
@@ -319,29 +391,71 @@ impl ClaimRules {
             Err(Rejection::new(Reason::InvalidAudience))
         }
     }
+}
 
-    fn scopes(&self, claims: &Object) -> Result<Scopes, Rejection> {
-        let mut out = Vec::new();
-        for name in &self.scope_claims {
-            match claims.get(name) {
-                None => {}
-                Some(Value::String(s)) => {
-                    out.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
-                }
-                Some(Value::Array(list)) => {
-                    for v in list {
-                        match v {
-                            Value::String(s) if !s.is_empty() && !s.contains(' ') => {
-                                out.push(s.clone())
-                            }
-                            _ => return Err(Rejection::claim(Reason::InvalidClaim, name)),
+/// The scopes in `names`, merged: space-separated strings or arrays of strings.
+fn scopes(claims: &Object, names: &[String]) -> Result<Scopes, Rejection> {
+    let mut out = Vec::new();
+    for name in names {
+        match claims.get(name) {
+            None => {}
+            Some(Value::String(s)) => {
+                out.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
+            }
+            Some(Value::Array(list)) => {
+                for v in list {
+                    match v {
+                        Value::String(s) if !s.is_empty() && !s.contains(' ') => {
+                            out.push(s.clone())
                         }
+                        _ => return Err(Rejection::claim(Reason::InvalidClaim, name)),
                     }
                 }
-                Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, name)),
             }
+            Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, name)),
         }
-        Ok(Scopes::from_vec(out))
+    }
+    Ok(Scopes::from_vec(out))
+}
+
+/// `value` is `s`, or an array with `s` in it.
+fn has_value(value: Option<&Value>, s: &str) -> bool {
+    match value {
+        Some(Value::String(v)) => v == s,
+        Some(Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(s)),
+        _ => false,
+    }
+}
+
+/// Whether the token is a machine client's, by the preset's rule (see
+/// [`MachineRule`]). A token the rule cannot place is a user's.
+fn is_machine(rule: MachineRule, claims: &Object, sub: Option<&str>, client: Option<&str>) -> bool {
+    let sub_is_client = sub.is_some() && sub == client;
+    let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
+    match rule {
+        MachineRule::SubIsClient => sub_is_client,
+        MachineRule::Kinde => has_value(claims.get("gty"), "client_credentials"),
+        MachineRule::Auth0 => {
+            has_value(claims.get("gty"), "client-credentials")
+                || client.is_some_and(|c| sub == Some(&format!("{c}@clients")))
+        }
+        MachineRule::Okta => sub_is_client && !claims.contains_key("uid"),
+        MachineRule::Entra => match claims.get("idtyp") {
+            Some(t) => t.as_str() == Some("app"),
+            None => {
+                !claims.contains_key("scp") && str_claim("oid").is_some() && str_claim("oid") == sub
+            }
+        },
+        MachineRule::Keycloak => client.is_some_and(|c| {
+            str_claim("preferred_username")
+                .is_some_and(|u| u.eq_ignore_ascii_case(&format!("service-account-{c}")))
+        }),
+        MachineRule::Scalekit => {
+            !claims.contains_key("uid")
+                && !claims.contains_key("sid")
+                && (sub.is_none() || sub_is_client)
+        }
+        MachineRule::Cognito => sub_is_client && !claims.contains_key("username"),
     }
 }
 
@@ -363,7 +477,199 @@ mod tests {
             scope_claims: vec!["scope".into()],
             client_id_claims: vec!["client_id".into()],
             allowed_client_ids: None,
+            machine: MachineRule::SubIsClient,
+            // These tests are about the other rules.
+            accept_user_tokens: true,
+            user_scope_claims: None,
+            typ_claim: None,
+            id_token_jti_prefix: None,
         }
+    }
+
+    #[test]
+    fn each_presets_machine_rule_on_its_providers_shapes() {
+        use serde_json::json;
+        let m = |rule, claims: Value, sub: Option<&str>, client: Option<&str>| {
+            let Value::Object(c) = claims else {
+                unreachable!()
+            };
+            is_machine(rule, &c, sub, client)
+        };
+        use MachineRule as R;
+        // RFC 9068: sub identifies the client.
+        assert!(m(R::SubIsClient, json!({}), Some("c"), Some("c")));
+        assert!(!m(R::SubIsClient, json!({}), Some("alice"), Some("c")));
+        assert!(
+            !m(R::SubIsClient, json!({}), None, Some("c")),
+            "cannot tell: a user's"
+        );
+        assert!(!m(R::SubIsClient, json!({}), None, None));
+        // Kinde: gty.
+        assert!(m(
+            R::Kinde,
+            json!({"gty": ["client_credentials"]}),
+            None,
+            Some("c")
+        ));
+        assert!(m(
+            R::Kinde,
+            json!({"gty": "client_credentials"}),
+            None,
+            Some("c")
+        ));
+        assert!(!m(
+            R::Kinde,
+            json!({"gty": ["authorization_code"]}),
+            Some("u"),
+            Some("c")
+        ));
+        assert!(
+            !m(R::Kinde, json!({}), Some("c"), Some("c")),
+            "no gty: a user's"
+        );
+        // Auth0: gty or sub = <client>@clients.
+        assert!(m(
+            R::Auth0,
+            json!({"gty": "client-credentials"}),
+            Some("x"),
+            Some("c")
+        ));
+        assert!(m(R::Auth0, json!({}), Some("c@clients"), Some("c")));
+        assert!(!m(R::Auth0, json!({}), Some("d@clients"), Some("c")));
+        assert!(!m(R::Auth0, json!({}), Some("auth0|42"), Some("c")));
+        // Okta: sub = cid, no uid.
+        assert!(m(R::Okta, json!({}), Some("c"), Some("c")));
+        assert!(!m(R::Okta, json!({"uid": "00u1"}), Some("c"), Some("c")));
+        assert!(!m(R::Okta, json!({}), Some("a@b"), Some("c")));
+        // Entra: idtyp, else no scp and oid = sub.
+        assert!(m(
+            R::Entra,
+            json!({"idtyp": "app", "oid": "x"}),
+            Some("y"),
+            Some("c")
+        ));
+        assert!(!m(
+            R::Entra,
+            json!({"idtyp": "user", "oid": "s"}),
+            Some("s"),
+            Some("c")
+        ));
+        assert!(!m(
+            R::Entra,
+            json!({"idtyp": ["app"]}),
+            Some("s"),
+            Some("c")
+        ));
+        assert!(m(R::Entra, json!({"oid": "s"}), Some("s"), Some("c")));
+        assert!(!m(
+            R::Entra,
+            json!({"oid": "s", "scp": "read"}),
+            Some("s"),
+            Some("c")
+        ));
+        assert!(!m(R::Entra, json!({"oid": "o"}), Some("s"), Some("c")));
+        assert!(!m(R::Entra, json!({}), None, Some("c")));
+        // Keycloak: the service-account user (Keycloak lower-cases usernames).
+        let sa = json!({"preferred_username": "service-account-billing"});
+        assert!(m(R::Keycloak, sa.clone(), Some("uuid"), Some("Billing")));
+        assert!(!m(R::Keycloak, sa, Some("uuid"), Some("other")));
+        assert!(!m(
+            R::Keycloak,
+            json!({"preferred_username": "alice"}),
+            Some("u"),
+            Some("c")
+        ));
+        assert!(!m(R::Keycloak, json!({}), Some("u"), Some("c")));
+        // Scalekit: no uid, no sid, sub (if any) = client.
+        assert!(m(R::Scalekit, json!({}), Some("c"), Some("c")));
+        assert!(m(R::Scalekit, json!({}), None, Some("c")));
+        assert!(!m(
+            R::Scalekit,
+            json!({"uid": "usr_1"}),
+            Some("c"),
+            Some("c")
+        ));
+        assert!(!m(
+            R::Scalekit,
+            json!({"sid": "ses_1"}),
+            Some("c"),
+            Some("c")
+        ));
+        assert!(!m(R::Scalekit, json!({}), Some("usr_1"), Some("c")));
+        // Cognito: sub = client_id, no username.
+        assert!(m(R::Cognito, json!({}), Some("c"), Some("c")));
+        assert!(!m(
+            R::Cognito,
+            json!({"username": "alice"}),
+            Some("c"),
+            Some("c")
+        ));
+        assert!(!m(R::Cognito, json!({}), Some("uuid"), Some("c")));
+    }
+
+    #[test]
+    fn id_tokens_are_refused_under_every_preset() {
+        use serde_json::json;
+        let mut iv = rules(None, None);
+        let check = |iv: &ClaimRules, extra: Value| {
+            let mut c = json!({"exp": 2000, "sub": "c", "client_id": "c", "aud": "api"});
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            let Value::Object(c) = c else { unreachable!() };
+            iv.check(&c, 1000)
+                .map(|_| ())
+                .map_err(|e| (e.reason(), e.claim_name().map(str::to_owned)))
+        };
+        let id = |claim: &str| Err((Reason::IdToken, Some(claim.to_owned())));
+        assert_eq!(check(&iv, json!({})), Ok(()));
+        assert_eq!(check(&iv, json!({"nonce": "n"})), id("nonce"));
+        assert_eq!(check(&iv, json!({"at_hash": "h"})), id("at_hash"));
+        assert_eq!(check(&iv, json!({"c_hash": "h"})), id("c_hash"));
+        assert_eq!(check(&iv, json!({"typ": "ID"})), id("typ"));
+        assert_eq!(check(&iv, json!({"typ": "Refresh"})), id("typ"));
+        assert_eq!(check(&iv, json!({"typ": "Bearer"})), Ok(()));
+        assert_eq!(check(&iv, json!({"token_use": "id"})), id("token_use"));
+        assert_eq!(check(&iv, json!({"token_use": "access"})), Ok(()));
+        assert_eq!(
+            check(&iv, json!({"token_use": 1})),
+            Err((Reason::InvalidClaim, Some("token_use".into())))
+        );
+        assert_eq!(
+            check(&iv, json!({"jti": "ID.abc"})),
+            Ok(()),
+            "only Okta's mark"
+        );
+        // Keycloak: typ required, Bearer or DPoP.
+        iv.typ_claim = Some(&["Bearer", "DPoP"]);
+        assert_eq!(
+            check(&iv, json!({})),
+            Err((Reason::MissingClaim, Some("typ".into())))
+        );
+        assert_eq!(check(&iv, json!({"typ": "Bearer"})), Ok(()));
+        assert_eq!(check(&iv, json!({"typ": "DPoP"})), Ok(()));
+        assert_eq!(check(&iv, json!({"typ": "ID"})), id("typ"));
+        assert_eq!(
+            check(&iv, json!({"typ": "bearer"})),
+            Err((Reason::InvalidClaim, Some("typ".into())))
+        );
+        iv.typ_claim = None;
+        // Okta: ID. token ids.
+        iv.id_token_jti_prefix = Some("ID.");
+        assert_eq!(check(&iv, json!({"jti": "ID.abc"})), id("jti"));
+        assert_eq!(check(&iv, json!({"jti": "AT.abc"})), Ok(()));
+        // Machine only unless users are accepted.
+        iv.accept_user_tokens = false;
+        assert_eq!(check(&iv, json!({})), Ok(()));
+        assert_eq!(
+            check(&iv, json!({"sub": "alice"})),
+            Err((Reason::UserToken, None))
+        );
+        assert_eq!(
+            check(&iv, json!({"sub": "alice", "nonce": "n"})),
+            id("nonce"),
+            "ID first"
+        );
     }
 
     /// The verdict of the claim rules at `now` for these claims (plus `aud`).

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::backoff::instant_after;
 use crate::claims::now_secs;
@@ -41,7 +41,16 @@ impl Clock {
 
     /// The wall-clock time now, in seconds since the Unix epoch.
     pub(crate) fn wall_secs(&self) -> u64 {
-        now_secs().saturating_add(self.skew().as_secs())
+        match self.skew {
+            None => now_secs(),
+            // Added before truncating, so the wall clock never lags the
+            // monotonic one by a fraction of a second.
+            Some(_) => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .saturating_add(self.skew())
+                .as_secs(),
+        }
     }
 }
 

@@ -82,6 +82,7 @@ pub struct Issuer {
     pub(crate) client_id_claims: Option<Vec<String>>,
     pub(crate) allowed_client_ids: Option<Vec<String>>,
     pub(crate) refresh_interval_set: bool,
+    pub(crate) accept_user_tokens: bool,
 }
 
 impl Issuer {
@@ -96,6 +97,7 @@ impl Issuer {
             leeway: Duration::from_secs(60),
             policy: RefreshPolicy::default(),
             refresh_interval_set: false,
+            accept_user_tokens: false,
             algorithms: None,
             max_lifetime: None,
             max_age: None,
@@ -177,6 +179,17 @@ impl Issuer {
     /// about `max` of the issuer's return.
     pub fn fetch_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.policy.backoff = Backoff { min, max };
+        self
+    }
+
+    /// Accept users' access tokens too, not only machine (client-credentials)
+    /// tokens. By default a token the preset's rule does not recognise as a
+    /// machine client's is refused (401, reason code `user_token`); see
+    /// [`Preset`] for each rule. With this, [`Principal::is_machine`](crate::Principal::is_machine)
+    /// tells them apart and [`Rule::machine_only`](crate::Rule::machine_only)
+    /// keeps chosen routes machine-only. ID tokens stay refused.
+    pub fn accept_user_tokens(mut self) -> Self {
+        self.accept_user_tokens = true;
         self
     }
 
@@ -385,6 +398,7 @@ impl VerifierBuilder {
     /// without sleeping; [`TestIssuer::verifier`](crate::test_util::TestIssuer::verifier)
     /// uses its issuer's clock.
     #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn clock(mut self, clock: &crate::test_util::TestClock) -> Self {
         self.clock = clock.clock();
         self

@@ -530,7 +530,21 @@ impl Rule {
         )
     }
 
-    /// The claim `name` equals `value` (as JSON: `"ci"`, `true`, `42`).
+    /// Only machine clients' tokens, on an issuer that also accepts users'
+    /// ([`Issuer::accept_user_tokens`](crate::Issuer::accept_user_tokens)).
+    /// A user's token gets 403 with reason code `machine_only`.
+    pub fn machine_only() -> Self {
+        Rule::new(
+            Principal::is_machine,
+            Denial::forbidden(
+                "machine_only",
+                "only a machine client's token may call this",
+            ),
+        )
+    }
+
+    /// The top-level claim `name` equals `value` (as JSON: `"ci"`, `true`,
+    /// `42`; numbers compare as serde_json does, so `42` is not `42.0`).
     /// Otherwise, or when the claim is absent, 403 with reason code
     /// `claim_mismatch`.
     pub fn claim_equals(name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
@@ -542,8 +556,16 @@ impl Rule {
     /// or a space-separated string with that word (the shape of `scope`).
     /// Otherwise, or when the claim is absent, 403 with reason code
     /// `claim_mismatch`.
+    ///
+    /// # Panics
+    /// If `value` is empty or contains a space: it could never be one word
+    /// of a space-separated claim (a route definition mistake).
     pub fn claim_includes(name: impl Into<String>, value: impl Into<String>) -> Self {
         let (name, value) = (name.into(), value.into());
+        assert!(
+            !value.is_empty() && !value.contains(' '),
+            "m2m-guard: Rule::claim_includes: {value:?} is empty or contains a space"
+        );
         Rule::new(
             move |p| match p.claim(&name) {
                 Some(serde_json::Value::Array(items)) => {
@@ -586,6 +608,9 @@ impl Rule {
                 for r in rules.iter() {
                     match r.evaluate(parts, principal) {
                         Ok(()) => return Ok(()),
+                        // A wiring mistake is never hidden by another rule
+                        // that happens to hold.
+                        Err(e @ AuthErrorKind::Misconfigured(_)) => return Err(e),
                         Err(e) => {
                             first.get_or_insert(e);
                         }

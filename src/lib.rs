@@ -34,7 +34,7 @@
 //!   [`Scopes`], [`Scoped`]) and [`RequireTenant::path_param`].
 //! - `client`: [`client::TokenProvider`] and [`client::BearerTokenLayer`], the
 //!   client-credentials side for outgoing calls.
-//! - `test-util`: [`test_util::TestIssuer`], an issuer on loopback for tests and demos.
+//! - `test-util`: [`test_util::TestIssuer`], an issuer on loopback for tests and demos, and [`test_util::TestClock`], time under the test's control.
 //!
 //! # Module map
 //! One concern per file (`src/`):

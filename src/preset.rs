@@ -4,16 +4,22 @@
 /// An identity provider whose token shape m2m-guard knows: a preset of
 /// claim names and rules for an [`Issuer`](crate::Issuer).
 ///
-/// | preset | tenant claim | scope claims | client id claims | notes |
-/// |---|---|---|---|---|
-/// | `Generic` (RFC 9068) | – | `scope`, `scp` | `client_id`, `azp` | |
-/// | `Kinde` | `org_code` | `scope`, `scp` | `azp`, `client_id` | |
-/// | `Scalekit` | `oid` | `scopes`, `scope` | `client_id`, `sub` | |
-/// | `Auth0` | `org_id` | `scope`, `permissions` | `azp`, `client_id` | |
-/// | `Okta` | – | `scp`, `scope` | `cid`, `client_id` | |
-/// | `Entra` | `tid` | `roles`, `scp` | `azp`, `appid` | `typ: JWT` |
-/// | `Keycloak` | – | `scope` | `azp`, `client_id` | |
-/// | `Cognito` | – | `scope` | `client_id` | no `aud`: client allow-list, `token_use=access` |
+/// | preset | tenant claim | granted scopes | client id claims | machine token when | also refused as an ID token |
+/// |---|---|---|---|---|---|
+/// | `Generic` (RFC 9068) | – | `scope`, `scp` | `client_id`, `azp` | `sub` = client id (RFC 9068 §2.2) | |
+/// | `Kinde` | `org_code` | `scope` (`scp` = requested, not read) | `azp`, `client_id` | `gty` contains `client_credentials` | |
+/// | `Scalekit` | `oid` | `scopes`, `scope` | `client_id`, `sub` | no `uid`, no `sid`, `sub` (if any) = client | |
+/// | `Auth0` | `org_id` | `scope`, `permissions` | `azp`, `client_id` | `gty` = `client-credentials` or `sub` = `<client>@clients` | |
+/// | `Okta` | – | `scp`, `scope` | `cid`, `client_id` | `sub` = `cid`, no `uid` | `jti` `ID.…` |
+/// | `Entra` | `tid` | app: `roles`; user: `scp` | `azp`, `appid` | `idtyp` = `app`, else no `scp` and `oid` = `sub` | |
+/// | `Keycloak` | – | `scope` | `azp`, `client_id` | `preferred_username` = `service-account-<client>` | payload `typ` ≠ `Bearer`/`DPoP` |
+/// | `Cognito` | – | `scope` | `client_id` | `sub` = `client_id`, no `username` | `token_use` ≠ `access`; any `aud` |
+///
+/// Under every preset, tokens with `nonce`, `at_hash` or `c_hash`, a
+/// Keycloak payload `typ` of another token kind, or a `token_use` other
+/// than `access` are ID tokens, refused. Users' tokens are refused unless
+/// the issuer opts in with [`Issuer::accept_user_tokens`](crate::Issuer::accept_user_tokens).
+/// Sources and the full table: the README, "Providers".
 ///
 /// A scope claim may be a space-separated string or an array of strings;
 /// scopes from every listed claim are merged. The claims can be overridden
@@ -86,7 +92,44 @@ pub(crate) struct PresetRules {
     pub(crate) uses_audience: bool,
     /// The `token_use` value an access token must carry, if any.
     pub(crate) token_use: Option<&'static str>,
+    /// How a machine (client-credentials) token is told from a user's.
+    pub(crate) machine: MachineRule,
+    /// Where a user's token (accepted only on opt-in) carries its scopes,
+    /// when not in `scope_claims`.
+    pub(crate) user_scope_claims: Option<&'static [&'static str]>,
+    /// The payload `typ` claim (Keycloak) must be present and one of these.
+    pub(crate) typ_claim: Option<&'static [&'static str]>,
+    /// A `jti` with this prefix marks an ID token (Okta: `ID.`).
+    pub(crate) id_token_jti_prefix: Option<&'static str>,
 }
+
+/// How one provider's machine tokens are told from its users' tokens.
+/// Each rule errs on the safe side: a token it cannot place is a user's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MachineRule {
+    /// RFC 9068 §2.2: with no resource owner, `sub` identifies the client.
+    SubIsClient,
+    /// Kinde: the `gty` claim contains `client_credentials`.
+    Kinde,
+    /// Auth0: `gty` is `client-credentials`, or `sub` is `<client id>@clients`.
+    Auth0,
+    /// Okta: `sub` is the client (`cid`) and there is no user (`uid`).
+    Okta,
+    /// Entra: `idtyp` is `app`; without `idtyp`, no `scp` and `oid` = `sub`.
+    Entra,
+    /// Keycloak: the service-account user, `preferred_username` =
+    /// `service-account-<client id>` (Keycloak gives no stronger signal).
+    Keycloak,
+    /// Scalekit: no user (`uid`) and no session (`sid`), and `sub`, when
+    /// present, is the client.
+    Scalekit,
+    /// Cognito: `sub` is the client and there is no `username`.
+    Cognito,
+}
+
+/// The payload `typ` values Keycloak gives tokens that are not access
+/// tokens; refused under every preset.
+pub(crate) const NOT_ACCESS_TYP: &[&str] = &["ID", "Refresh", "Offline", "Logout", "Serialized-ID"];
 
 const GENERIC: PresetRules = PresetRules {
     tenant_claim: None,
@@ -94,14 +137,23 @@ const GENERIC: PresetRules = PresetRules {
     client_id_claims: &["client_id", "azp"],
     uses_audience: true,
     token_use: None,
+    machine: MachineRule::SubIsClient,
+    typ_claim: None,
+    id_token_jti_prefix: None,
+    user_scope_claims: None,
 };
 
 const KINDE: PresetRules = PresetRules {
     tenant_claim: Some("org_code"),
-    scope_claims: &["scope", "scp"],
+    // `scp` holds the scopes initially *requested*; `scope` those granted.
+    scope_claims: &["scope"],
     client_id_claims: &["azp", "client_id"],
     uses_audience: true,
     token_use: None,
+    machine: MachineRule::Kinde,
+    typ_claim: None,
+    id_token_jti_prefix: None,
+    user_scope_claims: None,
 };
 
 const SCALEKIT: PresetRules = PresetRules {
@@ -110,6 +162,10 @@ const SCALEKIT: PresetRules = PresetRules {
     client_id_claims: &["client_id", "sub"],
     uses_audience: true,
     token_use: None,
+    machine: MachineRule::Scalekit,
+    typ_claim: None,
+    id_token_jti_prefix: None,
+    user_scope_claims: None,
 };
 
 const AUTH0: PresetRules = PresetRules {
@@ -118,6 +174,10 @@ const AUTH0: PresetRules = PresetRules {
     client_id_claims: &["azp", "client_id"],
     uses_audience: true,
     token_use: None,
+    machine: MachineRule::Auth0,
+    typ_claim: None,
+    id_token_jti_prefix: None,
+    user_scope_claims: None,
 };
 
 const OKTA: PresetRules = PresetRules {
@@ -126,14 +186,24 @@ const OKTA: PresetRules = PresetRules {
     client_id_claims: &["cid", "client_id"],
     uses_audience: true,
     token_use: None,
+    machine: MachineRule::Okta,
+    typ_claim: None,
+    id_token_jti_prefix: Some("ID."),
+    user_scope_claims: None,
 };
 
 const ENTRA: PresetRules = PresetRules {
     tenant_claim: Some("tid"),
-    scope_claims: &["roles", "scp"],
+    // App-only tokens carry application permissions in `roles`; a user's
+    // delegated `scp` is never merged with them (see `user_scope_claims`).
+    scope_claims: &["roles"],
     client_id_claims: &["azp", "appid"],
     uses_audience: true,
     token_use: None,
+    machine: MachineRule::Entra,
+    typ_claim: None,
+    id_token_jti_prefix: None,
+    user_scope_claims: Some(&["scp"]),
 };
 
 const KEYCLOAK: PresetRules = PresetRules {
@@ -142,6 +212,10 @@ const KEYCLOAK: PresetRules = PresetRules {
     client_id_claims: &["azp", "client_id"],
     uses_audience: true,
     token_use: None,
+    machine: MachineRule::Keycloak,
+    typ_claim: Some(&["Bearer", "DPoP"]),
+    id_token_jti_prefix: None,
+    user_scope_claims: None,
 };
 
 const COGNITO: PresetRules = PresetRules {
@@ -150,4 +224,8 @@ const COGNITO: PresetRules = PresetRules {
     client_id_claims: &["client_id"],
     uses_audience: false,
     token_use: Some("access"),
+    machine: MachineRule::Cognito,
+    typ_claim: None,
+    id_token_jti_prefix: None,
+    user_scope_claims: None,
 };

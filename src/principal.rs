@@ -25,6 +25,7 @@ struct Inner {
     expires_at: u64,
     issued_at: Option<u64>,
     jti: Option<String>,
+    machine: bool,
     claims: Map<String, Value>,
 }
 
@@ -38,6 +39,7 @@ pub(crate) struct PrincipalParts {
     pub(crate) expires_at: u64,
     pub(crate) issued_at: Option<u64>,
     pub(crate) jti: Option<String>,
+    pub(crate) machine: bool,
     pub(crate) claims: Map<String, Value>,
 }
 
@@ -53,6 +55,7 @@ impl Principal {
                 expires_at: p.expires_at,
                 issued_at: p.issued_at,
                 jti: p.jti,
+                machine: p.machine,
                 claims: p.claims,
             }),
         }
@@ -89,6 +92,14 @@ impl Principal {
     /// `true` if the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.inner.scopes.contains(scope)
+    }
+
+    /// `true` for a machine client's token (client credentials), `false`
+    /// for a user's, by the issuer's preset rule (see [`Preset`](crate::Preset)).
+    /// Users' tokens are accepted only with
+    /// [`Issuer::accept_user_tokens`](crate::Issuer::accept_user_tokens).
+    pub fn is_machine(&self) -> bool {
+        self.inner.machine
     }
 
     /// When the token expires (`exp`).
@@ -138,6 +149,7 @@ impl fmt::Debug for Principal {
             .field("client_id", &self.client_id())
             .field("tenant", &self.tenant())
             .field("scopes", &self.scopes())
+            .field("machine", &self.is_machine())
             .field("expires_at", &self.inner.expires_at)
             .finish_non_exhaustive()
     }

@@ -82,6 +82,11 @@ reasons! {
     MissingClaim => "missing_claim", "the token lacks a required claim";
     /// A claim has the wrong JSON type or an invalid value.
     InvalidClaim => "invalid_claim", "the token has an invalid claim";
+    /// An ID token (OIDC `nonce` / `at_hash` / `c_hash`, a Keycloak `typ` of
+    /// another token kind, a Cognito `token_use` other than `access`, …).
+    IdToken => "id_token", "an ID token is not an access token";
+    /// A user's token, where the issuer accepts machine tokens only.
+    UserToken => "user_token", "the token is not a machine client's";
     /// The client is not in the issuer's client allow-list.
     ClientNotAllowed => "client_not_allowed", "the token client is not allowed";
     /// No usable keys: the issuer's key set could not be loaded, or is stale past `max_stale`.
@@ -199,11 +204,11 @@ mod tests {
             assert!(
                 r.description()
                     .bytes()
-                    .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'),
+                    .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\' && b != b'%'),
                 "{r:?}"
             );
             assert_eq!(r.to_string(), r.code());
         }
-        assert_eq!(Reason::ALL.len(), 21);
+        assert_eq!(Reason::ALL.len(), 23);
     }
 }

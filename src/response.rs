@@ -292,11 +292,14 @@ impl<B: Default> OnRejection<B> for GrpcRejection {
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         h.insert("grpc-status", HeaderValue::from(code));
-        // Descriptions are plain ASCII without '%': valid as grpc-message as they are.
-        h.insert(
-            "grpc-message",
-            HeaderValue::from_static(error.description()),
-        );
+        // Descriptions are plain ASCII without '%' (checked for every reason
+        // and every `Denial`): valid as grpc-message as they are. Should one
+        // ever not be, the status alone goes out, never a panic.
+        if let Ok(v) = HeaderValue::from_str(error.description())
+            && !error.description().contains('%')
+        {
+            h.insert("grpc-message", v);
+        }
         if let Some(v) = error.www_authenticate() {
             h.insert(WWW_AUTHENTICATE, v);
         }

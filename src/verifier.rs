@@ -120,8 +120,10 @@ impl Verifier {
         Ok(())
     }
 
-    /// Fetch every issuer's key set now, whatever its schedule and backoff
-    /// (joining a fetch already under way), and wait for the outcomes. For
+    /// Fetch every issuer's key set now, whatever its schedule and backoff,
+    /// all issuers at once, and wait for the outcomes. A fetch already under
+    /// way is joined rather than repeated (it may have started just before
+    /// a rotation; call again to be sure). For
     /// tests, and for an operator's "keys rotated, pick them up now"; it
     /// bypasses the backoff, so rate-limit any endpoint that exposes it.
     /// A failed refresh is recorded like any other (the last good keys stay
@@ -131,16 +133,21 @@ impl Verifier {
     /// [`BuildError::Unavailable`] naming the first issuer whose key set
     /// could not be loaded, and why; every issuer is tried.
     pub async fn refresh_now(&self) -> Result<(), BuildError> {
-        let mut first = None;
-        for iv in self.inner.issuers.values() {
-            if let Err(cause) = iv.store.refresh().await {
-                first.get_or_insert(BuildError::Unavailable {
+        // Every issuer at once; the error reported is that of the first
+        // issuer by name, whatever order the fetches end in.
+        let mut issuers: Vec<&IssuerVerifier> = self.inner.issuers.values().collect();
+        issuers.sort_by(|a, b| a.rules.issuer.cmp(&b.rules.issuer));
+        let results =
+            futures_util::future::join_all(issuers.iter().map(|iv| iv.store.refresh())).await;
+        for (iv, result) in issuers.iter().zip(results) {
+            if let Err(cause) = result {
+                return Err(BuildError::Unavailable {
                     issuer: iv.rules.issuer.to_string(),
                     cause,
                 });
             }
         }
-        first.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// Verify `token` (the bare JWT, without `Bearer `).

@@ -41,7 +41,7 @@ fn now() -> u64 {
 }
 
 fn claims(issuer: &TestIssuer) -> Value {
-    json!({"iss": issuer.issuer(), "aud": DEFAULT_AUDIENCE, "sub": "c", "azp": "c", "exp": now() + 600, "iat": now()})
+    json!({"iss": issuer.issuer(), "aud": DEFAULT_AUDIENCE, "sub": "c", "azp": "c", "gty": ["client_credentials"], "exp": now() + 600, "iat": now()})
 }
 
 fn enc(v: &Value) -> String {

@@ -153,6 +153,7 @@ async fn claim_rules_that_can_only_reject_run_before_any_key_work() {
             .token()
             .typ(Some("at+jwt"))
             .claim("client_id", "test-client")
+            .claim("sub", "test-client")
     };
     assert!(strict.verify(&rfc9068().sign()).await.is_ok());
     assert_eq!(issuer.jwks_fetches(), 1);
@@ -414,6 +415,7 @@ async fn discovery_runs_again_when_the_key_set_url_stops_working() {
     server.json("/keys-a", issuer.jwks_document().to_string());
     let v = verifier(
         Issuer::new(&iss)
+            .preset(m2m_guard::Preset::Kinde)
             .audience(m2m_guard::test_util::DEFAULT_AUDIENCE)
             .refresh_bounds(Duration::from_millis(100), Duration::from_secs(60))
             .refresh_interval(Duration::from_millis(200))

@@ -24,7 +24,13 @@ async fn check(provider: Preset, claims: Value, expect: Expect) {
             .preset(Preset::Cognito)
             .allowed_client_ids(["cg-client"]);
     }
-    let v = Verifier::builder().issuer(cfg).build().await.unwrap();
+    // These cases are about claim names; the machine-token rules have their
+    // own tests below, so users' tokens are accepted here.
+    let v = Verifier::builder()
+        .issuer(cfg.accept_user_tokens())
+        .build()
+        .await
+        .unwrap();
     let mut t = issuer.token();
     for name in GENERIC
         .iter()
@@ -50,7 +56,7 @@ async fn check(provider: Preset, claims: Value, expect: Expect) {
 }
 
 #[tokio::test]
-async fn kinde_org_code_scope_scp_azp_client_id() {
+async fn kinde_org_code_scope_not_scp_azp_client_id() {
     let p = Preset::Kinde;
     let first = json!({"azp": "k1", "org_code": "org_k", "scope": "a b", "sub": "k1"});
     check(
@@ -63,7 +69,8 @@ async fn kinde_org_code_scope_scp_azp_client_id() {
         },
     )
     .await;
-    let second = json!({"client_id": "k2", "scp": ["c"]});
+    // `scp` holds the scopes requested, not granted: never read.
+    let second = json!({"client_id": "k2", "scope": "c", "scp": ["requested"]});
     check(
         p,
         second,
@@ -158,9 +165,10 @@ async fn okta_scp_scope_cid_client_id() {
 }
 
 #[tokio::test]
-async fn entra_tid_roles_scp_azp_appid() {
+async fn entra_tid_roles_or_scp_azp_appid() {
     let p = Preset::Entra;
-    let first = json!({"azp": "app-1", "tid": "tenant-1", "roles": ["a", "b"], "sub": "sp"});
+    // An app-only token: application permissions in `roles`.
+    let first = json!({"azp": "app-1", "tid": "tenant-1", "roles": ["a", "b"], "sub": "sp", "oid": "sp", "idtyp": "app"});
     check(
         p,
         first,
@@ -171,7 +179,8 @@ async fn entra_tid_roles_scp_azp_appid() {
         },
     )
     .await;
-    let second = json!({"appid": "app-2", "scp": "c"});
+    // A user's (delegated) token: `scp`, never merged with `roles`.
+    let second = json!({"appid": "app-2", "scp": "c", "roles": ["app-role"]});
     check(
         p,
         second,
@@ -187,7 +196,7 @@ async fn entra_tid_roles_scp_azp_appid() {
 #[tokio::test]
 async fn keycloak_scope_azp_client_id() {
     let p = Preset::Keycloak;
-    let first = json!({"azp": "svc", "scope": "a b", "sub": "uuid"});
+    let first = json!({"azp": "svc", "scope": "a b", "sub": "uuid", "typ": "Bearer"});
     check(
         p,
         first,
@@ -198,7 +207,7 @@ async fn keycloak_scope_azp_client_id() {
         },
     )
     .await;
-    let second = json!({"client_id": "svc2"});
+    let second = json!({"client_id": "svc2", "typ": "Bearer"});
     check(
         p,
         second,
@@ -252,4 +261,111 @@ async fn generic_scope_scp_client_id_azp() {
         },
     )
     .await;
+}
+
+/// Every preset, on tokens shaped like its provider's: the machine token is
+/// accepted as a machine's; the same provider's user token is refused by
+/// default (`user_token`) and accepted as a user's on opt-in; ID-token marks
+/// are refused even then.
+#[tokio::test]
+async fn machine_tokens_only_by_default_under_every_preset() {
+    use m2m_guard::Reason;
+    for preset in [
+        Preset::Generic,
+        Preset::Kinde,
+        Preset::Scalekit,
+        Preset::Auth0,
+        Preset::Okta,
+        Preset::Entra,
+        Preset::Keycloak,
+        Preset::Cognito,
+    ] {
+        let issuer = TestIssuer::start_with(preset).await;
+        let machine_only = issuer.verifier().await;
+        let mut cfg = issuer.config().accept_user_tokens();
+        if preset == Preset::Cognito {
+            cfg = cfg.allowed_client_ids(["test-client"]);
+        }
+        let both = Verifier::builder().issuer(cfg).build().await.unwrap();
+
+        let machine = issuer.token().scopes(["read"]).sign();
+        let p = machine_only
+            .verify(&machine)
+            .await
+            .unwrap_or_else(|e| panic!("{preset:?}: {e:?}"));
+        assert!(p.is_machine(), "{preset:?}");
+        assert_eq!(p.client_id(), Some("test-client"), "{preset:?}");
+        assert!(p.has_scope("read"), "{preset:?}");
+
+        let user = issuer.token().user("alice").scopes(["read"]).sign();
+        let e = machine_only.verify(&user).await.unwrap_err();
+        assert_eq!(e.reason(), Reason::UserToken, "{preset:?}");
+        let p = both
+            .verify(&user)
+            .await
+            .unwrap_or_else(|e| panic!("{preset:?} user: {e:?}"));
+        assert!(!p.is_machine(), "{preset:?}");
+        assert!(p.has_scope("read"), "{preset:?}: the user's granted scopes");
+
+        for (claim, value) in [("nonce", json!("n")), ("at_hash", json!("h"))] {
+            for v in [&machine_only, &both] {
+                let t = issuer.token().claim(claim, value.clone()).sign();
+                let e = v.verify(&t).await.unwrap_err();
+                assert_eq!(e.reason(), Reason::IdToken, "{preset:?} {claim}");
+            }
+        }
+    }
+}
+
+/// Each provider's own ID-token marks.
+#[tokio::test]
+async fn provider_specific_id_token_marks_are_refused() {
+    use m2m_guard::Reason;
+    let keycloak = TestIssuer::start_with(Preset::Keycloak).await;
+    let v = keycloak.verifier().await;
+    for (typ, reason) in [
+        ("ID", Reason::IdToken),
+        ("Refresh", Reason::IdToken),
+        ("Logout", Reason::IdToken),
+        ("bearer", Reason::InvalidClaim),
+    ] {
+        let t = keycloak.token().claim("typ", typ).sign();
+        assert_eq!(v.verify(&t).await.unwrap_err().reason(), reason, "{typ}");
+    }
+    let t = keycloak.token().without_claim("typ").sign();
+    assert_eq!(
+        v.verify(&t).await.unwrap_err().reason(),
+        Reason::MissingClaim
+    );
+    // A Keycloak ID token under the generic preset is refused too.
+    let generic = Verifier::builder()
+        .issuer(
+            keycloak
+                .config()
+                .preset(Preset::Generic)
+                .accept_user_tokens(),
+        )
+        .build()
+        .await
+        .unwrap();
+    let t = keycloak.token().claim("typ", "ID").sign();
+    assert_eq!(
+        generic.verify(&t).await.unwrap_err().reason(),
+        Reason::IdToken
+    );
+
+    let cognito = TestIssuer::start_with(Preset::Cognito).await;
+    let t = cognito.token().claim("token_use", "id").sign();
+    let e = cognito.verifier().await.verify(&t).await.unwrap_err();
+    assert_eq!(
+        (e.reason(), e.claim_name()),
+        (Reason::IdToken, Some("token_use"))
+    );
+
+    let okta = TestIssuer::start_with(Preset::Okta).await;
+    let t = okta.token().claim("jti", "ID.4eAWJOCMB3SX8XewDfVR").sign();
+    let e = okta.verifier().await.verify(&t).await.unwrap_err();
+    assert_eq!((e.reason(), e.claim_name()), (Reason::IdToken, Some("jti")));
+    let t = okta.token().claim("jti", "AT.4eAWJOCMB3SX8XewDfVR").sign();
+    assert!(okta.verifier().await.verify(&t).await.is_ok());
 }

@@ -29,8 +29,15 @@ fn world() -> &'static World {
         let (issuer, verifier, token) = rt.block_on(async {
             let issuer = TestIssuer::start().await;
             // No token cache: every case takes the full path.
+            // The generic preset reads `sub`, `client_id`, `azp`, `scope` and
+            // `scp`; users' tokens are accepted, so only the claim rules judge.
             let verifier = Verifier::builder()
-                .issuer(issuer.config())
+                .issuer(
+                    issuer
+                        .config()
+                        .preset(m2m_guard::Preset::Generic)
+                        .accept_user_tokens(),
+                )
                 .disable_token_cache()
                 .build()
                 .await

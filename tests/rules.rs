@@ -354,3 +354,58 @@ fn an_empty_any_is_a_route_definition_mistake() {
 fn an_empty_all_is_a_route_definition_mistake() {
     let _ = Rule::all(Vec::new());
 }
+
+#[tokio::test]
+async fn a_wiring_mistake_inside_any_is_never_hidden_by_another_rule() {
+    let issuer = TestIssuer::start().await;
+    let app = Router::new()
+        .route(
+            "/x",
+            get(|| async { "ok" }).route_layer(Rule::any([
+                Rule::global_only(),
+                // The route has no `{org}`: a wiring mistake.
+                RequireTenant::path_param("org").into(),
+            ])),
+        )
+        .route_layer(M2mAuthLayer::new(issuer.verifier().await));
+    // The global token passes the first rule before the mistake is reached.
+    assert_eq!(
+        call(&app, "/x", &issuer.token().sign()).await.0,
+        StatusCode::OK
+    );
+    let org = issuer.token().org("org_1").sign();
+    assert_eq!(
+        call(&app, "/x", &org).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+#[test]
+#[should_panic(expected = "is empty or contains a space")]
+fn claim_includes_needs_one_word() {
+    let _ = Rule::claim_includes("roles", "a b");
+}
+
+#[tokio::test]
+async fn machine_only_on_an_issuer_that_accepts_users_too() {
+    let issuer = TestIssuer::start().await;
+    let verifier = m2m_guard::Verifier::builder()
+        .issuer(issuer.config().accept_user_tokens())
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/agents",
+            get(|| async { "ok" }).route_layer(Rule::machine_only()),
+        )
+        .route("/any", get(|| async { "ok" }))
+        .route_layer(M2mAuthLayer::new(verifier));
+    let user = issuer.token().user("alice").sign();
+    let machine = issuer.token().sign();
+    assert_eq!(call(&app, "/any", &user).await.0, StatusCode::OK);
+    assert_eq!(call(&app, "/agents", &machine).await.0, StatusCode::OK);
+    let (status, www, _) = call(&app, "/agents", &user).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(www.unwrap().contains("only a machine client"));
+}

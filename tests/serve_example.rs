@@ -100,7 +100,8 @@ async fn serve_example_protects_its_routes() {
     assert_eq!(
         who,
         serde_json::json!({
-            "issuer": issuer.issuer(), "subject": "agent-7", "client_id": "agent-7",
+            // Kinde's M2M tokens carry no `sub`.
+            "issuer": issuer.issuer(), "subject": null, "client_id": "agent-7",
             "org": "org_1", "scopes": ["read:users"]
         })
     );

@@ -310,6 +310,7 @@ impl Shared {
             removed: Vec::new(),
             typ: None,
             kid: None,
+            user: None,
         }
     }
 
@@ -361,7 +362,7 @@ impl TestClient {
 }
 
 impl TestIssuer {
-    /// Start an issuer shaped like Kinde (`org_code`, `scope` + `scp`, `azp`).
+    /// Start an issuer shaped like Kinde (M2M tokens: `gty`, `azp`, `org_code`, `scope` + `scp`, no `sub`).
     pub async fn start() -> TestIssuer {
         Self::start_with(Preset::Kinde).await
     }
@@ -444,8 +445,10 @@ impl TestIssuer {
 
     /// A [`Verifier`] trusting this issuer with [`TestIssuer::config`] (for
     /// the Cognito preset, which binds tokens to client ids instead of an
-    /// audience, with `test-client` allowed). For other settings, build one
-    /// from [`TestIssuer::config`].
+    /// audience, with `test-client` allowed), on this issuer's
+    /// [`TestIssuer::clock`]. For other settings, build one from
+    /// [`TestIssuer::config`] (with `.clock(issuer.clock())` when the test
+    /// advances the clock).
     ///
     /// # Panics
     /// Never for these settings; a panic would be a bug in the test kit.
@@ -806,9 +809,19 @@ pub struct TokenBuilder<'a> {
     removed: Vec<String>,
     typ: Option<Option<String>>,
     kid: Option<String>,
+    user: Option<String>,
 }
 
 impl TokenBuilder<'_> {
+    /// Make it a user's access token (delegated, e.g. authorization code)
+    /// for `subject`, shaped as the preset's provider shapes users' tokens:
+    /// refused unless the issuer is configured with
+    /// [`Issuer::accept_user_tokens`](crate::Issuer::accept_user_tokens).
+    pub fn user(mut self, subject: impl Into<String>) -> Self {
+        self.user = Some(subject.into());
+        self
+    }
+
     /// The client the token is issued to.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = id.into();
@@ -931,56 +944,122 @@ impl TokenBuilder<'_> {
         let scope_str = self.scopes.join(" ");
         let scope_arr = Value::from(self.scopes.clone());
         let has_scopes = !self.scopes.is_empty();
+        // Each provider's machine (client-credentials) token shape, as its
+        // docs publish it; `user` switches to that provider's user token.
+        let user = self.user.clone();
         match self.provider {
             Preset::Kinde => {
-                c.insert("sub".into(), id.clone().into());
+                // Kinde M2M tokens carry no `sub`; `gty` names the grant.
                 c.insert("azp".into(), id.into());
+                match &user {
+                    None => c.insert("gty".into(), Value::from(vec!["client_credentials"])),
+                    Some(u) => c.insert("sub".into(), u.clone().into()),
+                };
                 if has_scopes {
                     c.insert("scope".into(), scope_str.into());
                     c.insert("scp".into(), scope_arr);
                 }
             }
             Preset::Scalekit => {
-                c.insert("sub".into(), id.clone().into());
-                c.insert("client_id".into(), id.into());
+                c.insert("client_id".into(), id.clone().into());
+                match &user {
+                    None => c.insert("sub".into(), id.into()),
+                    Some(u) => {
+                        c.insert("uid".into(), u.clone().into());
+                        c.insert("sid".into(), "ses_1".into());
+                        c.insert("sub".into(), u.clone().into())
+                    }
+                };
                 if has_scopes {
                     c.insert("scopes".into(), scope_arr);
                 }
             }
             Preset::Auth0 => {
-                c.insert("sub".into(), format!("{id}@clients").into());
-                c.insert("azp".into(), id.into());
+                c.insert("azp".into(), id.clone().into());
+                match &user {
+                    None => {
+                        c.insert("gty".into(), "client-credentials".into());
+                        c.insert("sub".into(), format!("{id}@clients").into())
+                    }
+                    Some(u) => c.insert("sub".into(), u.clone().into()),
+                };
                 if has_scopes {
                     c.insert("scope".into(), scope_str.into());
                     c.insert("permissions".into(), scope_arr);
                 }
             }
             Preset::Okta => {
-                c.insert("sub".into(), id.clone().into());
-                c.insert("cid".into(), id.into());
+                c.insert("cid".into(), id.clone().into());
+                match &user {
+                    None => c.insert("sub".into(), id.into()),
+                    Some(u) => {
+                        c.insert("uid".into(), format!("00u-{u}").into());
+                        c.insert("sub".into(), u.clone().into())
+                    }
+                };
                 if has_scopes {
                     c.insert("scp".into(), scope_arr);
                 }
             }
             Preset::Entra => {
-                c.insert("sub".into(), format!("sp-{id}").into());
                 c.insert("azp".into(), id.clone().into());
-                c.insert("appid".into(), id.into());
-                if has_scopes {
-                    c.insert("roles".into(), scope_arr);
+                c.insert("appid".into(), id.clone().into());
+                match &user {
+                    None => {
+                        c.insert("idtyp".into(), "app".into());
+                        c.insert("oid".into(), format!("sp-{id}").into());
+                        c.insert("sub".into(), format!("sp-{id}").into());
+                        if has_scopes {
+                            c.insert("roles".into(), scope_arr);
+                        }
+                    }
+                    Some(u) => {
+                        c.insert("idtyp".into(), "user".into());
+                        c.insert("oid".into(), format!("oid-{u}").into());
+                        c.insert("sub".into(), format!("pairwise-{u}").into());
+                        if has_scopes {
+                            c.insert("scp".into(), scope_str.into());
+                        }
+                    }
                 }
             }
             Preset::Cognito => {
-                c.insert("sub".into(), id.clone().into());
-                c.insert("client_id".into(), id.into());
+                c.insert("client_id".into(), id.clone().into());
                 c.insert("token_use".into(), "access".into());
+                match &user {
+                    None => c.insert("sub".into(), id.into()),
+                    Some(u) => {
+                        c.insert("username".into(), u.clone().into());
+                        c.insert("sub".into(), format!("uuid-{u}").into())
+                    }
+                };
+                if has_scopes {
+                    c.insert("scope".into(), scope_str.into());
+                }
+            }
+            Preset::Keycloak => {
+                c.insert("azp".into(), id.clone().into());
+                c.insert("typ".into(), "Bearer".into());
+                match &user {
+                    None => {
+                        c.insert(
+                            "preferred_username".into(),
+                            format!("service-account-{}", id.to_ascii_lowercase()).into(),
+                        );
+                        c.insert("sub".into(), format!("uuid-sa-{id}").into())
+                    }
+                    Some(u) => {
+                        c.insert("preferred_username".into(), u.clone().into());
+                        c.insert("sub".into(), format!("uuid-{u}").into())
+                    }
+                };
                 if has_scopes {
                     c.insert("scope".into(), scope_str.into());
                 }
             }
             _ => {
-                c.insert("sub".into(), id.clone().into());
-                c.insert("client_id".into(), id.into());
+                c.insert("client_id".into(), id.clone().into());
+                c.insert("sub".into(), user.clone().unwrap_or(id).into());
                 if has_scopes {
                     c.insert("scope".into(), scope_str.into());
                 }

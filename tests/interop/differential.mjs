@@ -39,6 +39,18 @@ function policy(header, payload, now) {
   const aud = payload.aud;
   if (Array.isArray(aud) && (aud.length === 0 || aud.some((a) => typeof a !== 'string'))) return 'POLICY_AUD';
   if (typeof payload.iss !== 'string') return 'POLICY_ISS';
+  // ID tokens are never access tokens (README "Validation rules").
+  for (const c of ['nonce', 'at_hash', 'c_hash']) {
+    if (c in payload) return `POLICY_ID_TOKEN_${c}`;
+  }
+  if ('typ' in payload) {
+    if (typeof payload.typ !== 'string') return 'POLICY_TYP_CLAIM';
+    if (['ID', 'Refresh', 'Offline', 'Logout', 'Serialized-ID'].includes(payload.typ)) return 'POLICY_ID_TOKEN_typ';
+  }
+  if ('token_use' in payload) {
+    if (typeof payload.token_use !== 'string') return 'POLICY_TOKEN_USE';
+    if (payload.token_use !== 'access') return 'POLICY_ID_TOKEN_token_use';
+  }
   for (const c of input.strings) {
     if (c in payload && (typeof payload[c] !== 'string' || payload[c] === '')) return `POLICY_STRING_${c}`;
   }
