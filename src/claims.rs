@@ -284,12 +284,15 @@ impl ClaimRules {
             (Some(allowed), Some(c)) => allowed.contains(c),
             (Some(_), None) => false,
         };
-        let machine = is_machine(
-            self.machine,
-            claims,
-            subject.as_deref(),
-            client_id.as_deref(),
-        );
+        // The client as the machine rules compare it with `sub`: never read
+        // from `sub` itself (Scalekit's fallback, or an override), which
+        // would make `sub` = client hold for every token.
+        let rule_client = self
+            .client_id_claims
+            .iter()
+            .filter(|n| *n != "sub")
+            .find_map(|n| claims.get(n).and_then(Value::as_str));
+        let machine = is_machine(self.machine, claims, subject.as_deref(), rule_client);
         let tenant = match &self.tenant_claim {
             Some(name) => opt_string(claims, name)?,
             None => None,
@@ -323,6 +326,11 @@ impl ClaimRules {
     /// marks (Okta's `ID.` token ids).
     fn refuse_id_tokens(&self, claims: &Object) -> Result<(), Rejection> {
         for name in ["nonce", "at_hash", "c_hash"] {
+            // Keycloak puts `nonce` into users' access tokens too; its
+            // required payload `typ` tells the token kinds apart instead.
+            if name == "nonce" && self.typ_claim.is_some() {
+                continue;
+            }
             if claims.contains_key(name) {
                 return Err(Rejection::claim(Reason::IdToken, name));
             }
@@ -428,17 +436,17 @@ fn has_value(value: Option<&Value>, s: &str) -> bool {
 }
 
 /// Whether the token is a machine client's, by the preset's rule (see
-/// [`MachineRule`]). A token the rule cannot place is a user's.
+/// [`MachineRule`]). `client` is the client id from a claim other than
+/// `sub`. A token the rule cannot place is a user's.
 fn is_machine(rule: MachineRule, claims: &Object, sub: Option<&str>, client: Option<&str>) -> bool {
     let sub_is_client = sub.is_some() && sub == client;
     let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
     match rule {
         MachineRule::SubIsClient => sub_is_client,
         MachineRule::Kinde => has_value(claims.get("gty"), "client_credentials"),
-        MachineRule::Auth0 => {
-            has_value(claims.get("gty"), "client-credentials")
-                || client.is_some_and(|c| sub == Some(&format!("{c}@clients")))
-        }
+        // Auth0 always writes both on M2M tokens; `sub` alone cannot be a
+        // custom claim's doing.
+        MachineRule::Auth0 => client.is_some_and(|c| sub == Some(&format!("{c}@clients"))),
         MachineRule::Okta => sub_is_client && !claims.contains_key("uid"),
         MachineRule::Entra => match claims.get("idtyp") {
             Some(t) => t.as_str() == Some("app"),
@@ -446,12 +454,18 @@ fn is_machine(rule: MachineRule, claims: &Object, sub: Option<&str>, client: Opt
                 !claims.contains_key("scp") && str_claim("oid").is_some() && str_claim("oid") == sub
             }
         },
+        // The service account's own `client_id` (`clientId` before Keycloak
+        // 22) claim, which users' tokens lack, names the client; and its
+        // username, when the token carries one (lightweight tokens do not),
+        // is the service account's (Keycloak lower-cases usernames).
         MachineRule::Keycloak => client.is_some_and(|c| {
-            str_claim("preferred_username")
-                .is_some_and(|u| u.eq_ignore_ascii_case(&format!("service-account-{c}")))
+            str_claim("client_id").or_else(|| str_claim("clientId")) == Some(c)
+                && str_claim("preferred_username")
+                    .is_none_or(|u| u == format!("service-account-{}", c.to_lowercase()))
         }),
         MachineRule::Scalekit => {
-            !claims.contains_key("uid")
+            client.is_some()
+                && !claims.contains_key("uid")
                 && !claims.contains_key("sid")
                 && (sub.is_none() || sub_is_client)
         }
@@ -527,13 +541,9 @@ mod tests {
             !m(R::Kinde, json!({}), Some("c"), Some("c")),
             "no gty: a user's"
         );
-        // Auth0: gty or sub = <client>@clients.
-        assert!(m(
-            R::Auth0,
-            json!({"gty": "client-credentials"}),
-            Some("x"),
-            Some("c")
-        ));
+        // Auth0: sub = <client>@clients (gty alone is not enough).
+        let gty_only = json!({"gty": "client-credentials"});
+        assert!(!m(R::Auth0, gty_only, Some("x"), Some("c")));
         assert!(m(R::Auth0, json!({}), Some("c@clients"), Some("c")));
         assert!(!m(R::Auth0, json!({}), Some("d@clients"), Some("c")));
         assert!(!m(R::Auth0, json!({}), Some("auth0|42"), Some("c")));
@@ -569,20 +579,36 @@ mod tests {
         ));
         assert!(!m(R::Entra, json!({"oid": "o"}), Some("s"), Some("c")));
         assert!(!m(R::Entra, json!({}), None, Some("c")));
-        // Keycloak: the service-account user (Keycloak lower-cases usernames).
-        let sa = json!({"preferred_username": "service-account-billing"});
+        // Keycloak: the service account's client_id claim, and its username
+        // when present (Keycloak lower-cases usernames).
+        let sa = json!({"preferred_username": "service-account-billing", "client_id": "Billing"});
         assert!(m(R::Keycloak, sa.clone(), Some("uuid"), Some("Billing")));
         assert!(!m(R::Keycloak, sa, Some("uuid"), Some("other")));
-        assert!(!m(
-            R::Keycloak,
-            json!({"preferred_username": "alice"}),
-            Some("u"),
-            Some("c")
-        ));
+        let old = json!({"preferred_username": "service-account-c", "clientId": "c"});
+        assert!(
+            m(R::Keycloak, old, Some("u"), Some("c")),
+            "before Keycloak 22"
+        );
+        let light = json!({"client_id": "c"});
+        assert!(m(R::Keycloak, light, Some("u"), Some("c")), "lightweight");
+        let squatter = json!({"preferred_username": "service-account-c"});
+        assert!(
+            !m(R::Keycloak, squatter, Some("u"), Some("c")),
+            "a user named like one"
+        );
+        let other_name = json!({"preferred_username": "alice", "client_id": "c"});
+        assert!(!m(R::Keycloak, other_name, Some("u"), Some("c")));
         assert!(!m(R::Keycloak, json!({}), Some("u"), Some("c")));
+        let unicode = json!({"preferred_username": "service-account-ärger", "client_id": "Ärger"});
+        assert!(m(R::Keycloak, unicode, Some("u"), Some("Ärger")));
         // Scalekit: no uid, no sid, sub (if any) = client.
         assert!(m(R::Scalekit, json!({}), Some("c"), Some("c")));
         assert!(m(R::Scalekit, json!({}), None, Some("c")));
+        assert!(
+            !m(R::Scalekit, json!({}), Some("c"), None),
+            "no client_id claim: cannot tell"
+        );
+        assert!(!m(R::Scalekit, json!({}), None, None));
         assert!(!m(
             R::Scalekit,
             json!({"uid": "usr_1"}),
@@ -605,6 +631,29 @@ mod tests {
             Some("c")
         ));
         assert!(!m(R::Cognito, json!({}), Some("uuid"), Some("c")));
+    }
+
+    #[test]
+    fn the_machine_rules_never_take_the_client_from_sub() {
+        use serde_json::json;
+        let mut iv = rules(None, None);
+        iv.accept_user_tokens = false;
+        // Scalekit reads the client id from `client_id`, else from `sub`.
+        iv.machine = MachineRule::Scalekit;
+        iv.client_id_claims = vec!["client_id".into(), "sub".into()];
+        let check = |iv: &ClaimRules, c: Value| {
+            let Value::Object(c) = c else { unreachable!() };
+            iv.check(&c, 1000).map(|_| ()).map_err(|e| e.reason())
+        };
+        let only_sub = json!({"exp": 2000, "aud": "api", "sub": "usr_1"});
+        assert_eq!(check(&iv, only_sub), Err(Reason::UserToken));
+        let both = json!({"exp": 2000, "aud": "api", "sub": "m2m_1", "client_id": "m2m_1"});
+        assert_eq!(check(&iv, both), Ok(()));
+        // An override listing `sub` first cannot make sub = client hold.
+        iv.machine = MachineRule::SubIsClient;
+        iv.client_id_claims = vec!["sub".into(), "client_id".into()];
+        let user = json!({"exp": 2000, "aud": "api", "sub": "alice"});
+        assert_eq!(check(&iv, user), Err(Reason::UserToken));
     }
 
     #[test]
@@ -640,8 +689,14 @@ mod tests {
             Ok(()),
             "only Okta's mark"
         );
-        // Keycloak: typ required, Bearer or DPoP.
+        // Keycloak: typ required, Bearer or DPoP; its users' access tokens
+        // may carry a nonce.
         iv.typ_claim = Some(&["Bearer", "DPoP"]);
+        assert_eq!(check(&iv, json!({"typ": "Bearer", "nonce": "n"})), Ok(()));
+        assert_eq!(
+            check(&iv, json!({"typ": "Bearer", "at_hash": "h"})),
+            id("at_hash")
+        );
         assert_eq!(
             check(&iv, json!({})),
             Err((Reason::MissingClaim, Some("typ".into())))

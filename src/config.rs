@@ -241,7 +241,8 @@ impl Issuer {
         self
     }
 
-    /// Read scopes from these claims, merged (overrides the preset).
+    /// Read scopes from these claims, merged, for every token (overrides the
+    /// preset, including Entra's split between app-only `roles` and users' `scp`).
     pub fn scope_claims<I, S>(mut self, claims: I) -> Self
     where
         I: IntoIterator<Item = S>,

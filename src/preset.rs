@@ -4,25 +4,28 @@
 /// An identity provider whose token shape m2m-guard knows: a preset of
 /// claim names and rules for an [`Issuer`](crate::Issuer).
 ///
-/// | preset | tenant claim | granted scopes | client id claims | machine token when | also refused as an ID token |
+/// | preset | tenant claim | granted scopes | client id claims | machine token when | also refused |
 /// |---|---|---|---|---|---|
 /// | `Generic` (RFC 9068) | – | `scope`, `scp` | `client_id`, `azp` | `sub` = client id (RFC 9068 §2.2) | |
 /// | `Kinde` | `org_code` | `scope` (`scp` = requested, not read) | `azp`, `client_id` | `gty` contains `client_credentials` | |
-/// | `Scalekit` | `oid` | `scopes`, `scope` | `client_id`, `sub` | no `uid`, no `sid`, `sub` (if any) = client | |
-/// | `Auth0` | `org_id` | `scope`, `permissions` | `azp`, `client_id` | `gty` = `client-credentials` or `sub` = `<client>@clients` | |
-/// | `Okta` | – | `scp`, `scope` | `cid`, `client_id` | `sub` = `cid`, no `uid` | `jti` `ID.…` |
+/// | `Scalekit` | `oid` | `scopes`, `scope` | `client_id`, `sub` | a `client_id` claim, no `uid`, no `sid`, `sub` (if any) = `client_id` | |
+/// | `Auth0` | `org_id` | `scope`, `permissions` | `azp`, `client_id` | `sub` = `<client>@clients` | |
+/// | `Okta` | – | `scp`, `scope` | `cid`, `client_id` | `sub` = `cid`, no `uid` | `jti` `ID.…` (`id_token`) |
 /// | `Entra` | `tid` | app: `roles`; user: `scp` | `azp`, `appid` | `idtyp` = `app`, else no `scp` and `oid` = `sub` | |
-/// | `Keycloak` | – | `scope` | `azp`, `client_id` | `preferred_username` = `service-account-<client>` | payload `typ` ≠ `Bearer`/`DPoP` |
-/// | `Cognito` | – | `scope` | `client_id` | `sub` = `client_id`, no `username` | `token_use` ≠ `access`; any `aud` |
+/// | `Keycloak` | – | `scope` | `azp`, `client_id` | `client_id` (or `clientId`) = `azp`, and `preferred_username`, if any, = `service-account-<client>` | payload `typ` absent or not `Bearer`/`DPoP` (`missing_claim` / `invalid_claim`; `id_token` for `ID`, `Refresh`, …); `nonce` allowed |
+/// | `Cognito` | – | `scope` | `client_id` | `sub` = `client_id`, no `username` | `token_use` missing (`missing_claim`); any `aud` (`invalid_claim`) |
 ///
-/// Under every preset, tokens with `nonce`, `at_hash` or `c_hash`, a
+/// The client id a machine rule compares with `sub` never comes from `sub`
+/// itself. Under every preset, tokens with `nonce` (except Keycloak's),
+/// `at_hash` or `c_hash`, a
 /// Keycloak payload `typ` of another token kind, or a `token_use` other
 /// than `access` are ID tokens, refused. Users' tokens are refused unless
 /// the issuer opts in with [`Issuer::accept_user_tokens`](crate::Issuer::accept_user_tokens).
 /// Sources and the full table: the README, "Providers".
 ///
 /// A scope claim may be a space-separated string or an array of strings;
-/// scopes from every listed claim are merged. The claims can be overridden
+/// scopes from every listed claim are merged (Entra: from `roles` for
+/// app-only tokens, from `scp` for users'). The claims can be overridden
 /// on the [`Issuer`](crate::Issuer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -111,17 +114,18 @@ pub(crate) enum MachineRule {
     SubIsClient,
     /// Kinde: the `gty` claim contains `client_credentials`.
     Kinde,
-    /// Auth0: `gty` is `client-credentials`, or `sub` is `<client id>@clients`.
+    /// Auth0: `sub` is `<client id>@clients`.
     Auth0,
     /// Okta: `sub` is the client (`cid`) and there is no user (`uid`).
     Okta,
     /// Entra: `idtyp` is `app`; without `idtyp`, no `scp` and `oid` = `sub`.
     Entra,
-    /// Keycloak: the service-account user, `preferred_username` =
-    /// `service-account-<client id>` (Keycloak gives no stronger signal).
+    /// Keycloak: the service account's `client_id` (`clientId` before
+    /// Keycloak 22) claim names the client, and `preferred_username`, when
+    /// present, is `service-account-<client id>`.
     Keycloak,
-    /// Scalekit: no user (`uid`) and no session (`sid`), and `sub`, when
-    /// present, is the client.
+    /// Scalekit: a `client_id` claim, no user (`uid`) and no session
+    /// (`sid`), and `sub`, when present, is that client.
     Scalekit,
     /// Cognito: `sub` is the client and there is no `username`.
     Cognito,

@@ -1042,6 +1042,7 @@ impl TokenBuilder<'_> {
                 c.insert("typ".into(), "Bearer".into());
                 match &user {
                     None => {
+                        c.insert("client_id".into(), id.clone().into());
                         c.insert(
                             "preferred_username".into(),
                             format!("service-account-{}", id.to_ascii_lowercase()).into(),

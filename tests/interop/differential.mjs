@@ -1,6 +1,6 @@
 // The independent verifier of m2m-guard's differential test (tests/differential.rs):
 // panva's `jose` for the JWS and the registered claims, plus m2m-guard's
-// documented claim policy (README "Validation rules"), written here from the
+// documented claim policy (README "Security defaults, and why" and "Providers"), written here from the
 // documentation, not from the Rust code.
 //
 // Input (file named by argv[2]):
@@ -39,7 +39,7 @@ function policy(header, payload, now) {
   const aud = payload.aud;
   if (Array.isArray(aud) && (aud.length === 0 || aud.some((a) => typeof a !== 'string'))) return 'POLICY_AUD';
   if (typeof payload.iss !== 'string') return 'POLICY_ISS';
-  // ID tokens are never access tokens (README "Validation rules").
+  // ID tokens are never access tokens (README "Providers").
   for (const c of ['nonce', 'at_hash', 'c_hash']) {
     if (c in payload) return `POLICY_ID_TOKEN_${c}`;
   }
