@@ -5,7 +5,9 @@
 //! ```
 //!
 //! Every flag has an environment variable: M2M_ISSUER, M2M_AUDIENCE,
-//! M2M_JWKS_URL, M2M_PRESET, M2M_LISTEN, M2M_LEEWAY, M2M_MAX_STALE.
+//! M2M_JWKS_URL, M2M_PRESET, M2M_LISTEN, M2M_LEEWAY, M2M_MAX_STALE,
+//! M2M_TENANT_CLAIM, M2M_ALLOWED_CLIENT_IDS, M2M_BIND_TO_CLIENT_IDS,
+//! M2M_ACCEPT_USER_TOKENS.
 
 mod common;
 
@@ -14,8 +16,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: serve --issuer URL --audience AUD [--jwks-url URL] [--preset NAME] \
-[--listen ADDR] [--leeway SECS] [--max-stale SECS]
-presets: generic kinde scalekit auth0 okta entra keycloak cognito";
+[--listen ADDR] [--leeway SECS] [--max-stale SECS] [--tenant-claim NAME] \
+[--allowed-client-ids ID,ID] [--bind-to-client-ids ID,ID] [--accept-user-tokens true|false]
+presets: generic kinde scalekit auth0 okta entra keycloak cognito
+--bind-to-client-ids: for issuers whose tokens carry no aud (then --audience is optional)";
 
 struct Args {
     issuer: String,
@@ -25,6 +29,10 @@ struct Args {
     listen: String,
     leeway: Option<u64>,
     max_stale: Option<u64>,
+    tenant_claim: Option<String>,
+    allowed_client_ids: Option<Vec<String>>,
+    bind_to_client_ids: Option<Vec<String>>,
+    accept_user_tokens: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +44,10 @@ fn parse_args() -> Result<Args, String> {
     let mut listen = env("M2M_LISTEN");
     let mut leeway = env("M2M_LEEWAY");
     let mut max_stale = env("M2M_MAX_STALE");
+    let mut tenant_claim = env("M2M_TENANT_CLAIM");
+    let mut allowed = env("M2M_ALLOWED_CLIENT_IDS");
+    let mut bind = env("M2M_BIND_TO_CLIENT_IDS");
+    let mut accept_users = env("M2M_ACCEPT_USER_TOKENS");
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -49,6 +61,10 @@ fn parse_args() -> Result<Args, String> {
             "--listen" => &mut listen,
             "--leeway" => &mut leeway,
             "--max-stale" => &mut max_stale,
+            "--tenant-claim" => &mut tenant_claim,
+            "--allowed-client-ids" => &mut allowed,
+            "--bind-to-client-ids" => &mut bind,
+            "--accept-user-tokens" => &mut accept_users,
             other => return Err(format!("unknown flag {other}")),
         };
         *slot = Some(it.next().ok_or_else(|| format!("{flag} needs a value"))?);
@@ -64,7 +80,29 @@ fn parse_args() -> Result<Args, String> {
         Some(p) => Preset::from_name(&p).ok_or_else(|| format!("unknown preset {p}"))?,
         None => Preset::Generic,
     };
+    let ids = |v: Option<String>| -> Option<Vec<String>> {
+        v.map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+    };
+    let accept_user_tokens = match accept_users.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!(
+                "--accept-user-tokens must be true or false, not {other}"
+            ));
+        }
+    };
     Ok(Args {
+        tenant_claim,
+        allowed_client_ids: ids(allowed),
+        bind_to_client_ids: ids(bind),
+        accept_user_tokens,
         issuer: issuer.ok_or("--issuer is required")?,
         audience,
         jwks_url,
@@ -106,6 +144,18 @@ async fn main() -> ExitCode {
     }
     if let Some(s) = args.max_stale {
         issuer = issuer.max_stale(Duration::from_secs(s));
+    }
+    if let Some(claim) = &args.tenant_claim {
+        issuer = issuer.tenant_claim(claim);
+    }
+    if let Some(ids) = &args.allowed_client_ids {
+        issuer = issuer.allowed_client_ids(ids);
+    }
+    if let Some(ids) = &args.bind_to_client_ids {
+        issuer = issuer.bind_to_client_ids(ids);
+    }
+    if args.accept_user_tokens {
+        issuer = issuer.accept_user_tokens();
     }
     let verifier = match Verifier::builder().issuer(issuer).build().await {
         Ok(v) => v,

@@ -26,11 +26,22 @@ pub(crate) enum TokenType {
     Strict,
 }
 
+/// What `aud` must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AudienceRule {
+    /// Present, naming a configured audience.
+    Required,
+    /// Absent (Cognito access tokens never carry one).
+    Absent,
+    /// Absent, or naming a configured audience ([`Issuer::bind_to_client_ids`](crate::Issuer::bind_to_client_ids)).
+    Optional,
+}
+
 /// What one issuer's tokens must meet (from its [`Issuer`](crate::Issuer)).
 pub(crate) struct ClaimRules {
     pub(crate) issuer: Arc<str>,
     pub(crate) audiences: Vec<String>,
-    pub(crate) uses_audience: bool,
+    pub(crate) audience: AudienceRule,
     pub(crate) token_use: Option<&'static str>,
     pub(crate) leeway: u64,
     pub(crate) max_lifetime: Option<u64>,
@@ -156,7 +167,11 @@ impl ClaimRules {
         ClaimRules {
             issuer: issuer.issuer.as_str().into(),
             audiences: issuer.audiences.clone(),
-            uses_audience: preset.uses_audience,
+            audience: match (preset.uses_audience, issuer.audience_optional) {
+                (false, _) => AudienceRule::Absent,
+                (true, true) => AudienceRule::Optional,
+                (true, false) => AudienceRule::Required,
+            },
             token_use: preset.token_use,
             leeway: issuer.leeway.as_secs(),
             max_lifetime: issuer.max_lifetime.map(|d| d.as_secs()),
@@ -241,11 +256,15 @@ impl ClaimRules {
         // An ID token is told as such, before the audience (theirs is a
         // client id) or `token_use` could give a vaguer reason.
         self.refuse_id_tokens(claims)?;
-        if self.uses_audience {
-            self.check_audience(claims)?;
-        } else if claims.contains_key("aud") {
+        match (self.audience, claims.contains_key("aud")) {
+            (AudienceRule::Required, _) | (AudienceRule::Optional, true) => {
+                self.check_audience(claims)?
+            }
+            (AudienceRule::Optional | AudienceRule::Absent, false) => {}
             // Cognito access tokens never carry `aud`: one that does is an ID token.
-            return Err(Rejection::claim(Reason::InvalidClaim, "aud"));
+            (AudienceRule::Absent, true) => {
+                return Err(Rejection::claim(Reason::InvalidClaim, "aud"));
+            }
         }
         if let Some(expected) = self.token_use {
             match claims.get("token_use") {
@@ -481,7 +500,7 @@ mod tests {
         ClaimRules {
             issuer: "https://issuer.example".into(),
             audiences: vec!["api".into()],
-            uses_audience: true,
+            audience: AudienceRule::Required,
             token_use: None,
             leeway: 60,
             max_lifetime,

@@ -83,6 +83,8 @@ pub struct Issuer {
     pub(crate) allowed_client_ids: Option<Vec<String>>,
     pub(crate) refresh_interval_set: bool,
     pub(crate) accept_user_tokens: bool,
+    /// Set by [`Issuer::bind_to_client_ids`]: `aud` may be absent.
+    pub(crate) audience_optional: bool,
 }
 
 impl Issuer {
@@ -98,6 +100,7 @@ impl Issuer {
             policy: RefreshPolicy::default(),
             refresh_interval_set: false,
             accept_user_tokens: false,
+            audience_optional: false,
             algorithms: None,
             max_lifetime: None,
             max_age: None,
@@ -273,6 +276,24 @@ impl Issuer {
         self
     }
 
+    /// For issuers whose tokens may carry no `aud` (Scalekit clients
+    /// registered without an audience; Cognito never sets one): bind tokens
+    /// to these clients instead. Every token must be issued to one of `ids`
+    /// (refused otherwise with `client_not_allowed`), and may then come
+    /// without `aud`; a token that carries `aud` must still name a
+    /// configured [`Issuer::audience`] (with none configured, any `aud` is
+    /// refused: it names another API). An explicit opt-in, never a default:
+    /// without an audience, any API trusting the same issuer and client
+    /// would accept the same token. Implies [`Issuer::allowed_client_ids`].
+    pub fn bind_to_client_ids<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.audience_optional = true;
+        self.allowed_client_ids(ids)
+    }
+
     /// The configured issuer identifier.
     pub fn issuer(&self) -> &str {
         &self.issuer
@@ -282,9 +303,21 @@ impl Issuer {
         let cfg = |m: String| Err(BuildError::Config(m));
         parse_url("issuer", &self.issuer)?;
         in_range("Issuer::leeway", self.leeway, Duration::ZERO, MAX_LEEWAY)?;
-        if self.preset.rules().uses_audience && self.audiences.is_empty() {
+        if self.audience_optional
+            && self
+                .allowed_client_ids
+                .as_ref()
+                .is_none_or(|v| v.is_empty())
+        {
             return cfg(format!(
-                "issuer {}: at least one audience is required",
+                "issuer {}: bind_to_client_ids needs at least one client id",
+                self.issuer
+            ));
+        }
+        if self.preset.rules().uses_audience && !self.audience_optional && self.audiences.is_empty()
+        {
+            return cfg(format!(
+                "issuer {}: at least one audience is required (or bind_to_client_ids for tokens without aud)",
                 self.issuer
             ));
         }

@@ -279,3 +279,74 @@ async fn serve_started_while_the_issuer_is_down_answers_503_then_heals() {
         "known keys still work"
     );
 }
+
+/// The settings a real issuer may need, as flags: accepting users' tokens,
+/// a client binding for tokens without `aud`, the tenant claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exposes_user_tokens_client_binding_and_tenant_claim() {
+    let issuer = TestIssuer::start_with(m2m_guard::Preset::Scalekit).await;
+    let status = |base: String, token: String| async move {
+        reqwest::Client::new()
+            .get(format!("{base}/whoami"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let user = issuer.token().user("usr_1").sign();
+    let common = [
+        "--issuer",
+        issuer.issuer(),
+        "--preset",
+        "scalekit",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (_a, machine_only) = start(&[&common[..], &["--audience", DEFAULT_AUDIENCE]].concat());
+    assert_eq!(status(machine_only.clone(), user.clone()).await, 401);
+    let (_b, both) = start(
+        &[
+            &common[..],
+            &[
+                "--audience",
+                DEFAULT_AUDIENCE,
+                "--accept-user-tokens",
+                "true",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(status(both, user).await, 200);
+    // No audience: tokens without `aud`, bound to client ids; the tenant in `org`.
+    let (_c, bound) = start(
+        &[
+            &common[..],
+            &[
+                "--bind-to-client-ids",
+                "test-client",
+                "--tenant-claim",
+                "org",
+            ],
+        ]
+        .concat(),
+    );
+    let no_aud = issuer
+        .token()
+        .without_claim("aud")
+        .claim("org", "org_9")
+        .sign();
+    let who: serde_json::Value = reqwest::Client::new()
+        .get(format!("{bound}/whoami"))
+        .bearer_auth(&no_aud)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["org"], "org_9");
+    let other = issuer.token().client_id("x").without_claim("aud").sign();
+    assert_eq!(status(bound, other).await, 401);
+}

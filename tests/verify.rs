@@ -1335,3 +1335,69 @@ async fn live_test_issuers_never_share_key_material() {
     assert_eq!(material(&issuers[1]).len(), 4);
     assert_eq!(material(&issuers[0]).len(), 8);
 }
+
+/// Issuers whose tokens may carry no `aud` (Scalekit clients registered
+/// without an audience): an explicit binding to client ids, for any preset.
+#[tokio::test]
+async fn tokens_without_aud_need_an_explicit_client_binding() {
+    let issuer = TestIssuer::start_with(Preset::Scalekit).await;
+    let base = || {
+        m2m_guard::Issuer::new(issuer.issuer())
+            .preset(Preset::Scalekit)
+            .jwks_url(issuer.jwks_url())
+    };
+    // Never a silent default: no audience and no binding does not build.
+    let err = Verifier::builder()
+        .issuer(base())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bind_to_client_ids"), "{err}");
+    let empty: [&str; 0] = [];
+    let err = Verifier::builder()
+        .issuer(base().bind_to_client_ids(empty))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("at least one client id"), "{err}");
+
+    let bound = Verifier::builder()
+        .issuer(base().bind_to_client_ids(["test-client"]))
+        .build()
+        .await
+        .unwrap();
+    let no_aud = issuer.token().without_claim("aud").sign();
+    assert!(bound.verify(&no_aud).await.is_ok());
+    let other = issuer
+        .token()
+        .client_id("other")
+        .without_claim("aud")
+        .sign();
+    assert_eq!(reason(&bound, &other).await, Reason::ClientNotAllowed);
+    // A token for some API is not for this one, which names none.
+    assert_eq!(
+        reason(&bound, &issuer.token().sign()).await,
+        Reason::InvalidAudience
+    );
+    // With an audience too: a token with `aud` must name it, one without passes.
+    let both = Verifier::builder()
+        .issuer(
+            base()
+                .audience(DEFAULT_AUDIENCE)
+                .bind_to_client_ids(["test-client"]),
+        )
+        .build()
+        .await
+        .unwrap();
+    assert!(both.verify(&issuer.token().sign()).await.is_ok());
+    assert!(both.verify(&no_aud).await.is_ok());
+    let elsewhere = issuer.token().audience("https://other.example").sign();
+    assert_eq!(reason(&both, &elsewhere).await, Reason::InvalidAudience);
+    // Without the binding, the same token without `aud` is refused.
+    let plain = Verifier::builder()
+        .issuer(base().audience(DEFAULT_AUDIENCE))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(reason(&plain, &no_aud).await, Reason::MissingClaim);
+}
