@@ -415,6 +415,29 @@ mod tests {
         assert_eq!(Doorkeeper::new(usize::MAX).slots.len(), 1 << 23);
     }
 
+    /// Two choices per token keep an overloaded filter useful: ten filters
+    /// of 1,024 slots, each given 768 tokens (three quarters full) once,
+    /// keep about 99 % of the marks; with one bucket per token (or the
+    /// second choice always the same bucket) about 95 %. Simulated over
+    /// 200 runs: 7,602 ± 10 of 7,680 kept with two choices, 7,306 ± 25
+    /// with the second choice collapsed; the bound sits 15 deviations
+    /// below the first and 5 above the second (the hasher is keyed at
+    /// random, so the test is statistical, not flaky).
+    #[test]
+    fn two_choices_keep_an_overloaded_filter_useful() {
+        let mut kept = 0;
+        for f in 0..10 {
+            let d = Doorkeeper::new(0);
+            assert_eq!(d.slots.len(), 1024);
+            let tokens: Vec<String> = (0..768).map(|i| format!("h.p.{f:03}{i:013}")).collect();
+            for t in &tokens {
+                assert!(!d.seen_before(t), "distinct tokens");
+            }
+            kept += tokens.iter().filter(|t| d.contains(t)).count();
+        }
+        assert!(kept >= 7450, "{kept} of 7680 marks kept");
+    }
+
     /// A full working set of distinct tokens, each used in turn (many
     /// clients, each reusing its own token): every token is admitted on its
     /// second sighting and then answered from the cache. With one slot per
