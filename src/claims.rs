@@ -167,11 +167,7 @@ impl ClaimRules {
         ClaimRules {
             issuer: issuer.issuer.as_str().into(),
             audiences: issuer.audiences.clone(),
-            audience: match (preset.uses_audience, issuer.audience_optional) {
-                (false, _) => AudienceRule::Absent,
-                (true, true) => AudienceRule::Optional,
-                (true, false) => AudienceRule::Required,
-            },
+            audience: issuer.audience_rule(),
             token_use: preset.token_use,
             leeway: issuer.leeway.as_secs(),
             max_lifetime: issuer.max_lifetime.map(|d| d.as_secs()),
@@ -277,9 +273,16 @@ impl ClaimRules {
         let jti = opt_string(claims, "jti")?;
         // Every client-id claim is type-checked, not only up to the first
         // present one: a claim of the wrong type is never read as absent.
+        // The client as the machine rules compare it with `sub` is never
+        // read from `sub` itself (Scalekit's fallback, or an override), which
+        // would make `sub` = client hold for every token.
         let mut client_id = None;
+        let mut rule_client = None;
         for name in &self.client_id_claims {
             let value = opt_string(claims, name)?;
+            if rule_client.is_none() && name != "sub" {
+                rule_client.clone_from(&value);
+            }
             if client_id.is_none() {
                 client_id = value;
             }
@@ -303,15 +306,12 @@ impl ClaimRules {
             (Some(allowed), Some(c)) => allowed.contains(c),
             (Some(_), None) => false,
         };
-        // The client as the machine rules compare it with `sub`: never read
-        // from `sub` itself (Scalekit's fallback, or an override), which
-        // would make `sub` = client hold for every token.
-        let rule_client = self
-            .client_id_claims
-            .iter()
-            .filter(|n| *n != "sub")
-            .find_map(|n| claims.get(n).and_then(Value::as_str));
-        let machine = is_machine(self.machine, claims, subject.as_deref(), rule_client);
+        let machine = is_machine(
+            self.machine,
+            claims,
+            subject.as_deref(),
+            rule_client.as_deref(),
+        );
         let tenant = match &self.tenant_claim {
             Some(name) => opt_string(claims, name)?,
             None => None,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::cache::TokenCache;
-use crate::claims::{ClaimRules, TokenType};
+use crate::claims::{AudienceRule, ClaimRules, TokenType};
 use crate::clock::Clock;
 use crate::error::BuildError;
 use crate::fetch::{FetchLimits, Fetcher, parse_url};
@@ -299,45 +299,50 @@ impl Issuer {
         &self.issuer
     }
 
+    /// What `aud` must be: the preset's rule, unless
+    /// [`Issuer::bind_to_client_ids`] made it optional.
+    pub(crate) fn audience_rule(&self) -> AudienceRule {
+        match (self.preset.rules().uses_audience, self.audience_optional) {
+            (false, _) => AudienceRule::Absent,
+            (true, true) => AudienceRule::Optional,
+            (true, false) => AudienceRule::Required,
+        }
+    }
+
     fn validate(&self) -> Result<(), BuildError> {
         let cfg = |m: String| Err(BuildError::Config(m));
         parse_url("issuer", &self.issuer)?;
         in_range("Issuer::leeway", self.leeway, Duration::ZERO, MAX_LEEWAY)?;
-        if self.audience_optional
-            && self
-                .allowed_client_ids
-                .as_ref()
-                .is_none_or(|v| v.is_empty())
-        {
+        let no_client_ids = self
+            .allowed_client_ids
+            .as_ref()
+            .is_none_or(|v| v.is_empty());
+        if self.audience_optional && no_client_ids {
             return cfg(format!(
                 "issuer {}: bind_to_client_ids needs at least one client id",
                 self.issuer
             ));
         }
-        if self.preset.rules().uses_audience && !self.audience_optional && self.audiences.is_empty()
-        {
-            return cfg(format!(
-                "issuer {}: at least one audience is required (or bind_to_client_ids for tokens without aud)",
-                self.issuer
-            ));
-        }
-        if !self.preset.rules().uses_audience {
-            if !self.audiences.is_empty() {
+        match self.audience_rule() {
+            AudienceRule::Required if self.audiences.is_empty() => {
+                return cfg(format!(
+                    "issuer {}: at least one audience is required (or bind_to_client_ids for tokens without aud)",
+                    self.issuer
+                ));
+            }
+            AudienceRule::Absent if !self.audiences.is_empty() => {
                 return cfg(format!(
                     "issuer {}: Cognito access tokens carry no aud; use allowed_client_ids",
                     self.issuer
                 ));
             }
-            if self
-                .allowed_client_ids
-                .as_ref()
-                .is_none_or(|v| v.is_empty())
-            {
+            AudienceRule::Absent if no_client_ids => {
                 return cfg(format!(
                     "issuer {}: Cognito requires allowed_client_ids",
                     self.issuer
                 ));
             }
+            _ => {}
         }
         if self.audiences.iter().any(String::is_empty) {
             return cfg("an audience is empty".into());
