@@ -7,7 +7,11 @@
 //! Every flag has an environment variable: M2M_ISSUER, M2M_AUDIENCE,
 //! M2M_JWKS_URL, M2M_PRESET, M2M_LISTEN, M2M_LEEWAY, M2M_MAX_STALE,
 //! M2M_TENANT_CLAIM, M2M_ALLOWED_CLIENT_IDS, M2M_BIND_TO_CLIENT_IDS,
-//! M2M_ACCEPT_USER_TOKENS.
+//! M2M_ACCEPT_USER_TOKENS, M2M_ALLOWED_TENANTS.
+//!
+//! A multi-tenant issuer is a template with `{tenantid}` plus the tenants it
+//! admits, e.g. Entra: `--issuer 'https://login.microsoftonline.com/{tenantid}/v2.0'
+//! --preset entra --allowed-tenants TID,TID`.
 
 mod common;
 
@@ -17,9 +21,12 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: serve --issuer URL --audience AUD [--jwks-url URL] [--preset NAME] \
 [--listen ADDR] [--leeway SECS] [--max-stale SECS] [--tenant-claim NAME] \
-[--allowed-client-ids ID,ID] [--bind-to-client-ids ID,ID] [--accept-user-tokens true|false]
+[--allowed-client-ids ID,ID] [--bind-to-client-ids ID,ID] [--accept-user-tokens true|false] \
+[--allowed-tenants T,T]
 presets: generic kinde scalekit auth0 okta entra keycloak cognito
---bind-to-client-ids: for issuers whose tokens carry no aud (then --audience is optional)";
+--bind-to-client-ids: for issuers whose tokens carry no aud (then --audience is optional)
+--allowed-tenants: for an issuer template with {tenantid}, e.g.
+  https://login.microsoftonline.com/{tenantid}/v2.0";
 
 struct Args {
     issuer: String,
@@ -33,6 +40,7 @@ struct Args {
     allowed_client_ids: Option<Vec<String>>,
     bind_to_client_ids: Option<Vec<String>>,
     accept_user_tokens: bool,
+    allowed_tenants: Option<Vec<String>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
     let mut allowed = env("M2M_ALLOWED_CLIENT_IDS");
     let mut bind = env("M2M_BIND_TO_CLIENT_IDS");
     let mut accept_users = env("M2M_ACCEPT_USER_TOKENS");
+    let mut tenants = env("M2M_ALLOWED_TENANTS");
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -65,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
             "--allowed-client-ids" => &mut allowed,
             "--bind-to-client-ids" => &mut bind,
             "--accept-user-tokens" => &mut accept_users,
+            "--allowed-tenants" => &mut tenants,
             other => return Err(format!("unknown flag {other}")),
         };
         *slot = Some(it.next().ok_or_else(|| format!("{flag} needs a value"))?);
@@ -103,6 +113,7 @@ fn parse_args() -> Result<Args, String> {
         allowed_client_ids: ids(allowed),
         bind_to_client_ids: ids(bind),
         accept_user_tokens,
+        allowed_tenants: ids(tenants),
         issuer: issuer.ok_or("--issuer is required")?,
         audience,
         jwks_url,
@@ -156,6 +167,9 @@ async fn main() -> ExitCode {
     }
     if args.accept_user_tokens {
         issuer = issuer.accept_user_tokens();
+    }
+    if let Some(tenants) = &args.allowed_tenants {
+        issuer = issuer.allowed_tenants(tenants);
     }
     let verifier = match Verifier::builder().issuer(issuer).build().await {
         Ok(v) => v,

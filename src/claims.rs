@@ -157,6 +157,15 @@ pub(crate) struct Checked {
     tenant: Option<String>,
     scopes: Scopes,
     machine: bool,
+    /// A template issuer's token: its own `iss` (the configured issuer otherwise).
+    issuer: Option<Arc<str>>,
+}
+
+impl Checked {
+    /// The token's tenant, as the principal will carry it.
+    pub(crate) fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
 }
 
 impl ClaimRules {
@@ -203,9 +212,16 @@ impl ClaimRules {
 
     /// Every claim rule, on the unverified claims: time rules, audience,
     /// `token_use`, claim types, RFC 9068 required claims, the client allow-list.
-    pub(crate) fn check(&self, claims: &Object, now: u64) -> Result<Checked, Rejection> {
+    /// `iss_tenant`: the tenant the token's `iss` names, for an issuer
+    /// template (the `iss` matched it when this verifier was selected).
+    pub(crate) fn check(
+        &self,
+        claims: &Object,
+        now: u64,
+        iss_tenant: Option<&str>,
+    ) -> Result<Checked, Rejection> {
         let leeway = self.leeway;
-        // iss was matched exactly when this verifier was selected.
+        // iss was matched exactly (or to the template) when this verifier was selected.
         // RFC 7519 §4.1.4: valid only while now is before exp (+ leeway).
         let exp = numeric_date(claims, "exp")?
             .ok_or_else(|| Rejection::claim(Reason::MissingClaim, "exp"))?;
@@ -312,9 +328,16 @@ impl ClaimRules {
             subject.as_deref(),
             rule_client.as_deref(),
         );
-        let tenant = match &self.tenant_claim {
-            Some(name) => opt_string(claims, name)?,
-            None => None,
+        let tenant = match (&self.tenant_claim, iss_tenant) {
+            (Some(name), None) => opt_string(claims, name)?,
+            // A template issuer's `iss` must be the template with the
+            // token's own tenant claim (Entra `tid`) in it.
+            (Some(name), Some(from_iss)) => match opt_string(claims, name)? {
+                Some(t) if t == from_iss => Some(t),
+                Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, name)),
+                None => return Err(Rejection::claim(Reason::MissingClaim, name)),
+            },
+            (None, from_iss) => from_iss.map(str::to_owned),
         };
         let scope_claims = match (&self.user_scope_claims, machine) {
             (Some(user), false) => user,
@@ -336,6 +359,10 @@ impl ClaimRules {
             tenant,
             scopes,
             machine,
+            issuer: iss_tenant
+                .and_then(|_| claims.get("iss"))
+                .and_then(Value::as_str)
+                .map(Arc::from),
         })
     }
 
@@ -383,7 +410,7 @@ impl ClaimRules {
     /// The verified principal, once the signature holds.
     pub(crate) fn principal(&self, claims: Object, pre: Checked) -> Principal {
         Principal::from_parts(PrincipalParts {
-            issuer: self.issuer.clone(),
+            issuer: pre.issuer.unwrap_or_else(|| self.issuer.clone()),
             subject: pre.subject,
             client_id: pre.client_id,
             tenant: pre.tenant,
@@ -662,7 +689,7 @@ mod tests {
         iv.client_id_claims = vec!["client_id".into(), "sub".into()];
         let check = |iv: &ClaimRules, c: Value| {
             let Value::Object(c) = c else { unreachable!() };
-            iv.check(&c, 1000).map(|_| ()).map_err(|e| e.reason())
+            iv.check(&c, 1000, None).map(|_| ()).map_err(|e| e.reason())
         };
         let only_sub = json!({"exp": 2000, "aud": "api", "sub": "usr_1"});
         assert_eq!(check(&iv, only_sub), Err(Reason::UserToken));
@@ -685,7 +712,7 @@ mod tests {
                 c[k] = v.clone();
             }
             let Value::Object(c) = c else { unreachable!() };
-            iv.check(&c, 1000)
+            iv.check(&c, 1000, None)
                 .map(|_| ())
                 .map_err(|e| (e.reason(), e.claim_name().map(str::to_owned)))
         };
@@ -753,7 +780,7 @@ mod tests {
             _ => unreachable!(),
         };
         claims.insert("aud".into(), "api".into());
-        iv.check(&claims, now)
+        iv.check(&claims, now, None)
             .map(|p| p.window)
             .map_err(|e| e.reason())
     }

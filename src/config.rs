@@ -12,8 +12,9 @@ use crate::error::BuildError;
 use crate::fetch::{FetchLimits, Fetcher, parse_url};
 use crate::keystore::{KeySource, KeyStore, RefreshPolicy};
 use crate::preset::Preset;
+use crate::tenant::{PLACEHOLDER, Template, TenantPolicy, TenantStores, entra_tenant_independent};
 use crate::token::Algorithm;
-use crate::verifier::{IssuerVerifier, Verifier, VerifierInner};
+use crate::verifier::{IssuerVerifier, Keys, Verifier, VerifierInner};
 
 /// The largest leeway accepted for clock skew.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -85,11 +86,57 @@ pub struct Issuer {
     pub(crate) accept_user_tokens: bool,
     /// Set by [`Issuer::bind_to_client_ids`]: `aud` may be absent.
     pub(crate) audience_optional: bool,
+    /// The tenants an issuer template admits.
+    pub(crate) tenants: Option<TenantPolicy>,
+    pub(crate) max_tenants: usize,
 }
 
 impl Issuer {
     /// Trust `issuer` (its `iss` value, compared exactly). Keys are found by
     /// discovery unless [`Issuer::jwks_url`] is set.
+    ///
+    /// # Multi-tenant issuers
+    ///
+    /// An issuer whose identifier embeds the tenant is configured once, as a
+    /// template with one `{tenantid}` path segment, plus the tenants it
+    /// admits ([`Issuer::allowed_tenants`] or [`Issuer::allow_tenants_if`];
+    /// one is required, `build` says so otherwise):
+    ///
+    /// ```
+    /// use m2m_guard::{Issuer, Preset};
+    ///
+    /// // Microsoft Entra multi-tenant apps (v2 tokens; v1: "https://sts.windows.net/{tenantid}/").
+    /// let entra = Issuer::new("https://login.microsoftonline.com/{tenantid}/v2.0")
+    ///     .preset(Preset::Entra)
+    ///     .audience("api://4c3a1d7e-0000-4000-8000-000000000001")
+    ///     .allowed_tenants(["9188040d-6c67-4c5b-b112-36a304b66dad"]);
+    ///
+    /// // One Keycloak realm per customer: each realm has keys of its own.
+    /// let realms = Issuer::new("https://sso.example.com/realms/{tenantid}")
+    ///     .preset(Preset::Keycloak)
+    ///     .audience("orders-api")
+    ///     .allow_tenants_if(|realm| realm.starts_with("cust-"));
+    /// ```
+    ///
+    /// A token's `iss` must then equal the template with one admitted
+    /// tenant in it (1 to 128 of `A-Z a-z 0-9 - _ .`); a tenant not admitted
+    /// gets 401 `tenant_not_allowed`. `iss` is always checked, never skipped.
+    /// When the preset has a tenant claim (Entra `tid`), it must name the same
+    /// tenant as `iss`; otherwise the tenant from `iss` is the principal's
+    /// [`tenant`](crate::Principal::tenant). The principal's
+    /// [`issuer`](crate::Principal::issuer) is the token's own `iss`.
+    ///
+    /// Keys: with [`Issuer::jwks_url`], one key set serves every tenant.
+    /// Under [`Preset::Entra`] without it, the tenant-independent metadata is
+    /// discovered (`https://login.microsoftonline.com/common/v2.0` for the v2
+    /// template, `https://login.microsoftonline.com/common` for the v1 one;
+    /// other Microsoft clouds: the template's host with `common`), whose
+    /// `issuer` must be the template itself. Otherwise each tenant's own
+    /// issuer is discovered when its first token arrives, a key set per tenant,
+    /// at most [`Issuer::max_tenants`] at once. Whatever the source, a key
+    /// whose JWK has an `issuer` member verifies only tokens of exactly that
+    /// issuer (its `{tenantid}` read as the token's tenant), else
+    /// `key_issuer_mismatch`.
     pub fn new(issuer: impl Into<String>) -> Self {
         Issuer {
             issuer: issuer.into(),
@@ -109,6 +156,8 @@ impl Issuer {
             scope_claims: None,
             client_id_claims: None,
             allowed_client_ids: None,
+            tenants: None,
+            max_tenants: 100,
         }
     }
 
@@ -294,6 +343,42 @@ impl Issuer {
         self.allowed_client_ids(ids)
     }
 
+    /// For an issuer template: admit tokens of these tenants only (Entra:
+    /// tenant ids; Keycloak: realm names). Replaces an earlier
+    /// [`Issuer::allow_tenants_if`].
+    pub fn allowed_tenants<I, S>(mut self, tenants: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let list = tenants.into_iter().map(Into::into).collect();
+        self.tenants = Some(TenantPolicy::List(Arc::new(list)));
+        self
+    }
+
+    /// For an issuer template: admit the tenants for which `allow` returns
+    /// `true` (called with the tenant from the token's unverified `iss`, so
+    /// keep it cheap and free of I/O). `|_| true` admits every tenant, an
+    /// explicit choice. Replaces an earlier [`Issuer::allowed_tenants`].
+    pub fn allow_tenants_if<F>(mut self, allow: F) -> Self
+    where
+        F: Fn(&str) -> bool + Send + Sync + 'static,
+    {
+        self.tenants = Some(TenantPolicy::Filter(Arc::new(allow)));
+        self
+    }
+
+    /// For an issuer template with a key set per tenant: the most tenants
+    /// whose keys are held at once. Defaults to 100 (1 ..= 10 000). When
+    /// all are in use, a tenant whose issuer never answered makes room;
+    /// otherwise a new tenant's tokens get 503 with `Retry-After`. New
+    /// tenants are also paced (a burst of 10, then one per 6 s) so that
+    /// tokens naming many tenants cannot flood their issuers with fetches.
+    pub fn max_tenants(mut self, max: usize) -> Self {
+        self.max_tenants = max;
+        self
+    }
+
     /// The configured issuer identifier.
     pub fn issuer(&self) -> &str {
         &self.issuer
@@ -311,7 +396,32 @@ impl Issuer {
 
     fn validate(&self) -> Result<(), BuildError> {
         let cfg = |m: String| Err(BuildError::Config(m));
-        parse_url("issuer", &self.issuer)?;
+        let template = Template::parse(&self.issuer)?;
+        if template.is_none() {
+            parse_url("issuer", &self.issuer)?;
+        }
+        match (&template, &self.tenants) {
+            (Some(_), None) => {
+                return cfg(format!(
+                    "issuer template {}: name the tenants it admits (allowed_tenants or allow_tenants_if)",
+                    self.issuer
+                ));
+            }
+            (None, Some(_)) => {
+                return cfg(format!(
+                    "issuer {}: allowed_tenants / allow_tenants_if need an issuer template with {PLACEHOLDER}",
+                    self.issuer
+                ));
+            }
+            (Some(_), Some(TenantPolicy::List(list))) if list.is_empty() => {
+                return cfg(format!(
+                    "issuer template {}: the tenant list is empty",
+                    self.issuer
+                ));
+            }
+            _ => {}
+        }
+        count_in_range("Issuer::max_tenants", self.max_tenants as u64, 1, 10_000)?;
         in_range("Issuer::leeway", self.leeway, Duration::ZERO, MAX_LEEWAY)?;
         let no_client_ids = self
             .allowed_client_ids
@@ -568,29 +678,58 @@ impl VerifierBuilder {
         }
         let fetcher = Arc::new(Fetcher::new(self.client, self.limits)?);
         let mut issuers = HashMap::new();
+        let mut templates = Vec::new();
         for i in self.issuers {
-            let source = match &i.jwks_url {
-                Some(u) => KeySource::Jwks(parse_url("jwks_url", u)?),
-                None => KeySource::Discovery(i.issuer.clone()),
+            let template = Template::parse(&i.issuer)?;
+            let one = |source| {
+                Keys::One(Arc::new(KeyStore::new(
+                    source,
+                    fetcher.clone(),
+                    i.policy.clone(),
+                    self.clock.clone(),
+                )))
             };
-            let store = Arc::new(KeyStore::new(
-                source,
-                fetcher.clone(),
-                i.policy.clone(),
-                self.clock.clone(),
-            ));
+            let keys = match (&template, &i.jwks_url) {
+                (_, Some(u)) => one(KeySource::Jwks(parse_url("jwks_url", u)?)),
+                (None, None) => one(KeySource::Discovery {
+                    base: i.issuer.clone(),
+                    issuer: i.issuer.clone(),
+                }),
+                (Some(_), None) if i.preset == Preset::Entra => {
+                    let base = entra_tenant_independent(&i.issuer);
+                    parse_url("issuer", &base)?;
+                    one(KeySource::Discovery {
+                        base,
+                        issuer: i.issuer.clone(),
+                    })
+                }
+                (Some(t), None) => Keys::PerTenant(Box::new(TenantStores::new(
+                    t.clone(),
+                    i.max_tenants,
+                    fetcher.clone(),
+                    i.policy.clone(),
+                    self.clock.clone(),
+                ))),
+            };
+            let template = template.zip(i.tenants.clone());
+            if template.is_some() {
+                templates.push(i.issuer.clone());
+            }
             let verifier = IssuerVerifier {
                 algorithms: i
                     .algorithms
                     .clone()
                     .unwrap_or_else(|| Algorithm::ALL.to_vec()),
                 rules: ClaimRules::new(&i),
-                store,
+                keys,
+                template,
             };
             issuers.insert(i.issuer, verifier);
         }
+        templates.sort();
         Ok(Verifier::from_inner(VerifierInner {
             issuers,
+            templates,
             max_token_bytes: self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
             cache: self
                 .token_cache

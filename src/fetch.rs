@@ -153,9 +153,10 @@ impl Fetcher {
         Ok(Fetched { body, max_age })
     }
 
-    /// Resolve an issuer's `jwks_uri` by discovery.
-    pub(crate) async fn discover(&self, issuer: &str) -> Result<Url, FetchError> {
-        let doc = self.discover_metadata(issuer).await?;
+    /// Resolve an issuer's `jwks_uri` by discovery of the metadata at
+    /// `base`, whose `issuer` must equal `issuer`.
+    pub(crate) async fn discover(&self, base: &str, issuer: &str) -> Result<Url, FetchError> {
+        let doc = self.discover_metadata_at(base, issuer).await?;
         let jwks = doc
             .get("jwks_uri")
             .and_then(|v| v.as_str())
@@ -168,10 +169,16 @@ impl Fetcher {
     /// An issuer's metadata: OpenID Connect discovery first, then RFC 8414.
     /// The document's `issuer` must equal `issuer` exactly.
     pub(crate) async fn discover_metadata(&self, issuer: &str) -> Result<Object, FetchError> {
-        let base = Url::parse(issuer).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
+        self.discover_metadata_at(issuer, issuer).await
+    }
+
+    /// The metadata at `at` (an issuer identifier, or a multi-tenant
+    /// issuer's tenant-independent one), whose `issuer` must equal `issuer`.
+    async fn discover_metadata_at(&self, at: &str, issuer: &str) -> Result<Object, FetchError> {
+        let base = Url::parse(at).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
         let oidc = Url::parse(&format!(
             "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
+            at.trim_end_matches('/')
         ))
         .map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
         // RFC 8414 §3.1: the well-known segment goes between host and path.

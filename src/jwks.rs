@@ -23,6 +23,9 @@ const MAX_RSA_BITS: usize = 8192;
 /// One usable verification key.
 pub(crate) struct VerifyKey {
     pub(crate) kid: Option<String>,
+    /// The JWK's `issuer` member (Microsoft Entra): this key verifies only
+    /// tokens of that issuer; `{tenantid}` in it stands for the token's tenant.
+    pub(crate) issuer: Option<String>,
     /// Algorithms this key may verify (the JWK's `alg`, else its family),
     /// each with the key prepared for it.
     prepared: Vec<(Algorithm, Prepared)>,
@@ -39,6 +42,7 @@ pub(crate) struct VerifyKey {
 #[derive(Debug, PartialEq, Eq)]
 struct Fingerprint {
     kid: Option<String>,
+    issuer: Option<String>,
     algs: Vec<Algorithm>,
     components: Vec<Vec<u8>>,
 }
@@ -194,6 +198,9 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
     let obj = entry.as_object()?;
     let kty = str_field(obj, "kty").ok()??;
     let kid = str_field(obj, "kid").ok()?.map(str::to_owned);
+    // A key scoped to an issuer is bound to it; a scope we cannot read
+    // makes the key unusable rather than unscoped.
+    let issuer = str_field(obj, "issuer").ok()?.map(str::to_owned);
     if let Some(u) = str_field(obj, "use").ok()?
         && u != "sig"
     {
@@ -281,10 +288,12 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
     Some(VerifyKey {
         fingerprint: Fingerprint {
             kid: kid.clone(),
+            issuer: issuer.clone(),
             algs,
             components,
         },
         kid,
+        issuer,
         prepared,
         id: NEXT_KEY_ID.fetch_add(1, Ordering::Relaxed),
     })

@@ -56,9 +56,12 @@ type SharedFetch = Flight<Arc<KeySet>, Arc<FetchError>>;
 pub(crate) enum KeySource {
     /// A configured JWKS URL.
     Jwks(Url),
-    /// The `jwks_uri` of this issuer's metadata, discovered on the first
-    /// fetch and again after any failed fetch (an issuer may move it).
-    Discovery(String),
+    /// The `jwks_uri` of the metadata found at `base` (OpenID Connect, then
+    /// RFC 8414), whose `issuer` must equal `issuer` (`base` itself, except
+    /// for a multi-tenant issuer's tenant-independent metadata); discovered
+    /// on the first fetch and again after any failed fetch (an issuer may
+    /// move it).
+    Discovery { base: String, issuer: String },
 }
 
 struct State {
@@ -127,7 +130,7 @@ impl KeyStore {
         let now = clock.now();
         let jwks_url = match &source {
             KeySource::Jwks(url) => Some(url.clone()),
-            KeySource::Discovery(_) => None,
+            KeySource::Discovery { .. } => None,
         };
         KeyStore {
             source,
@@ -171,6 +174,12 @@ impl KeyStore {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// No fetch ever succeeded, and at least one failed.
+    pub(crate) fn never_loaded(&self) -> bool {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.last_ok.is_none() && st.failures > 0
     }
 
     /// How many key-set fetches were started.
@@ -273,16 +282,16 @@ impl KeyStore {
 
     /// The key-set URL, discovering it first when needed.
     async fn resolve_url(&self) -> Result<Url, FetchError> {
-        let (issuer, last) = match &self.source {
+        let (base, issuer, last) = match &self.source {
             KeySource::Jwks(url) => return Ok(url.clone()),
-            KeySource::Discovery(issuer) => (issuer, self.url()),
+            KeySource::Discovery { base, issuer } => (base, issuer, self.url()),
         };
         if let Some(url) = &last
             && !self.rediscover.load(Ordering::Relaxed)
         {
             return Ok(url.clone());
         }
-        match self.fetcher.discover(issuer).await {
+        match self.fetcher.discover(base, issuer).await {
             Ok(url) => {
                 *self.jwks_url.write().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
                 self.rediscover.store(false, Ordering::Relaxed);
@@ -350,7 +359,7 @@ impl KeyStore {
                 Ok(set)
             }
             Err(e) => {
-                if matches!(self.source, KeySource::Discovery(_)) {
+                if matches!(self.source, KeySource::Discovery { .. }) {
                     // Discover again next time: the issuer may have moved its keys.
                     self.rediscover.store(true, Ordering::Relaxed);
                 }
@@ -389,8 +398,8 @@ impl std::fmt::Display for KeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KeySource::Jwks(url) => write!(f, "{url}"),
-            KeySource::Discovery(issuer) => {
-                write!(f, "discovery of {}", crate::text::remote(issuer, 200))
+            KeySource::Discovery { base, .. } => {
+                write!(f, "discovery of {}", crate::text::remote(base, 200))
             }
         }
     }

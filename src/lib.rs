@@ -121,6 +121,7 @@ mod preset;
 mod principal;
 mod rejection;
 mod response;
+mod tenant;
 mod text;
 mod token;
 mod verifier;

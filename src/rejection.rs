@@ -58,6 +58,9 @@ reasons! {
     UnknownKey => "unknown_key", "the token signing key is unknown";
     /// The token has no `kid` and the key set does not name one key for its `alg`.
     AmbiguousKey => "ambiguous_key", "the token does not identify its signing key";
+    /// The key named by `kid` carries an `issuer` member (Microsoft Entra)
+    /// that is not the token's `iss`: it may sign only its own issuer's tokens.
+    KeyIssuerMismatch => "key_issuer_mismatch", "the token signing key belongs to another issuer";
     /// The signature does not verify.
     InvalidSignature => "invalid_signature", "the token signature is invalid";
     /// The header has a `crit` parameter (no extension is understood).
@@ -66,6 +69,9 @@ reasons! {
     InvalidType => "invalid_type", "the token is not an access token";
     /// `iss` is missing or not a trusted issuer.
     UnknownIssuer => "unknown_issuer", "the token issuer is not trusted";
+    /// `iss` has the shape of a multi-tenant issuer template, but names a
+    /// tenant the issuer does not admit.
+    TenantNotAllowed => "tenant_not_allowed", "the token tenant is not allowed";
     /// `aud` does not contain a configured audience.
     InvalidAudience => "invalid_audience", "the token is not intended for this API";
     /// `exp` is in the past (beyond the leeway).
@@ -209,6 +215,6 @@ mod tests {
             );
             assert_eq!(r.to_string(), r.code());
         }
-        assert_eq!(Reason::ALL.len(), 23);
+        assert_eq!(Reason::ALL.len(), 25);
     }
 }

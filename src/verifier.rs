@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cache::{CachedToken, TokenCache};
 use crate::claims::{ClaimRules, check_typ};
@@ -16,6 +17,7 @@ use crate::jwks::{KeySet, Lookup};
 use crate::keystore::{KeyStore, KidMiss, Snapshot};
 use crate::principal::Principal;
 use crate::rejection::{Reason, Rejection};
+use crate::tenant::{Template, TenantPolicy, TenantStores, key_issuer_matches};
 use crate::token::{self, Algorithm, Unverified};
 
 /// Verifies M2M access tokens against one or more trusted issuers.
@@ -29,17 +31,50 @@ pub struct Verifier {
 }
 
 pub(crate) struct VerifierInner {
+    /// By configured issuer identifier (a template's included).
     pub(crate) issuers: HashMap<String, IssuerVerifier>,
+    /// The issuer templates among them, in order.
+    pub(crate) templates: Vec<String>,
     pub(crate) max_token_bytes: usize,
     pub(crate) cache: Option<TokenCache>,
     pub(crate) clock: Clock,
 }
 
-/// One trusted issuer: its algorithms, claim rules and key store.
+/// One trusted issuer: its algorithms, claim rules and keys.
 pub(crate) struct IssuerVerifier {
     pub(crate) algorithms: Vec<Algorithm>,
     pub(crate) rules: ClaimRules,
-    pub(crate) store: Arc<KeyStore>,
+    pub(crate) keys: Keys,
+    /// An issuer template and the tenants it admits.
+    pub(crate) template: Option<(Template, TenantPolicy)>,
+}
+
+/// Where an issuer's keys come from.
+pub(crate) enum Keys {
+    /// One key set for every token (a template's tenants included).
+    One(Arc<KeyStore>),
+    /// A key set per tenant of an issuer template.
+    PerTenant(Box<TenantStores>),
+}
+
+impl Keys {
+    /// Every key store created so far.
+    fn stores(&self) -> Vec<Arc<KeyStore>> {
+        match self {
+            Keys::One(s) => vec![s.clone()],
+            Keys::PerTenant(t) => t.all(),
+        }
+    }
+
+    /// The store for a token of `tenant` (`Err`: wait this long).
+    fn for_tenant(&self, tenant: Option<&str>) -> Result<Arc<KeyStore>, Duration> {
+        match (self, tenant) {
+            (Keys::One(s), _) => Ok(s.clone()),
+            (Keys::PerTenant(t), Some(tenant)) => t.get(tenant),
+            // Not reached: a per-tenant issuer is only selected through its template.
+            (Keys::PerTenant(_), None) => Err(Duration::from_secs(1)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -68,12 +103,26 @@ impl Verifier {
     }
 
     /// How many key-set fetches were started for `issuer` so far (for
-    /// metrics and tests). `None` for an issuer that is not configured.
+    /// metrics and tests): a configured issuer (for an issuer template with a
+    /// key set per tenant, the sum over its tenants), or one tenant's issuer
+    /// identifier. `None` for an issuer that is not configured.
     pub fn key_fetch_count(&self, issuer: &str) -> Option<u64> {
-        self.inner
-            .issuers
-            .get(issuer)
-            .map(|i| i.store.fetch_count())
+        if let Some(iv) = self.inner.issuers.get(issuer) {
+            return Some(iv.keys.stores().iter().map(|s| s.fetch_count()).sum());
+        }
+        self.tenant_store(issuer).map(|s| s.fetch_count())
+    }
+
+    /// The key store of a tenant's issuer, under a per-tenant template.
+    fn tenant_store(&self, iss: &str) -> Option<Arc<KeyStore>> {
+        self.inner.templates.iter().find_map(|name| {
+            let iv = &self.inner.issuers[name];
+            let (template, _) = iv.template.as_ref()?;
+            match &iv.keys {
+                Keys::PerTenant(t) => t.existing(template.tenant_of(iss)?),
+                Keys::One(_) => None,
+            }
+        })
     }
 
     /// How many verified tokens the token cache holds (for metrics). A token
@@ -84,13 +133,15 @@ impl Verifier {
 
     /// The key-set URL in use for `issuer`: the configured one, or the one
     /// discovery found (`None` before discovery succeeds, and for an issuer
-    /// that is not configured).
+    /// that is not configured). Under an issuer template with a key set per
+    /// tenant, ask with the tenant's issuer identifier.
     pub fn jwks_url(&self, issuer: &str) -> Option<String> {
-        self.inner
-            .issuers
-            .get(issuer)
-            .and_then(|i| i.store.url())
-            .map(String::from)
+        let store = match self.inner.issuers.get(issuer).map(|iv| &iv.keys) {
+            Some(Keys::One(s)) => s.clone(),
+            Some(Keys::PerTenant(_)) => return None,
+            None => self.tenant_store(issuer)?,
+        };
+        store.url().map(String::from)
     }
 
     /// Load every issuer's metadata and keys now rather than on the first
@@ -104,18 +155,31 @@ impl Verifier {
     /// # Errors
     /// [`BuildError::Unavailable`] naming the first issuer whose discovery
     /// document or key set could not be loaded, and why.
+    ///
+    /// An issuer template with a key set per tenant loads the keys of each
+    /// tenant of its [`Issuer::allowed_tenants`](crate::Issuer::allowed_tenants)
+    /// list (with a filter, tenants are only known from their tokens).
     pub async fn preload(&self) -> Result<(), BuildError> {
         for iv in self.inner.issuers.values() {
-            if let Snapshot::Ready(_) = iv.store.snapshot() {
+            if let (Keys::PerTenant(stores), Some((t, TenantPolicy::List(list)))) =
+                (&iv.keys, &iv.template)
+            {
+                let mut tenants: Vec<&String> = list.iter().collect();
+                tenants.sort();
+                for tenant in tenants {
+                    let store = stores.get(tenant).map_err(|_| {
+                        BuildError::Config(format!(
+                            "issuer template {}: more allowed tenants than Issuer::max_tenants",
+                            iv.rules.issuer
+                        ))
+                    })?;
+                    preload_store(&store, &t.issuer_for(tenant)).await?;
+                }
                 continue;
             }
-            iv.store
-                .refresh()
-                .await
-                .map_err(|cause| BuildError::Unavailable {
-                    issuer: iv.rules.issuer.to_string(),
-                    cause,
-                })?;
+            for store in iv.keys.stores() {
+                preload_store(&store, &iv.rules.issuer).await?;
+            }
         }
         Ok(())
     }
@@ -135,11 +199,15 @@ impl Verifier {
     pub async fn refresh_now(&self) -> Result<(), BuildError> {
         // Every issuer at once; the error reported is that of the first
         // issuer by name, whatever order the fetches end in.
+        // (Per-tenant key sets: every tenant seen so far.)
         let mut issuers: Vec<&IssuerVerifier> = self.inner.issuers.values().collect();
         issuers.sort_by(|a, b| a.rules.issuer.cmp(&b.rules.issuer));
-        let results =
-            futures_util::future::join_all(issuers.iter().map(|iv| iv.store.refresh())).await;
-        for (iv, result) in issuers.iter().zip(results) {
+        let stores: Vec<(&IssuerVerifier, Arc<KeyStore>)> = issuers
+            .iter()
+            .flat_map(|iv| iv.keys.stores().into_iter().map(move |s| (*iv, s)))
+            .collect();
+        let results = futures_util::future::join_all(stores.iter().map(|(_, s)| s.refresh())).await;
+        for ((iv, _), result) in stores.iter().zip(results) {
             if let Err(cause) = result {
                 return Err(BuildError::Unavailable {
                     issuer: iv.rules.issuer.to_string(),
@@ -194,33 +262,81 @@ impl Verifier {
             Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, "iss")),
             None => return Err(Rejection::claim(Reason::MissingClaim, "iss")),
         };
-        let iv = self
-            .inner
-            .issuers
-            .get(iss)
-            .ok_or_else(|| Rejection::new(Reason::UnknownIssuer))?;
-        iv.verify(unverified, self.inner.clock.wall_secs())
+        let (iv, tenant) = match self.inner.issuers.get(iss) {
+            Some(iv) if iv.template.is_none() => (iv, None),
+            _ => self.by_template(iss)?,
+        };
+        // (`iss` is borrowed from the claims the verification consumes.)
+        let tenant = tenant.map(str::to_owned);
+        iv.verify(unverified, self.inner.clock.wall_secs(), tenant.as_deref())
             .await
             .map_err(|e| e.with_issuer(iv.rules.issuer.clone()))
+    }
+
+    /// The issuer template `iss` matches, and the tenant it names: the first
+    /// template (by name) that admits it; `tenant_not_allowed` when some
+    /// template has the shape but none admits the tenant.
+    fn by_template<'a>(
+        &self,
+        iss: &'a str,
+    ) -> Result<(&IssuerVerifier, Option<&'a str>), Rejection> {
+        let mut refused = None;
+        for name in &self.inner.templates {
+            let iv = &self.inner.issuers[name];
+            let Some((template, tenants)) = &iv.template else {
+                continue;
+            };
+            if let Some(tenant) = template.tenant_of(iss) {
+                if tenants.allows(tenant) {
+                    return Ok((iv, Some(tenant)));
+                }
+                refused.get_or_insert(iv);
+            }
+        }
+        Err(match refused {
+            Some(iv) => {
+                Rejection::new(Reason::TenantNotAllowed).with_issuer(iv.rules.issuer.clone())
+            }
+            None => Rejection::new(Reason::UnknownIssuer),
+        })
+    }
+}
+
+async fn preload_store(store: &Arc<KeyStore>, issuer: &str) -> Result<(), BuildError> {
+    if let Snapshot::Ready(_) = store.snapshot() {
+        return Ok(());
+    }
+    store
+        .refresh()
+        .await
+        .map(drop)
+        .map_err(|cause| BuildError::Unavailable {
+            issuer: issuer.to_owned(),
+            cause,
+        })
+}
+
+/// Keys of `store` usable now, fetching (shared) when there are none.
+async fn keys_now(store: &Arc<KeyStore>) -> Result<Arc<KeySet>, Rejection> {
+    match store.snapshot() {
+        Snapshot::Ready(keys) => Ok(keys),
+        Snapshot::Unavailable(retry) => Err(Rejection::keys_unavailable(retry)),
+        Snapshot::NeedFetch => store
+            .refresh()
+            .await
+            .map_err(|_| Rejection::keys_unavailable(store.retry_after())),
     }
 }
 
 impl IssuerVerifier {
-    /// Keys usable now, fetching (shared) when there are none.
-    async fn keys_now(&self) -> Result<Arc<KeySet>, Rejection> {
-        match self.store.snapshot() {
-            Snapshot::Ready(keys) => Ok(keys),
-            Snapshot::Unavailable(retry) => Err(Rejection::keys_unavailable(retry)),
-            Snapshot::NeedFetch => self
-                .store
-                .refresh()
-                .await
-                .map_err(|_| Rejection::keys_unavailable(self.store.retry_after())),
-        }
-    }
-
-    /// Verify `t` at wall-clock time `now` (seconds since the epoch).
-    async fn verify(&self, t: Unverified<'_>, now: u64) -> Result<CachedToken, Rejection> {
+    /// Verify `t` at wall-clock time `now` (seconds since the epoch);
+    /// `tenant`: the one its `iss` names, for an issuer template.
+    async fn verify(
+        &self,
+        t: Unverified<'_>,
+        now: u64,
+        tenant: Option<&str>,
+    ) -> Result<CachedToken, Rejection> {
         let alg = t.header.alg;
         if !self.algorithms.contains(&alg) {
             return Err(Rejection::new(Reason::UnsupportedAlgorithm));
@@ -230,9 +346,13 @@ impl IssuerVerifier {
         // wrong type, a client not allowed...): a token that can only fail
         // never costs a fetch or the unknown-kid cooldown. (The allow-list's
         // verdict is only told once the signature holds.)
-        let checked = self.rules.check(&t.claims, now)?;
+        let checked = self.rules.check(&t.claims, now, tenant)?;
 
-        let mut keys = self.keys_now().await?;
+        let store = self
+            .keys
+            .for_tenant(tenant)
+            .map_err(Rejection::keys_unavailable)?;
+        let mut keys = keys_now(&store).await?;
         let kid = t.header.kid.as_deref();
         // A bounded number of looks: a newer snapshot or two and a refetch.
         // After a refetch lands the key store answers "fresh" for a kid it
@@ -240,6 +360,14 @@ impl IssuerVerifier {
         for _ in 0..4 {
             match keys.find(kid, alg) {
                 Lookup::Found(key) => {
+                    // A key scoped to an issuer signs only that issuer's
+                    // tokens (one tenant's key cannot vouch for another's).
+                    if let Some(key_issuer) = &key.issuer {
+                        let iss = t.claims.get("iss").and_then(Value::as_str).unwrap_or("");
+                        if !key_issuer_matches(key_issuer, iss, tenant.or(checked.tenant())) {
+                            return Err(Rejection::new(Reason::KeyIssuerMismatch));
+                        }
+                    }
                     // Strict base64url: one signature, one encoding.
                     let valid = URL_SAFE_NO_PAD
                         .decode(t.signature)
@@ -253,7 +381,7 @@ impl IssuerVerifier {
                     let window = checked.window;
                     return Ok(CachedToken {
                         principal: self.rules.principal(t.claims, checked),
-                        store: self.store.clone(),
+                        store: store.clone(),
                         key_id: key.id,
                         window,
                     });
@@ -265,7 +393,7 @@ impl IssuerVerifier {
                 Lookup::UnknownKid if !checked.client_allowed => {
                     return Err(Rejection::new(Reason::UnknownKey));
                 }
-                Lookup::UnknownKid => match self.store.on_unknown_kid(&keys) {
+                Lookup::UnknownKid => match store.on_unknown_kid(&keys) {
                     KidMiss::Newer(newer) => keys = newer,
                     // A key set fetched since the refetch began lacks the kid.
                     KidMiss::Fresh => return Err(Rejection::new(Reason::UnknownKey)),
@@ -277,7 +405,7 @@ impl IssuerVerifier {
                     KidMiss::Refetch(fetch) => {
                         keys = fetch
                             .await
-                            .map_err(|_| Rejection::keys_unavailable(self.store.retry_after()))?;
+                            .map_err(|_| Rejection::keys_unavailable(store.retry_after()))?;
                     }
                 },
             }

@@ -2,9 +2,12 @@
 //! spelled out literally here (not taken from the preset itself), and both the
 //! first- and the second-listed scope and client-id claims.
 
+mod support;
+
 use m2m_guard::test_util::TestIssuer;
-use m2m_guard::{Preset, Verifier};
+use m2m_guard::{Algorithm, Preset, Reason, Verifier};
 use serde_json::{Value, json};
+use support::ScriptServer;
 
 struct Expect {
     client_id: Option<&'static str>,
@@ -269,7 +272,6 @@ async fn generic_scope_scp_client_id_azp() {
 /// are refused even then.
 #[tokio::test]
 async fn machine_tokens_only_by_default_under_every_preset() {
-    use m2m_guard::Reason;
     for preset in [
         Preset::Generic,
         Preset::Kinde,
@@ -323,7 +325,6 @@ async fn machine_tokens_only_by_default_under_every_preset() {
 /// Each provider's own ID-token marks.
 #[tokio::test]
 async fn provider_specific_id_token_marks_are_refused() {
-    use m2m_guard::Reason;
     let keycloak = TestIssuer::start_with(Preset::Keycloak).await;
     let v = keycloak.verifier().await;
     for (typ, reason) in [
@@ -371,4 +372,113 @@ async fn provider_specific_id_token_marks_are_refused() {
     assert_eq!((e.reason(), e.claim_name()), (Reason::IdToken, Some("jti")));
     let t = okta.token().claim("jti", "AT.4eAWJOCMB3SX8XewDfVR").sign();
     assert!(okta.verifier().await.verify(&t).await.is_ok());
+}
+
+/// Each provider's key set in the shape it publishes, served on loopback:
+/// the machine token is accepted with the right tenant, client and scopes,
+/// and the provider's key-set traps are refused with a precise reason.
+///
+/// - Entra: no `alg`, `x5t`, `x5c`, an `issuer` member (a key scoped to
+///   another issuer: `key_issuer_mismatch`).
+/// - Cognito: `kid`s with `+`, `/` and `=`.
+/// - Keycloak: an `enc` key (`RSA-OAEP`) beside the signing key (a token
+///   naming it: `unknown_key`).
+/// - Auth0: `x5t` and `x5c` beside `n`, `e`; Kinde / Scalekit / Okta: `use`,
+///   `alg`, provider-style `kid`s.
+#[tokio::test]
+async fn each_providers_published_key_set_shape() {
+    for preset in [
+        Preset::Kinde,
+        Preset::Scalekit,
+        Preset::Auth0,
+        Preset::Okta,
+        Preset::Entra,
+        Preset::Keycloak,
+        Preset::Cognito,
+    ] {
+        let issuer = TestIssuer::start_with(preset).await;
+        let s = ScriptServer::start().await;
+        let real_kid = issuer.current_kid(Algorithm::RS256);
+        let kid = match preset {
+            Preset::Cognito => "Mq5VqrSbDTwq0C3bG+Q/2Jt8rDkKz7XdR9cIE/hXyAk=",
+            Preset::Scalekit => "snk_53196347493285640",
+            Preset::Kinde => "38:0c:b8:91:a7:77:19:2f:ad:b5:72:2c:37:c9:a2:bb",
+            Preset::Okta => "3bYSwGmMvC0vA6yAH0fY5qBRhTsxwGmUR0w0rLtYVyo",
+            _ => "nOo3ZDrODXEK1jKWhXslHR_KXEg",
+        };
+        let mut doc = issuer.jwks_document();
+        let keys = doc["keys"].as_array_mut().unwrap();
+        keys.retain(|k| k["kid"] == json!(real_kid));
+        let k = keys[0].as_object_mut().unwrap();
+        k.insert("kid".into(), kid.into());
+        k.insert("use".into(), "sig".into());
+        match preset {
+            Preset::Entra | Preset::Auth0 => {
+                if preset == Preset::Entra {
+                    k.remove("alg");
+                    k.insert("issuer".into(), issuer.issuer().into());
+                }
+                k.insert("x5t".into(), "nOo3ZDrODXEK1jKWhXslHR_KXEg".into());
+                k.insert(
+                    "x5c".into(),
+                    json!(["MIIDBTCCAe2gAwIBAgIQN33ROaIJ6bJBWDCxtmJEbjAN"]),
+                );
+            }
+            _ => {}
+        }
+        let sig = keys[0].clone();
+        if preset == Preset::Keycloak {
+            let mut enc = sig.clone();
+            enc["kid"] = json!("enc-key-1");
+            enc["use"] = json!("enc");
+            enc["alg"] = json!("RSA-OAEP");
+            keys.push(enc);
+        }
+        if preset == Preset::Entra {
+            // The same key material, scoped to another tenant's issuer.
+            let mut other = sig.clone();
+            other["kid"] = json!("other-tenant-key");
+            other["issuer"] = json!("https://login.microsoftonline.com/other/v2.0");
+            keys.push(other);
+        }
+        s.json("/keys", doc.to_string());
+
+        let mut cfg = issuer.config().jwks_url(s.url("/keys"));
+        if preset == Preset::Cognito {
+            cfg = cfg.allowed_client_ids(["test-client"]);
+        }
+        let v = Verifier::builder().issuer(cfg).build().await.unwrap();
+        let token = |kid: &str| {
+            issuer
+                .token()
+                .org("org_7d2a")
+                .scopes(["orders:read"])
+                .kid(kid)
+                .sign()
+        };
+        let p = v
+            .verify(&token(kid))
+            .await
+            .unwrap_or_else(|e| panic!("{preset:?}: {e:?}"));
+        assert_eq!(p.client_id(), Some("test-client"), "{preset:?}");
+        assert!(p.has_scope("orders:read"), "{preset:?}");
+        let tenant = match preset {
+            Preset::Kinde | Preset::Scalekit | Preset::Entra | Preset::Auth0 => Some("org_7d2a"),
+            _ => None,
+        };
+        assert_eq!(p.tenant(), tenant, "{preset:?}");
+
+        let trap = match preset {
+            Preset::Keycloak => Some(("enc-key-1", Reason::UnknownKey)),
+            Preset::Entra => Some(("other-tenant-key", Reason::KeyIssuerMismatch)),
+            _ => None,
+        };
+        if let Some((kid, reason)) = trap {
+            let e = v.verify(&token(kid)).await.unwrap_err();
+            assert_eq!(e.reason(), reason, "{preset:?}");
+        }
+        // A key set holding the token's key under another kid does not verify it.
+        let e = v.verify(&token(&real_kid)).await.unwrap_err();
+        assert_eq!(e.reason(), Reason::UnknownKey, "{preset:?}");
+    }
 }

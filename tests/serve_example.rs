@@ -1,5 +1,7 @@
 //! The `serve` example, run as a real process against the test issuer.
 
+mod support;
+
 use m2m_guard::test_util::{DEFAULT_AUDIENCE, TestIssuer};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -349,4 +351,57 @@ async fn serve_exposes_user_tokens_client_binding_and_tenant_claim() {
     assert_eq!(who["org"], "org_9");
     let other = issuer.token().client_id("x").without_claim("aud").sign();
     assert_eq!(status(bound, other).await, 401);
+}
+
+/// A multi-tenant issuer from the command line: the Entra template plus an
+/// allow-list, keys from the tenant-independent metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_an_issuer_template_and_allowed_tenants() {
+    let keys = TestIssuer::start_with(m2m_guard::Preset::Entra).await;
+    let s = support::ScriptServer::start().await;
+    let template = s.url("/{tenantid}/v2.0");
+    s.json(
+        "/common/v2.0/.well-known/openid-configuration",
+        serde_json::json!({ "issuer": template, "jwks_uri": s.url("/keys") }).to_string(),
+    );
+    s.json("/keys", keys.jwks_document().to_string());
+    let (_server, base) = start(&[
+        "--issuer",
+        &template,
+        "--preset",
+        "entra",
+        "--audience",
+        DEFAULT_AUDIENCE,
+        "--allowed-tenants",
+        "tenant-a, tenant-b",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let whoami = |tenant: &str| {
+        let token = keys
+            .token()
+            .claim("iss", s.url(&format!("/{tenant}/v2.0")))
+            .claim("tid", tenant)
+            .sign();
+        let base = base.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{base}/whoami"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = whoami("tenant-b").await;
+    assert_eq!(ok.status(), 200);
+    let who: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(who["org"], "tenant-b");
+    let refused = whoami("tenant-c").await;
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
 }

@@ -1,0 +1,353 @@
+//! Multi-tenant issuers: an issuer template such as
+//! `https://login.microsoftonline.com/{tenantid}/v2.0`, the tenants it
+//! admits, and the key stores of issuers with one key set per tenant.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
+use crate::error::BuildError;
+use crate::fetch::{Fetcher, parse_url};
+use crate::keystore::{KeySource, KeyStore, RefreshPolicy};
+
+/// The placeholder an issuer template names the tenant with (Microsoft's spelling).
+pub(crate) const PLACEHOLDER: &str = "{tenantid}";
+
+/// Longest tenant accepted from a token's `iss`.
+const MAX_TENANT_LEN: usize = 128;
+
+/// An issuer identifier with one `{tenantid}` path segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    prefix: String,
+    suffix: String,
+}
+
+impl Template {
+    /// `None` for an issuer without the placeholder; an error when the
+    /// placeholder is not exactly one whole path segment of an URL.
+    pub(crate) fn parse(issuer: &str) -> Result<Option<Template>, BuildError> {
+        let Some(at) = issuer.find(PLACEHOLDER) else {
+            if issuer.contains('{') || issuer.contains('}') {
+                return Err(BuildError::Config(format!(
+                    "issuer {issuer}: the only placeholder is {PLACEHOLDER}"
+                )));
+            }
+            return Ok(None);
+        };
+        let prefix = &issuer[..at];
+        let suffix = &issuer[at + PLACEHOLDER.len()..];
+        let bad = |why: &str| {
+            Err(BuildError::Config(format!(
+                "issuer template {issuer}: {why}"
+            )))
+        };
+        if suffix.contains('{') || prefix.contains('{') || suffix.contains('}') {
+            return bad("one {tenantid} placeholder at most");
+        }
+        // A whole path segment, after the host: never in the host, the
+        // query or the fragment.
+        let Some(scheme_end) = prefix.find("://") else {
+            return bad("not an URL");
+        };
+        let after_scheme = &prefix[scheme_end + 3..];
+        if !prefix.ends_with('/') || !after_scheme.contains('/') {
+            return bad("{tenantid} must be a whole path segment after the host");
+        }
+        if !(suffix.is_empty() || suffix.starts_with('/')) || suffix.contains(['?', '#']) {
+            return bad("{tenantid} must be a whole path segment after the host");
+        }
+        parse_url("issuer", &issuer.replace(PLACEHOLDER, "tenant"))?;
+        Ok(Some(Template {
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+        }))
+    }
+
+    /// The tenant `iss` names, when it has this template's shape and the
+    /// tenant is a plausible identifier (1..=128 of `A-Z a-z 0-9 - _ .`,
+    /// not starting with a dot).
+    pub(crate) fn tenant_of<'a>(&self, iss: &'a str) -> Option<&'a str> {
+        let tenant = iss
+            .strip_prefix(self.prefix.as_str())?
+            .strip_suffix(self.suffix.as_str())?;
+        valid_tenant(tenant).then_some(tenant)
+    }
+
+    /// The issuer identifier of `tenant`.
+    pub(crate) fn issuer_for(&self, tenant: &str) -> String {
+        format!("{}{tenant}{}", self.prefix, self.suffix)
+    }
+}
+
+/// Where an Entra issuer template's tenant-independent metadata lives:
+/// the v1 template (`https://sts.windows.net/{tenantid}/`) is served by
+/// `https://login.microsoftonline.com/common`; otherwise the template with
+/// `common` for the tenant (`…/common/v2.0`).
+pub(crate) fn entra_tenant_independent(template: &str) -> String {
+    if template == "https://sts.windows.net/{tenantid}/" {
+        "https://login.microsoftonline.com/common".to_owned()
+    } else {
+        template.replace(PLACEHOLDER, "common")
+    }
+}
+
+fn valid_tenant(t: &str) -> bool {
+    (1..=MAX_TENANT_LEN).contains(&t.len())
+        && !t.starts_with('.')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether a key whose JWK names `key_issuer` may verify a token from
+/// `iss` of `tenant`. Microsoft: a key with an `issuer` member is used only
+/// with an exact match; its `{tenantid}` stands for the token's tenant.
+pub(crate) fn key_issuer_matches(key_issuer: &str, iss: &str, tenant: Option<&str>) -> bool {
+    if key_issuer == iss {
+        return true;
+    }
+    match (key_issuer.find(PLACEHOLDER), tenant) {
+        (Some(at), Some(tenant)) => {
+            let (prefix, suffix) = (&key_issuer[..at], &key_issuer[at + PLACEHOLDER.len()..]);
+            iss.len() == prefix.len() + tenant.len() + suffix.len()
+                && iss.starts_with(prefix)
+                && iss.ends_with(suffix)
+                && &iss[prefix.len()..prefix.len() + tenant.len()] == tenant
+        }
+        _ => false,
+    }
+}
+
+/// Which tenants a template issuer admits.
+#[derive(Clone)]
+pub(crate) enum TenantPolicy {
+    List(Arc<HashSet<String>>),
+    Filter(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl TenantPolicy {
+    pub(crate) fn allows(&self, tenant: &str) -> bool {
+        match self {
+            TenantPolicy::List(list) => list.contains(tenant),
+            TenantPolicy::Filter(f) => f(tenant),
+        }
+    }
+}
+
+impl std::fmt::Debug for TenantPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TenantPolicy::List(list) => f.debug_tuple("List").field(&list.len()).finish(),
+            TenantPolicy::Filter(_) => f.write_str("Filter(..)"),
+        }
+    }
+}
+
+/// The key stores of an issuer with one key set per tenant (discovered at
+/// the tenant's own issuer), created on a tenant's first token: at most
+/// `max` at once, and new ones drawn from one budget (a burst of
+/// [`CREATE_BURST`], then one per [`CREATE_EVERY`]) so that tokens naming
+/// many tenants never turn into a flood of fetches. When full, a store
+/// that never loaded keys makes room; otherwise the new tenant waits (503).
+pub(crate) struct TenantStores {
+    template: Template,
+    stores: RwLock<HashMap<String, Arc<KeyStore>>>,
+    max: usize,
+    budget: Mutex<Budget>,
+    fetcher: Arc<Fetcher>,
+    policy: RefreshPolicy,
+    clock: Clock,
+}
+
+/// New tenant stores a burst may create at once.
+pub(crate) const CREATE_BURST: u32 = 10;
+/// One more new tenant store per this, after the burst.
+pub(crate) const CREATE_EVERY: Duration = Duration::from_secs(6);
+
+struct Budget {
+    tokens: u32,
+    refilled: Instant,
+}
+
+impl TenantStores {
+    pub(crate) fn new(
+        template: Template,
+        max: usize,
+        fetcher: Arc<Fetcher>,
+        policy: RefreshPolicy,
+        clock: Clock,
+    ) -> Self {
+        TenantStores {
+            template,
+            stores: RwLock::new(HashMap::new()),
+            max,
+            budget: Mutex::new(Budget {
+                tokens: CREATE_BURST,
+                refilled: clock.now(),
+            }),
+            fetcher,
+            policy,
+            clock,
+        }
+    }
+
+    /// The store of a tenant already seen.
+    pub(crate) fn existing(&self, tenant: &str) -> Option<Arc<KeyStore>> {
+        self.stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .cloned()
+    }
+
+    /// Every store, for refreshes and metrics.
+    pub(crate) fn all(&self) -> Vec<Arc<KeyStore>> {
+        self.stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The store of `tenant` (an admitted one), created if new. `Err` with
+    /// how long to wait when no store can be made now.
+    pub(crate) fn get(&self, tenant: &str) -> Result<Arc<KeyStore>, Duration> {
+        if let Some(store) = self.existing(tenant) {
+            return Ok(store);
+        }
+        let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = stores.get(tenant) {
+            return Ok(store.clone());
+        }
+        if stores.len() >= self.max {
+            // Make room only by dropping a store that never loaded keys
+            // (a tenant whose issuer does not answer).
+            let dead = stores
+                .iter()
+                .find(|(_, s)| s.never_loaded())
+                .map(|(t, _)| t.clone());
+            match dead {
+                Some(t) => {
+                    stores.remove(&t);
+                }
+                None => {
+                    tracing::warn!(
+                        issuer = %crate::text::remote(&self.template.issuer_for(PLACEHOLDER), 200),
+                        max = self.max,
+                        "m2m-guard: every tenant key store is in use; a new tenant waits (raise Issuer::max_tenants)"
+                    );
+                    return Err(CREATE_EVERY);
+                }
+            }
+        }
+        self.take_budget()?;
+        let issuer = self.template.issuer_for(tenant);
+        let store = Arc::new(KeyStore::new(
+            KeySource::Discovery {
+                base: issuer.clone(),
+                issuer,
+            },
+            self.fetcher.clone(),
+            self.policy.clone(),
+            self.clock.clone(),
+        ));
+        stores.insert(tenant.to_owned(), store.clone());
+        Ok(store)
+    }
+
+    fn take_budget(&self) -> Result<(), Duration> {
+        let mut b = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        let elapsed = now.saturating_duration_since(b.refilled);
+        let earned = (elapsed.as_millis() / CREATE_EVERY.as_millis()).min(u128::from(CREATE_BURST));
+        if earned > 0 {
+            b.tokens = (b.tokens + earned as u32).min(CREATE_BURST);
+            b.refilled = now;
+        }
+        if b.tokens == 0 {
+            return Err(CREATE_EVERY
+                .saturating_sub(elapsed)
+                .max(Duration::from_secs(1)));
+        }
+        b.tokens -= 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_are_one_whole_path_segment() {
+        for ok in [
+            "https://login.microsoftonline.com/{tenantid}/v2.0",
+            "https://sts.windows.net/{tenantid}/",
+            "https://kc.example.com/realms/{tenantid}",
+        ] {
+            assert!(Template::parse(ok).unwrap().is_some(), "{ok}");
+        }
+        assert!(Template::parse("https://acme.kinde.com").unwrap().is_none());
+        for bad in [
+            "https://{tenantid}.example.com/",
+            "https://example.com/t-{tenantid}/",
+            "https://example.com/{tenantid}x",
+            "https://example.com/{tenantid}/{tenantid}",
+            "https://example.com/{tenant}/",
+            "https://example.com/?t={tenantid}",
+            "https://example.com/{tenantid}?x",
+            "{tenantid}",
+        ] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_tenant_is_read_from_a_matching_iss_only() {
+        let t = Template::parse("https://login.microsoftonline.com/{tenantid}/v2.0")
+            .unwrap()
+            .unwrap();
+        let tid = "9188040d-6c67-4c5b-b112-36a304b66dad";
+        let iss = format!("https://login.microsoftonline.com/{tid}/v2.0");
+        assert_eq!(t.tenant_of(&iss), Some(tid));
+        assert_eq!(t.issuer_for(tid), iss);
+        for bad in [
+            "https://login.microsoftonline.com//v2.0",
+            "https://login.microsoftonline.com/a/b/v2.0",
+            "https://login.microsoftonline.com/../v2.0",
+            "https://login.microsoftonline.com/{tenantid}/v2.0",
+            "https://login.microsoftonline.com/a%2Fb/v2.0",
+            "https://login.microsoftonline.com/a b/v2.0",
+            "https://login.microsoftonline.com/tid/v2.0/",
+            "https://evil.example/tid/v2.0",
+        ] {
+            assert_eq!(t.tenant_of(bad), None, "{bad}");
+        }
+        let long = format!("https://login.microsoftonline.com/{}/v2.0", "a".repeat(129));
+        assert_eq!(t.tenant_of(&long), None);
+        let max = format!("https://login.microsoftonline.com/{}/v2.0", "a".repeat(128));
+        assert!(t.tenant_of(&max).is_some());
+    }
+
+    #[test]
+    fn a_key_issuer_matches_exactly_or_through_the_tokens_tenant() {
+        let tpl = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let a = "https://login.microsoftonline.com/aaa/v2.0";
+        assert!(key_issuer_matches(a, a, None));
+        assert!(key_issuer_matches(tpl, a, Some("aaa")));
+        assert!(!key_issuer_matches(tpl, a, Some("bbb")));
+        assert!(!key_issuer_matches(tpl, a, None));
+        assert!(!key_issuer_matches(
+            "https://login.microsoftonline.com/bbb/v2.0",
+            a,
+            Some("aaa")
+        ));
+        assert!(!key_issuer_matches(
+            "https://sts.windows.net/{tenantid}/",
+            a,
+            Some("aaa")
+        ));
+    }
+}
