@@ -1,11 +1,9 @@
 //! The client-credentials token provider and the outgoing bearer layer,
 //! against a token endpoint and an API on loopback.
 
-use axum::Router;
-use axum::extract::{Form, State};
+mod support;
+
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine as _;
 use m2m_guard::client::{
     BearerTokenLayer, ClientAuth, ClientError, ClientSecret, OAuthErrorCode, TokenProvider,
@@ -13,6 +11,7 @@ use m2m_guard::client::{
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{Recorded, Reply, ScriptServer};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const SECRET: &str = "s3cr3t:with&odd=chars";
@@ -31,41 +30,55 @@ enum Answer {
 /// One token request as the endpoint saw it: form fields, Authorization header, when.
 type Call = (HashMap<String, String>, Option<String>, Instant);
 
+/// The state behind the scripted token endpoint and API.
 #[derive(Default)]
 struct Endpoint {
     script: Mutex<VecDeque<Answer>>,
     default_expires_in: Mutex<u64>,
     delay: Mutex<Duration>,
-    calls: Mutex<Vec<Call>>,
     issued: Mutex<u64>,
     revoked: Mutex<HashSet<String>>,
-    api_calls: Mutex<u64>,
 }
 
+/// A token endpoint (`/token`, answering from a script, then with fresh
+/// tokens `tok-N`), its discovery document and an API (`/api`, refusing
+/// revoked tokens), on the shared loopback [`ScriptServer`].
 struct Mock {
+    server: ScriptServer,
     ep: Arc<Endpoint>,
     base: String,
 }
 
 impl Mock {
     async fn start() -> Mock {
+        let server = ScriptServer::start().await;
+        let base = server.url("");
         let ep = Arc::new(Endpoint::default());
         *ep.default_expires_in.lock().unwrap() = 3600;
-        let app = Router::new()
-            .route("/token", post(token))
-            .route("/api", get(api))
-            .route("/.well-known/openid-configuration", get(discovery))
-            .with_state(ep.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Mock { ep, base }
+        let state = ep.clone();
+        server.set("/token", Reply::computed(move |req| token(&state, req)));
+        let state = ep.clone();
+        server.set("/api", Reply::computed(move |req| api(&state, req)));
+        server.json(
+            "/.well-known/openid-configuration",
+            serde_json::json!({"issuer": base, "token_endpoint": format!("{base}/token")})
+                .to_string(),
+        );
+        Mock { server, ep, base }
     }
     fn script(&self, answers: impl IntoIterator<Item = Answer>) {
         self.ep.script.lock().unwrap().extend(answers);
     }
     fn calls(&self) -> Vec<Call> {
-        self.ep.calls.lock().unwrap().clone()
+        self.server
+            .requests("/token")
+            .iter()
+            .map(|r| (r.form(), r.header("authorization"), r.at))
+            .collect()
+    }
+    /// Requests the API received.
+    fn api_calls(&self) -> u64 {
+        self.server.hits("/api")
     }
     fn builder(&self) -> m2m_guard::client::TokenProviderBuilder {
         TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
@@ -74,26 +87,7 @@ impl Mock {
     }
 }
 
-async fn discovery(State(_): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
-    let host = headers["host"].to_str().unwrap();
-    axum::Json(serde_json::json!({"issuer": format!("http://{host}"), "token_endpoint": format!("http://{host}/token")}))
-        .into_response()
-}
-
-async fn token(
-    State(ep): State<Arc<Endpoint>>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let auth = headers
-        .get("authorization")
-        .map(|v| v.to_str().unwrap().to_owned());
-    ep.calls
-        .lock()
-        .unwrap()
-        .push((form.clone(), auth, Instant::now()));
-    let delay = *ep.delay.lock().unwrap();
-    tokio::time::sleep(delay).await;
+fn token(ep: &Endpoint, req: &Recorded) -> Reply {
     let answer = ep
         .script
         .lock()
@@ -102,13 +96,12 @@ async fn token(
         .unwrap_or(Answer::Token {
             expires_in: *ep.default_expires_in.lock().unwrap(),
         });
-    match answer {
+    let reply = match answer {
         Answer::SameToken => {
             let n = *ep.issued.lock().unwrap();
-            axum::Json(serde_json::json!({
+            json_reply(serde_json::json!({
                 "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600
             }))
-            .into_response()
         }
         Answer::Token { expires_in } => {
             let n = {
@@ -116,34 +109,39 @@ async fn token(
                 *i += 1;
                 *i
             };
-            axum::Json(serde_json::json!({
-                "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": expires_in, "scope": form.get("scope")
+            json_reply(serde_json::json!({
+                "access_token": format!("tok-{n}"), "token_type": "Bearer",
+                "expires_in": expires_in, "scope": req.form().get("scope")
             }))
-            .into_response()
         }
         Answer::Status(status, retry_after, body) => {
-            let mut r = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            let mut headers = HeaderMap::new();
             if let Some(ra) = retry_after {
-                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+                headers.insert("retry-after", ra.parse().unwrap());
             }
-            r
+            Reply::Headers(StatusCode::from_u16(status).unwrap(), headers, body.into())
         }
-        Answer::Raw(status, body) => (StatusCode::from_u16(status).unwrap(), body).into_response(),
+        Answer::Raw(status, body) => Reply::text(status, body),
+    };
+    match *ep.delay.lock().unwrap() {
+        d if d.is_zero() => reply,
+        d => Reply::Delay(d, Box::new(reply)),
     }
 }
 
-async fn api(State(ep): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
-    *ep.api_calls.lock().unwrap() += 1;
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .to_owned();
+fn json_reply(body: serde_json::Value) -> Reply {
+    Reply::Json(StatusCode::OK, body.to_string())
+}
+
+fn api(ep: &Endpoint, req: &Recorded) -> Reply {
+    let token = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+        .unwrap_or_default();
     if token.is_empty() || ep.revoked.lock().unwrap().contains(&token) {
-        return StatusCode::UNAUTHORIZED.into_response();
+        return Reply::text(401, "");
     }
-    token.into_response()
+    Reply::text(200, token)
 }
 
 #[tokio::test]
@@ -413,28 +411,11 @@ async fn discovery_finds_the_token_endpoint() {
 #[tokio::test]
 async fn a_client_starts_while_its_issuer_is_down_and_works_once_it_is_back() {
     // An issuer whose discovery answers 503 until told otherwise.
-    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let m = Mock::start().await;
     let token_endpoint = format!("{}/token", m.base);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().route(
-        "/.well-known/openid-configuration",
-        get({
-            let (up, issuer) = (up.clone(), issuer.clone());
-            move || async move {
-                if up.load(std::sync::atomic::Ordering::SeqCst) {
-                    axum::Json(
-                        serde_json::json!({"issuer": issuer, "token_endpoint": token_endpoint}),
-                    )
-                    .into_response()
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE.into_response()
-                }
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let discovery = ScriptServer::start().await;
+    let issuer = discovery.url("");
+    discovery.set("/.well-known/openid-configuration", Reply::text(503, ""));
     let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
         .issuer(&issuer)
         .max_retries(0)
@@ -445,7 +426,10 @@ async fn a_client_starts_while_its_issuer_is_down_and_works_once_it_is_back() {
     let e = p.token().await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     assert_eq!(p.requests_sent(), 0, "no token request without an endpoint");
-    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    discovery.json(
+        "/.well-known/openid-configuration",
+        serde_json::json!({"issuer": issuer, "token_endpoint": token_endpoint}).to_string(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match p.token().await {
@@ -467,14 +451,12 @@ async fn a_discovered_token_endpoint_must_pass_the_url_policy() {
         "http://evil.example/token",
         "https://u:p@issuer.example/token",
     ] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer = format!("http://{}", listener.local_addr().unwrap());
-        let doc = serde_json::json!({"issuer": issuer, "token_endpoint": endpoint});
-        let app = Router::new().route(
+        let discovery = ScriptServer::start().await;
+        let issuer = discovery.url("");
+        discovery.json(
             "/.well-known/openid-configuration",
-            get(move || async move { axum::Json(doc) }),
+            serde_json::json!({"issuer": issuer, "token_endpoint": endpoint}).to_string(),
         );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
             .issuer(&issuer)
             .max_retries(0)
@@ -611,11 +593,11 @@ async fn the_layer_adds_the_token_and_retries_once_on_401() {
 
     // The API stops accepting tok-1: the layer gets tok-2 and retries once.
     m.ep.revoked.lock().unwrap().insert("tok-1".into());
-    let before = *m.ep.api_calls.lock().unwrap();
+    let before = m.api_calls();
     let resp = client.ready().await.unwrap().call(req()).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "tok-2");
-    assert_eq!(*m.ep.api_calls.lock().unwrap() - before, 2);
+    assert_eq!(m.api_calls() - before, 2);
     assert_eq!(p.requests_sent(), 2);
 }
 
@@ -633,14 +615,14 @@ async fn a_401_refreshes_at_most_once_per_token_and_never_in_a_storm() {
     // One retry with a fresh token, then the 401 is returned.
     let resp = client.ready().await.unwrap().call(req()).await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(*m.ep.api_calls.lock().unwrap(), 2);
+    assert_eq!(m.api_calls(), 2);
     assert_eq!(p.requests_sent(), 2);
     // Every later request: one call, its 401, and no token request each.
     for _ in 0..20 {
         let resp = client.ready().await.unwrap().call(req()).await.unwrap();
         assert_eq!(resp.status(), 401);
     }
-    assert_eq!(*m.ep.api_calls.lock().unwrap(), 22);
+    assert_eq!(m.api_calls(), 22);
     assert_eq!(
         p.requests_sent(),
         2,
@@ -673,7 +655,7 @@ async fn a_401_is_not_retried_with_the_very_same_token_string() {
     assert_eq!(resp.status(), 401);
     assert_eq!(p.requests_sent(), 2, "one refresh");
     assert_eq!(
-        *m.ep.api_calls.lock().unwrap(),
+        m.api_calls(),
         2,
         "no second call with the same token it was refused"
     );
@@ -711,7 +693,7 @@ async fn the_token_goes_only_to_the_api_origins() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not an allowed origin"), "{err}");
-    assert_eq!(*other.ep.api_calls.lock().unwrap(), 0, "never contacted");
+    assert_eq!(other.api_calls(), 0, "never contacted");
     assert!(!err.to_string().contains("tok-"), "{err}");
     // An audience that is not an URL allows nothing until an origin is added.
     let p = m.builder().audience("billing-api").build().await.unwrap();
@@ -864,34 +846,17 @@ async fn a_401_whose_refresh_fails_returns_the_apis_401_and_keeps_the_token() {
 
 #[tokio::test]
 async fn a_caller_client_cannot_carry_the_secret_across_a_redirect() {
-    use axum::routing::post;
     // A token endpoint that redirects (307 keeps the method and the body).
-    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen2 = seen.clone();
-    let target = Router::new().route(
-        "/steal",
-        post(move |body: String| {
-            let seen = seen2.clone();
-            async move {
-                seen.lock().unwrap().push(body);
-                "{}"
-            }
-        }),
-    );
-    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let steal = format!("http://{}/steal", l2.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l2, target).await.unwrap() });
-    let to = steal.clone();
-    let redirecting = Router::new().route(
+    let target = ScriptServer::start().await;
+    target.json("/steal", "{}");
+    let redirecting = ScriptServer::start().await;
+    let mut location = HeaderMap::new();
+    location.insert("location", target.url("/steal").parse().unwrap());
+    redirecting.set(
         "/token",
-        post(move || {
-            let to = to.clone();
-            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", to)]) }
-        }),
+        Reply::Headers(StatusCode::TEMPORARY_REDIRECT, location, String::new()),
     );
-    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token_url = format!("http://{}/token", l1.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l1, redirecting).await.unwrap() });
+    let token_url = redirecting.url("/token");
 
     let p = TokenProvider::builder("svc-a", ClientSecret::new(SECRET))
         .token_url(&token_url)
@@ -904,7 +869,11 @@ async fn a_caller_client_cannot_carry_the_secret_across_a_redirect() {
         .unwrap();
     let e = p.token().await.unwrap_err();
     assert!(matches!(e, ClientError::Status(307)), "{e:?}");
-    assert!(seen.lock().unwrap().is_empty(), "the secret never left");
+    assert_eq!(redirecting.hits("/token"), 1);
+    assert!(
+        target.requests("/steal").is_empty(),
+        "the secret never left"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! claim overrides, build validation, kid-less key selection, and the
 //! `resource_metadata` challenge.
 
+mod support;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -188,37 +190,25 @@ async fn an_http_client_that_cannot_be_built_is_a_build_error() {
 
 #[tokio::test]
 async fn a_callers_http_client_settings_are_applied() {
-    use std::sync::{Arc, Mutex};
     let issuer = TestIssuer::start().await;
     // A key server that records the headers it is sent, then serves the issuer's keys.
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let doc = issuer.jwks_document().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().route(
-        "/jwks",
-        get({
-            let seen = seen.clone();
-            move |h: axum::http::HeaderMap| async move {
-                let v = h
-                    .get("x-tenant-proxy")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                seen.lock().unwrap().push(v);
-                doc
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let keys = support::ScriptServer::start().await;
+    keys.json("/jwks", issuer.jwks_document().to_string());
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("x-tenant-proxy", "corp".parse().unwrap());
     let v = Verifier::builder()
-        .issuer(issuer.config().jwks_url(format!("http://{addr}/jwks")))
+        .issuer(issuer.config().jwks_url(keys.url("/jwks")))
         .http_client(reqwest::Client::builder().default_headers(headers))
         .build()
         .await
         .unwrap();
     assert!(v.verify(&issuer.token().sign()).await.is_ok());
-    assert_eq!(*seen.lock().unwrap(), vec![Some("corp".to_owned())]);
+    let seen: Vec<_> = keys
+        .requests("/jwks")
+        .iter()
+        .map(|r| r.header("x-tenant-proxy"))
+        .collect();
+    assert_eq!(seen, vec![Some("corp".to_owned())]);
 }
 
 #[tokio::test]

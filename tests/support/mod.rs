@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a scripted path answers.
 #[derive(Clone)]
@@ -23,12 +23,59 @@ pub enum Reply {
     Trickle(Duration),
     /// 200 with this body, streamed in 8 KiB chunks without a Content-Length.
     Chunked(String),
+    /// Decided per request, from the request as recorded (e.g. a token
+    /// endpoint minting a new token for each call).
+    Computed(Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>),
+}
+
+impl Reply {
+    /// A reply computed from each request.
+    pub fn computed(f: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Reply {
+        Reply::Computed(Arc::new(f))
+    }
+
+    /// A plain-text reply with this status.
+    pub fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply::Headers(
+            StatusCode::from_u16(status).unwrap(),
+            HeaderMap::new(),
+            body.into(),
+        )
+    }
+}
+
+/// One request as the server received it (before any scripted delay).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+    pub at: Instant,
+}
+
+impl Recorded {
+    /// The body as `application/x-www-form-urlencoded` fields.
+    pub fn form(&self) -> HashMap<String, String> {
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
+    }
+
+    /// A header's value, when present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
 }
 
 #[derive(Default)]
 struct Script {
     replies: Mutex<HashMap<String, Reply>>,
     hits: Mutex<HashMap<String, u64>>,
+    requests: Mutex<Vec<Recorded>>,
     user_agent: Mutex<Option<String>>,
     total: AtomicU64,
 }
@@ -74,9 +121,37 @@ impl ScriptServer {
     pub fn hits(&self, path: &str) -> u64 {
         *self.script.hits.lock().unwrap().get(path).unwrap_or(&0)
     }
+
+    /// Every request to `path` so far, in arrival order.
+    pub fn requests(&self, path: &str) -> Vec<Recorded> {
+        self.script
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
 }
 
+/// Largest request body recorded.
+const MAX_BODY: usize = 1 << 20;
+
 async fn handle(State(script): State<Arc<Script>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers.clone(),
+        body,
+        at: Instant::now(),
+    };
+    script.requests.lock().unwrap().push(recorded.clone());
+    let req = Request::from_parts(parts, Body::empty());
     let path = req.uri().path().to_owned();
     *script.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     script.total.fetch_add(1, Ordering::SeqCst);
@@ -87,14 +162,21 @@ async fn handle(State(script): State<Arc<Script>>, req: Request) -> Response {
         .map(str::to_owned);
     let reply = script.replies.lock().unwrap().get(&path).cloned();
     match reply {
-        Some(r) => render(r).await,
+        Some(r) => render(r, recorded).await,
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
-fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
+fn render(
+    reply: Reply,
+    req: Recorded,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
     Box::pin(async move {
         match reply {
+            Reply::Computed(f) => {
+                let reply = f(&req);
+                render(reply, req).await
+            }
             Reply::Json(status, body) => {
                 (status, [("content-type", "application/json")], body).into_response()
             }
@@ -102,7 +184,7 @@ fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Re
             Reply::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
             Reply::Delay(d, inner) => {
                 tokio::time::sleep(d).await;
-                render(*inner).await
+                render(*inner, req).await
             }
             Reply::Chunked(body) => {
                 let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
