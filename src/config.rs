@@ -129,14 +129,18 @@ impl Issuer {
     /// Keys: with [`Issuer::jwks_url`], one key set serves every tenant.
     /// Under [`Preset::Entra`] without it, the tenant-independent metadata is
     /// discovered (`https://login.microsoftonline.com/common/v2.0` for the v2
-    /// template, `https://login.microsoftonline.com/common` for the v1 one;
-    /// other Microsoft clouds: the template's host with `common`), whose
-    /// `issuer` must be the template itself. Otherwise each tenant's own
-    /// issuer is discovered when its first token arrives, a key set per tenant,
-    /// at most [`Issuer::max_tenants`] at once. Whatever the source, a key
-    /// whose JWK has an `issuer` member verifies only tokens of exactly that
-    /// issuer (its `{tenantid}` read as the token's tenant), else
-    /// `key_issuer_mismatch`.
+    /// template, `https://login.microsoftonline.com/common` for the v1
+    /// `https://sts.windows.net/{tenantid}/`; other v2 Microsoft clouds: the
+    /// template with `common` for the tenant; other v1 clouds: set
+    /// [`Issuer::jwks_url`]), whose `issuer` must be the template itself.
+    /// Otherwise each tenant's own issuer is discovered when its first token
+    /// arrives, a key set per tenant, at most [`Issuer::max_tenants`] at once.
+    /// Whatever the source, a key whose JWK has an `issuer` member verifies
+    /// only tokens of exactly that issuer (its `{tenantid}` read as the
+    /// token's tenant), else `key_issuer_mismatch`.
+    ///
+    /// Templates of one verifier must not overlap (no `iss` may have the
+    /// shape of two), and an exact issuer wins over a template.
     pub fn new(issuer: impl Into<String>) -> Self {
         Issuer {
             issuer: issuer.into(),
@@ -357,9 +361,15 @@ impl Issuer {
     }
 
     /// For an issuer template: admit the tenants for which `allow` returns
-    /// `true` (called with the tenant from the token's unverified `iss`, so
-    /// keep it cheap and free of I/O). `|_| true` admits every tenant, an
-    /// explicit choice. Replaces an earlier [`Issuer::allowed_tenants`].
+    /// `true`. It decides on unauthenticated input (the tenant from the
+    /// token's `iss`, before the signature is checked), so keep it cheap, free
+    /// of I/O, and as tight as you can: with a key set per tenant, each
+    /// admitted tenant may cost a discovery at its issuer (paced, see
+    /// [`Issuer::max_tenants`]), and new tenants share that pace with
+    /// whatever tokens callers send; an allow-list has no such cost. `|_| true`
+    /// admits every tenant, an explicit choice. A verified token is cached:
+    /// a filter that changes its mind does not withdraw tokens already
+    /// accepted before they expire. Replaces an earlier [`Issuer::allowed_tenants`].
     pub fn allow_tenants_if<F>(mut self, allow: F) -> Self
     where
         F: Fn(&str) -> bool + Send + Sync + 'static,
@@ -369,11 +379,13 @@ impl Issuer {
     }
 
     /// For an issuer template with a key set per tenant: the most tenants
-    /// whose keys are held at once. Defaults to 100 (1 ..= 10 000). When
-    /// all are in use, a tenant whose issuer never answered makes room;
-    /// otherwise a new tenant's tokens get 503 with `Retry-After`. New
-    /// tenants are also paced (a burst of 10, then one per 6 s) so that
-    /// tokens naming many tenants cannot flood their issuers with fetches.
+    /// whose keys are held at once. Defaults to 100 (1 ..= 10 000); an
+    /// allow-list must fit in it. When all are in use, a tenant whose issuer
+    /// never answered makes room, else one unused for 15 minutes; otherwise
+    /// a new tenant's tokens get 503 with `Retry-After`. Tenants admitted by
+    /// [`Issuer::allow_tenants_if`] are also paced (a burst of 10 new ones,
+    /// then one per 6 s) so that tokens naming many tenants cannot flood
+    /// their issuers with fetches.
     pub fn max_tenants(mut self, max: usize) -> Self {
         self.max_tenants = max;
         self
@@ -417,6 +429,19 @@ impl Issuer {
                 return cfg(format!(
                     "issuer template {}: the tenant list is empty",
                     self.issuer
+                ));
+            }
+            // A key set per tenant: every listed tenant must fit.
+            (Some(_), Some(TenantPolicy::List(list)))
+                if self.jwks_url.is_none()
+                    && self.preset != Preset::Entra
+                    && list.len() > self.max_tenants =>
+            {
+                return cfg(format!(
+                    "issuer template {}: {} allowed tenants, more than Issuer::max_tenants ({})",
+                    self.issuer,
+                    list.len(),
+                    self.max_tenants
                 ));
             }
             _ => {}
@@ -667,8 +692,18 @@ impl VerifierBuilder {
             count_in_range("VerifierBuilder::token_cache (bytes)", bytes, 1024, 1 << 40)?;
         }
         let mut seen = HashSet::new();
+        let mut templates: Vec<(&str, Template)> = Vec::new();
         for i in &self.issuers {
             i.validate()?;
+            if let Some(t) = Template::parse(&i.issuer)? {
+                if let Some((other, _)) = templates.iter().find(|(_, o)| o.overlaps(&t)) {
+                    return Err(BuildError::Config(format!(
+                        "issuer templates {other} and {} overlap: some iss would match both",
+                        i.issuer
+                    )));
+                }
+                templates.push((&i.issuer, t));
+            }
             if !seen.insert(i.issuer.clone()) {
                 return Err(BuildError::Config(format!(
                     "issuer {} configured twice",
@@ -706,6 +741,7 @@ impl VerifierBuilder {
                 (Some(t), None) => Keys::PerTenant(Box::new(TenantStores::new(
                     t.clone(),
                     i.max_tenants,
+                    matches!(i.tenants, Some(TenantPolicy::Filter(_))),
                     fetcher.clone(),
                     i.policy.clone(),
                     self.clock.clone(),

@@ -3,6 +3,7 @@
 //! admits, and the key stores of issuers with one key set per tenant.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,7 @@ impl Template {
         if !prefix.ends_with('/') || !after_scheme.contains('/') {
             return bad("{tenantid} must be a whole path segment after the host");
         }
-        if !(suffix.is_empty() || suffix.starts_with('/')) || suffix.contains(['?', '#']) {
+        if !(suffix.is_empty() || suffix.starts_with('/')) || issuer.contains(['?', '#']) {
             return bad("{tenantid} must be a whole path segment after the host");
         }
         parse_url("issuer", &issuer.replace(PLACEHOLDER, "tenant"))?;
@@ -73,6 +74,18 @@ impl Template {
             .strip_prefix(self.prefix.as_str())?
             .strip_suffix(self.suffix.as_str())?;
         valid_tenant(tenant).then_some(tenant)
+    }
+
+    /// Whether some `iss` could have both shapes (then which one decides
+    /// would depend on order: refused at build). A string of both shapes
+    /// starts with both prefixes, ends with both suffixes, and has as many
+    /// `/` as each template outside its tenant (a tenant has none).
+    pub(crate) fn overlaps(&self, other: &Template) -> bool {
+        let related = |a: &str, b: &str, f: fn(&str, &str) -> bool| f(a, b) || f(b, a);
+        let slashes = |t: &Template| t.prefix.matches('/').count() + t.suffix.matches('/').count();
+        slashes(self) == slashes(other)
+            && related(&self.prefix, &other.prefix, |a, b| a.starts_with(b))
+            && related(&self.suffix, &other.suffix, |a, b| a.ends_with(b))
     }
 
     /// The issuer identifier of `tenant`.
@@ -107,15 +120,23 @@ pub(crate) fn key_issuer_matches(key_issuer: &str, iss: &str, tenant: Option<&st
     if key_issuer == iss {
         return true;
     }
-    match (key_issuer.find(PLACEHOLDER), tenant) {
-        (Some(at), Some(tenant)) => {
-            let (prefix, suffix) = (&key_issuer[..at], &key_issuer[at + PLACEHOLDER.len()..]);
-            iss.len() == prefix.len() + tenant.len() + suffix.len()
-                && iss.starts_with(prefix)
-                && iss.ends_with(suffix)
-                && &iss[prefix.len()..prefix.len() + tenant.len()] == tenant
-        }
-        _ => false,
+    let Some(at) = key_issuer.find(PLACEHOLDER) else {
+        return false;
+    };
+    let (prefix, suffix) = (&key_issuer[..at], &key_issuer[at + PLACEHOLDER.len()..]);
+    let Some(in_iss) = iss
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(suffix))
+    else {
+        return false;
+    };
+    match tenant {
+        // The token's tenant (from a template's `iss`, or its tenant claim).
+        Some(tenant) => in_iss == tenant,
+        // No tenant known (an exact issuer, a preset without a tenant
+        // claim): `iss` already matched the configuration exactly; the key
+        // serves every tenant of its template, this one included.
+        None => valid_tenant(in_iss),
     }
 }
 
@@ -145,25 +166,43 @@ impl std::fmt::Debug for TenantPolicy {
 }
 
 /// The key stores of an issuer with one key set per tenant (discovered at
-/// the tenant's own issuer), created on a tenant's first token: at most
-/// `max` at once, and new ones drawn from one budget (a burst of
-/// [`CREATE_BURST`], then one per [`CREATE_EVERY`]) so that tokens naming
-/// many tenants never turn into a flood of fetches. When full, a store
-/// that never loaded keys makes room; otherwise the new tenant waits (503).
+/// the tenant's own issuer), created on a tenant's first token, at most
+/// `max` at once.
+///
+/// Tenants of an allow-list are the operator's: created on demand, never
+/// paced (the list fits in `max`, checked at build). Tenants admitted by a
+/// filter come from unverified tokens, so their creations draw from one
+/// budget (a burst of [`CREATE_BURST`], then one per [`CREATE_EVERY`]): tokens
+/// naming many tenants never turn into a flood of fetches. When full, a
+/// store that never loaded keys makes room, else one unused for [`IDLE`];
+/// otherwise the new tenant waits (503).
 pub(crate) struct TenantStores {
     template: Template,
-    stores: RwLock<HashMap<String, Arc<KeyStore>>>,
+    stores: RwLock<HashMap<String, Slot>>,
     max: usize,
+    /// Creations draw from `budget` (tenants admitted by a filter).
+    paced: bool,
     budget: Mutex<Budget>,
+    /// At most one "full" warning per [`CREATE_EVERY`].
+    last_warning: Mutex<Option<Instant>>,
     fetcher: Arc<Fetcher>,
     policy: RefreshPolicy,
     clock: Clock,
+    epoch: Instant,
+}
+
+struct Slot {
+    store: Arc<KeyStore>,
+    /// Milliseconds since `epoch` of the last token for this tenant.
+    last_used: AtomicU64,
 }
 
 /// New tenant stores a burst may create at once.
 pub(crate) const CREATE_BURST: u32 = 10;
 /// One more new tenant store per this, after the burst.
 pub(crate) const CREATE_EVERY: Duration = Duration::from_secs(6);
+/// A tenant store unused this long may make room for a new tenant.
+pub(crate) const IDLE: Duration = Duration::from_secs(15 * 60);
 
 struct Budget {
     tokens: u32,
@@ -174,31 +213,44 @@ impl TenantStores {
     pub(crate) fn new(
         template: Template,
         max: usize,
+        paced: bool,
         fetcher: Arc<Fetcher>,
         policy: RefreshPolicy,
         clock: Clock,
     ) -> Self {
+        let epoch = clock.now();
         TenantStores {
             template,
             stores: RwLock::new(HashMap::new()),
             max,
+            paced,
             budget: Mutex::new(Budget {
                 tokens: CREATE_BURST,
-                refilled: clock.now(),
+                refilled: epoch,
             }),
+            last_warning: Mutex::new(None),
             fetcher,
             policy,
             clock,
+            epoch,
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let ms = self
+            .clock
+            .now()
+            .saturating_duration_since(self.epoch)
+            .as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
     /// The store of a tenant already seen.
     pub(crate) fn existing(&self, tenant: &str) -> Option<Arc<KeyStore>> {
-        self.stores
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant)
-            .cloned()
+        let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
+        let slot = stores.get(tenant)?;
+        slot.last_used.store(self.now_ms(), Ordering::Relaxed);
+        Some(slot.store.clone())
     }
 
     /// Every store, for refreshes and metrics.
@@ -207,7 +259,7 @@ impl TenantStores {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .cloned()
+            .map(|s| s.store.clone())
             .collect()
     }
 
@@ -217,32 +269,50 @@ impl TenantStores {
         if let Some(store) = self.existing(tenant) {
             return Ok(store);
         }
+        // The budget first: a flood of new tenants never reaches the write
+        // lock (nor the scan for room below) faster than the budget allows.
+        if self.paced {
+            self.take_budget()?;
+        }
+        let created = self.create(tenant);
+        if created.is_err() && self.paced {
+            self.refund();
+        }
+        created
+    }
+
+    fn create(&self, tenant: &str) -> Result<Arc<KeyStore>, Duration> {
+        let now = self.now_ms();
         let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = stores.get(tenant) {
-            return Ok(store.clone());
+        if let Some(slot) = stores.get(tenant) {
+            return Ok(slot.store.clone());
         }
         if stores.len() >= self.max {
-            // Make room only by dropping a store that never loaded keys
-            // (a tenant whose issuer does not answer).
-            let dead = stores
-                .iter()
-                .find(|(_, s)| s.never_loaded())
+            // Room: a tenant whose issuer never answered, else the least
+            // recently used tenant, if idle long enough.
+            let idle_ms = u64::try_from(IDLE.as_millis()).unwrap_or(u64::MAX);
+            let dead = stores.iter().find(|(_, s)| s.store.never_loaded());
+            let victim = dead
+                .or_else(|| {
+                    stores
+                        .iter()
+                        .map(|(t, s)| (t, s.last_used.load(Ordering::Relaxed)))
+                        .filter(|(_, used)| now.saturating_sub(*used) >= idle_ms)
+                        .min_by_key(|(_, used)| *used)
+                        .and_then(|(t, _)| stores.get_key_value(t.as_str()))
+                })
                 .map(|(t, _)| t.clone());
-            match dead {
+            match victim {
                 Some(t) => {
                     stores.remove(&t);
                 }
                 None => {
-                    tracing::warn!(
-                        issuer = %crate::text::remote(&self.template.issuer_for(PLACEHOLDER), 200),
-                        max = self.max,
-                        "m2m-guard: every tenant key store is in use; a new tenant waits (raise Issuer::max_tenants)"
-                    );
+                    drop(stores);
+                    self.warn_full();
                     return Err(CREATE_EVERY);
                 }
             }
         }
-        self.take_budget()?;
         let issuer = self.template.issuer_for(tenant);
         let store = Arc::new(KeyStore::new(
             KeySource::Discovery {
@@ -253,8 +323,28 @@ impl TenantStores {
             self.policy.clone(),
             self.clock.clone(),
         ));
-        stores.insert(tenant.to_owned(), store.clone());
+        stores.insert(
+            tenant.to_owned(),
+            Slot {
+                store: store.clone(),
+                last_used: AtomicU64::new(now),
+            },
+        );
         Ok(store)
+    }
+
+    fn warn_full(&self) {
+        let now = self.clock.now();
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.saturating_duration_since(t) < CREATE_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        tracing::warn!(
+            issuer = %crate::text::remote(&self.template.issuer_for(PLACEHOLDER), 200),
+            max = self.max,
+            "m2m-guard: every tenant key store is in use; new tenants wait (raise Issuer::max_tenants)"
+        );
     }
 
     fn take_budget(&self) -> Result<(), Duration> {
@@ -273,6 +363,12 @@ impl TenantStores {
         }
         b.tokens -= 1;
         Ok(())
+    }
+
+    /// Give back a budget token drawn for a creation that did not happen.
+    fn refund(&self) {
+        let mut b = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        b.tokens = (b.tokens + 1).min(CREATE_BURST);
     }
 }
 
@@ -299,9 +395,42 @@ mod tests {
             "https://example.com/?t={tenantid}",
             "https://example.com/{tenantid}?x",
             "{tenantid}",
+            "https://example.com/p?x=/{tenantid}",
+            "https://example.com/p#/{tenantid}/",
         ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn entras_tenant_independent_metadata_per_template() {
+        assert_eq!(
+            entra_tenant_independent("https://login.microsoftonline.com/{tenantid}/v2.0"),
+            "https://login.microsoftonline.com/common/v2.0"
+        );
+        assert_eq!(
+            entra_tenant_independent("https://sts.windows.net/{tenantid}/"),
+            "https://login.microsoftonline.com/common"
+        );
+        assert_eq!(
+            entra_tenant_independent("https://login.microsoftonline.us/{tenantid}/v2.0"),
+            "https://login.microsoftonline.us/common/v2.0"
+        );
+    }
+
+    #[test]
+    fn overlapping_templates_are_told() {
+        let t = |s: &str| Template::parse(s).unwrap().unwrap();
+        // "https://h/realms/x" has both shapes (tenants "x" and "realms").
+        let realms = t("https://h/realms/{tenantid}");
+        assert!(realms.overlaps(&t("https://h/{tenantid}/x")));
+        assert!(t("https://h/a/{tenantid}/v2.0").overlaps(&t("https://h/{tenantid}/b/v2.0")));
+        assert!(realms.overlaps(&realms));
+        // Different depths never meet: a tenant is one segment.
+        assert!(!t("https://h/{tenantid}").overlaps(&realms));
+        assert!(!t("https://h/{tenantid}/v2.0").overlaps(&t("https://h/a/{tenantid}/v2.0")));
+        assert!(!t("https://h/{tenantid}/v2.0").overlaps(&t("https://h/{tenantid}/")));
+        assert!(!t("https://a/{tenantid}").overlaps(&t("https://b/{tenantid}")));
     }
 
     #[test]
@@ -338,7 +467,25 @@ mod tests {
         assert!(key_issuer_matches(a, a, None));
         assert!(key_issuer_matches(tpl, a, Some("aaa")));
         assert!(!key_issuer_matches(tpl, a, Some("bbb")));
-        assert!(!key_issuer_matches(tpl, a, None));
+        // No tenant known: the key's template covers this `iss`.
+        assert!(key_issuer_matches(tpl, a, None));
+        assert!(!key_issuer_matches(
+            tpl,
+            "https://login.microsoftonline.com/a/b/v2.0",
+            None
+        ));
+        assert!(!key_issuer_matches(
+            tpl,
+            "https://other.example/aaa/v2.0",
+            None
+        ));
+        // Non-ASCII never panics, never matches.
+        assert!(!key_issuer_matches(
+            tpl,
+            "https://login.microsoftonline.com/é/v2.0",
+            Some("aaa")
+        ));
+        assert!(!key_issuer_matches(tpl, a, Some("ééé")));
         assert!(!key_issuer_matches(
             "https://login.microsoftonline.com/bbb/v2.0",
             a,

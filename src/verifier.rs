@@ -97,7 +97,9 @@ impl Verifier {
         }
     }
 
-    /// The trusted issuers.
+    /// The trusted issuers, as configured (an issuer template with its
+    /// `{tenantid}`: not an issuer a client could get tokens from, so leave
+    /// it out of [`ProtectedResource::authorization_servers`](crate::ProtectedResource::authorization_servers)).
     pub fn issuers(&self) -> impl Iterator<Item = &str> {
         self.inner.issuers.keys().map(String::as_str)
     }

@@ -438,7 +438,9 @@ async fn each_providers_published_key_set_shape() {
             // The same key material, scoped to another tenant's issuer.
             let mut other = sig.clone();
             other["kid"] = json!("other-tenant-key");
-            other["issuer"] = json!("https://login.microsoftonline.com/other/v2.0");
+            // Same host, the issuer's own identifier extended: only an exact
+            // match counts.
+            other["issuer"] = json!(format!("{}/other-tenant", issuer.issuer()));
             keys.push(other);
         }
         s.json("/keys", doc.to_string());

@@ -431,6 +431,32 @@ async fn tenant_key_sets_are_bounded_and_paced() {
     );
     // The tenants already loaded are unaffected.
     assert!(v.verify(&realm_token(&acme, &s, "acme")).await.is_ok());
+    // A tenant unused for 15 minutes makes room (the least recently used).
+    acme.clock().advance(Duration::from_secs(14 * 60));
+    assert!(v.verify(&realm_token(&acme, &s, "acme")).await.is_ok());
+    acme.clock().advance(Duration::from_secs(60));
+    let e = v
+        .verify(&realm_token(&acme, &s, "initech"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.reason(),
+        Reason::KeysUnavailable,
+        "initech does not exist"
+    );
+    assert_eq!(
+        s.hits("/realms/initech/.well-known/openid-configuration"),
+        1
+    );
+    assert!(
+        v.verify(&realm_token(&acme, &s, "acme")).await.is_ok(),
+        "acme kept"
+    );
+    assert_eq!(
+        v.jwks_url(&s.url("/realms/globex")),
+        None,
+        "globex (idle) made room"
+    );
 
     // New tenants are paced: a burst of 10 creations, then one per 6 s.
     let paced = Verifier::builder()
@@ -456,6 +482,15 @@ async fn tenant_key_sets_are_bounded_and_paced() {
         discovered += s.hits(&format!("/realms/{realm}/.well-known/openid-configuration"));
     }
     assert_eq!(discovered, 10, "the burst, then nothing");
+    let e = paced
+        .verify(&realm_token(&acme, &s, "junk-13"))
+        .await
+        .unwrap_err();
+    let retry = e.retry_after().unwrap();
+    assert!(
+        (Duration::from_secs(1)..=Duration::from_secs(6)).contains(&retry),
+        "{retry:?}"
+    );
     acme.clock().advance(Duration::from_secs(6));
     let e = paced
         .verify(&realm_token(&acme, &s, "junk-20"))
@@ -539,4 +574,141 @@ async fn issuer_templates_are_checked_at_build() {
         "{e:?}"
     );
     assert!(build(entra().allow_tenants_if(|_| true)).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_allow_list_is_never_paced_and_must_fit() {
+    let acme = TestIssuer::start_with(Preset::Keycloak).await;
+    let names: Vec<String> = (0..12).map(|i| format!("cust-{i}")).collect();
+    let realms_served: Vec<(&str, &TestIssuer)> =
+        names.iter().map(|n| (n.as_str(), &acme)).collect();
+    let s = keycloak(&realms_served).await;
+    // Twelve listed tenants, more than a burst: all load at start.
+    let v = build(realms(&s).allowed_tenants(names.clone())).await;
+    v.preload().await.unwrap();
+    for n in &names {
+        assert_eq!(
+            s.hits(&format!("/realms/{n}/protocol/openid-connect/certs")),
+            1,
+            "{n}"
+        );
+        assert!(v.verify(&realm_token(&acme, &s, n)).await.is_ok(), "{n}");
+    }
+    // A list that cannot fit in max_tenants is refused at build.
+    let e = Verifier::builder()
+        .issuer(realms(&s).allowed_tenants(names.clone()).max_tenants(11))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("more than Issuer::max_tenants"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_template_with_a_jwks_url_and_the_cache_keep_the_tokens_own_issuer() {
+    let keys = TestIssuer::start_with(Preset::Entra).await;
+    let s = entra(&keys).await;
+    let v = Verifier::builder()
+        .issuer(
+            Issuer::new(s.url("/{tenantid}/v2.0"))
+                .preset(Preset::Entra)
+                .audience(DEFAULT_AUDIENCE)
+                .jwks_url(s.url("/common/discovery/v2.0/keys"))
+                .allowed_tenants([TENANT_A, TENANT_B]),
+        )
+        .build()
+        .await
+        .unwrap();
+    let (a, b) = (
+        entra_token(&keys, &s, TENANT_A),
+        entra_token(&keys, &s, TENANT_B),
+    );
+    // Three sightings each: the later ones come from the token cache.
+    for _ in 0..3 {
+        for (token, tenant) in [(&a, TENANT_A), (&b, TENANT_B)] {
+            let p = v.verify(token).await.unwrap();
+            assert_eq!(p.tenant(), Some(tenant));
+            assert_eq!(p.issuer(), s.url(&format!("/{tenant}/v2.0")));
+        }
+    }
+    assert_eq!(
+        v.cached_tokens(),
+        2,
+        "both admitted on their second sighting"
+    );
+    assert_eq!(
+        s.hits("/common/v2.0/.well-known/openid-configuration"),
+        0,
+        "no discovery"
+    );
+    assert_eq!(s.hits("/common/discovery/v2.0/keys"), 1);
+}
+
+#[tokio::test]
+async fn an_exact_issuer_wins_over_a_template_and_templates_must_not_overlap() {
+    let keys = TestIssuer::start_with(Preset::Entra).await;
+    let s = entra(&keys).await;
+    let exact_a = s.url(&format!("/{TENANT_A}/v2.0"));
+    // Tenant A configured on its own (another audience), the rest by template.
+    let v = Verifier::builder()
+        .issuer(
+            Issuer::new(exact_a.clone())
+                .preset(Preset::Entra)
+                .audience("api://only-for-a")
+                .jwks_url(s.url("/common/discovery/v2.0/keys")),
+        )
+        .issuer(
+            Issuer::new(s.url("/{tenantid}/v2.0"))
+                .preset(Preset::Entra)
+                .audience(DEFAULT_AUDIENCE)
+                .allow_tenants_if(|_| true),
+        )
+        .build()
+        .await
+        .unwrap();
+    let e = v
+        .verify(&entra_token(&keys, &s, TENANT_A))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::InvalidAudience, "A's own rules apply");
+    assert_eq!(e.issuer(), Some(exact_a.as_str()));
+    assert!(v.verify(&entra_token(&keys, &s, TENANT_B)).await.is_ok());
+
+    let e = Verifier::builder()
+        .issuer(
+            Issuer::new("https://h.example/realms/{tenantid}")
+                .audience("x")
+                .allow_tenants_if(|_| true),
+        )
+        .issuer(
+            Issuer::new("https://h.example/{tenantid}/x")
+                .audience("x")
+                .allow_tenants_if(|_| true),
+        )
+        .build()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("overlap"), "{e}");
+    let e = Verifier::builder()
+        .issuer(
+            Issuer::new("https://h.example/{tenantid}/")
+                .audience("x")
+                .allow_tenants_if(|_| true)
+                .max_tenants(10_001),
+        )
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BuildError::OutOfRange {
+                setting: "Issuer::max_tenants",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
