@@ -13,6 +13,7 @@
 //! admits, e.g. Entra: `--issuer 'https://login.microsoftonline.com/{tenantid}/v2.0'
 //! --preset entra --allowed-tenants TID,TID`.
 
+mod cli;
 mod common;
 
 use m2m_guard::{Issuer, Preset, ProtectedResource, Verifier};
@@ -44,41 +45,38 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut issuer = env("M2M_ISSUER");
-    let mut audience = env("M2M_AUDIENCE");
-    let mut jwks_url = env("M2M_JWKS_URL");
-    let mut preset = env("M2M_PRESET");
-    let mut listen = env("M2M_LISTEN");
-    let mut leeway = env("M2M_LEEWAY");
-    let mut max_stale = env("M2M_MAX_STALE");
-    let mut tenant_claim = env("M2M_TENANT_CLAIM");
-    let mut allowed = env("M2M_ALLOWED_CLIENT_IDS");
-    let mut bind = env("M2M_BIND_TO_CLIENT_IDS");
-    let mut accept_users = env("M2M_ACCEPT_USER_TOKENS");
-    let mut tenants = env("M2M_ALLOWED_TENANTS");
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            return Err(String::new());
-        }
-        let slot = match flag.as_str() {
-            "--issuer" => &mut issuer,
-            "--audience" => &mut audience,
-            "--jwks-url" => &mut jwks_url,
-            "--preset" => &mut preset,
-            "--listen" => &mut listen,
-            "--leeway" => &mut leeway,
-            "--max-stale" => &mut max_stale,
-            "--tenant-claim" => &mut tenant_claim,
-            "--allowed-client-ids" => &mut allowed,
-            "--bind-to-client-ids" => &mut bind,
-            "--accept-user-tokens" => &mut accept_users,
-            "--allowed-tenants" => &mut tenants,
-            other => return Err(format!("unknown flag {other}")),
-        };
-        *slot = Some(it.next().ok_or_else(|| format!("{flag} needs a value"))?);
-    }
+    let f = cli::Flags::parse(&[
+        ("--issuer", "M2M_ISSUER"),
+        ("--audience", "M2M_AUDIENCE"),
+        ("--jwks-url", "M2M_JWKS_URL"),
+        ("--preset", "M2M_PRESET"),
+        ("--listen", "M2M_LISTEN"),
+        ("--leeway", "M2M_LEEWAY"),
+        ("--max-stale", "M2M_MAX_STALE"),
+        ("--tenant-claim", "M2M_TENANT_CLAIM"),
+        ("--allowed-client-ids", "M2M_ALLOWED_CLIENT_IDS"),
+        ("--bind-to-client-ids", "M2M_BIND_TO_CLIENT_IDS"),
+        ("--accept-user-tokens", "M2M_ACCEPT_USER_TOKENS"),
+        ("--allowed-tenants", "M2M_ALLOWED_TENANTS"),
+    ])?;
+    let (issuer, audience, jwks_url, preset, listen) = (
+        f.get("--issuer"),
+        f.get("--audience"),
+        f.get("--jwks-url"),
+        f.get("--preset"),
+        f.get("--listen"),
+    );
+    let (leeway, max_stale, tenant_claim) = (
+        f.get("--leeway"),
+        f.get("--max-stale"),
+        f.get("--tenant-claim"),
+    );
+    let (allowed, bind, accept_users, tenants) = (
+        f.get("--allowed-client-ids"),
+        f.get("--bind-to-client-ids"),
+        f.get("--accept-user-tokens"),
+        f.get("--allowed-tenants"),
+    );
     let secs = |name: &str, v: Option<String>| -> Result<Option<u64>, String> {
         v.map(|s| {
             s.parse::<u64>()
@@ -126,22 +124,10 @@ fn parse_args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "m2m_guard=debug,info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    cli::init_tracing();
     let args = match parse_args() {
         Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return cli::usage_error(&e, USAGE),
     };
     let mut issuer = Issuer::new(&args.issuer).preset(args.preset);
     if let Some(aud) = &args.audience {
@@ -171,23 +157,11 @@ async fn main() -> ExitCode {
     if let Some(tenants) = &args.allowed_tenants {
         issuer = issuer.allowed_tenants(tenants);
     }
-    let verifier = match Verifier::builder().issuer(issuer).build().await {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(verifier) = cli::verifier(Verifier::builder().issuer(issuer)).await else {
+        return ExitCode::FAILURE;
     };
-    if let Err(e) = verifier.preload().await {
-        // Not fatal: keys are fetched again on the first request.
-        eprintln!("warning: could not load the issuer's keys yet: {e}");
-    }
-    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
-        }
+    let Some(listener) = cli::listen(&args.listen).await else {
+        return ExitCode::FAILURE;
     };
     let addr = listener.local_addr().expect("local address");
     let resource = ProtectedResource::new(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Issuer;
+use crate::hierarchy::ScopeHierarchy;
 use crate::json::Object;
 use crate::preset::{MachineRule, NOT_ACCESS_TYP};
 use crate::principal::{Principal, PrincipalParts, Scopes};
@@ -57,6 +58,8 @@ pub(crate) struct ClaimRules {
     pub(crate) user_scope_claims: Option<Vec<String>>,
     pub(crate) typ_claim: Option<&'static [&'static str]>,
     pub(crate) id_token_jti_prefix: Option<&'static str>,
+    /// The verifier's scope hierarchy, carried by every principal's scopes.
+    pub(crate) hierarchy: Option<Arc<ScopeHierarchy>>,
 }
 
 /// The whole seconds during which every time-based rule holds: valid while
@@ -207,6 +210,7 @@ impl ClaimRules {
             },
             typ_claim: preset.typ_claim,
             id_token_jti_prefix: preset.id_token_jti_prefix,
+            hierarchy: None,
         }
     }
 
@@ -343,7 +347,7 @@ impl ClaimRules {
             (Some(user), false) => user,
             _ => &self.scope_claims,
         };
-        let scopes = scopes(claims, scope_claims)?;
+        let scopes = scopes(claims, scope_claims)?.with_hierarchy(self.hierarchy.clone());
         // After every type check, so a malformed claim is named as such.
         if !machine && !self.accept_user_tokens {
             return Err(Rejection::new(Reason::UserToken));
@@ -543,6 +547,7 @@ mod tests {
             user_scope_claims: None,
             typ_claim: None,
             id_token_jti_prefix: None,
+            hierarchy: None,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::claims::{AudienceRule, ClaimRules, TokenType};
 use crate::clock::Clock;
 use crate::error::BuildError;
 use crate::fetch::{FetchLimits, Fetcher, parse_url};
+use crate::hierarchy::ScopeHierarchy;
 use crate::keystore::{KeySource, KeyStore, RefreshPolicy};
 use crate::preset::Preset;
 use crate::tenant::{PLACEHOLDER, Template, TenantPolicy, TenantStores, entra_tenant_independent};
@@ -547,6 +548,7 @@ pub struct VerifierBuilder {
     max_token_bytes: Option<usize>,
     token_cache: Option<(u64, u64)>,
     clock: Clock,
+    hierarchy: Option<Arc<ScopeHierarchy>>,
 }
 
 /// Default maximum token size.
@@ -561,6 +563,7 @@ impl Default for VerifierBuilder {
             max_token_bytes: None,
             token_cache: Some((10_000, 32 * 1024 * 1024)),
             clock: Clock::default(),
+            hierarchy: None,
         }
     }
 }
@@ -589,6 +592,14 @@ impl VerifierBuilder {
     /// key-set refresh.
     pub fn token_cache(mut self, max_entries: u64, max_bytes: u64) -> Self {
         self.token_cache = Some((max_entries, max_bytes));
+        self
+    }
+
+    /// Let broader scopes imply narrower ones, for every issuer: checks of
+    /// [`Scopes::contains`](crate::Scopes::contains), [`RequireScope`](crate::RequireScope),
+    /// [`Scoped`](crate::Scoped) and per-tool MCP scopes honour it.
+    pub fn scope_hierarchy(mut self, hierarchy: ScopeHierarchy) -> Self {
+        self.hierarchy = Some(Arc::new(hierarchy));
         self
     }
 
@@ -756,7 +767,10 @@ impl VerifierBuilder {
                     .algorithms
                     .clone()
                     .unwrap_or_else(|| Algorithm::ALL.to_vec()),
-                rules: ClaimRules::new(&i),
+                rules: ClaimRules {
+                    hierarchy: self.hierarchy.clone(),
+                    ..ClaimRules::new(&i)
+                },
                 keys,
                 template,
             };

@@ -168,6 +168,7 @@ impl Fetcher {
 
     /// An issuer's metadata: OpenID Connect discovery first, then RFC 8414.
     /// The document's `issuer` must equal `issuer` exactly.
+    #[cfg(feature = "client")]
     pub(crate) async fn discover_metadata(&self, issuer: &str) -> Result<Object, FetchError> {
         self.discover_metadata_at(issuer, issuer).await
     }

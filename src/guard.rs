@@ -121,12 +121,7 @@ impl RequireScope {
             !scopes.is_empty(),
             "m2m-guard: {name} needs at least one scope"
         );
-        for scope in &scopes {
-            assert!(
-                is_scope_token(scope),
-                "m2m-guard: {name}: {scope:?} is not a scope (empty, whitespace or a non-printable character)"
-            );
-        }
+        assert_scopes(name, &scopes);
         let required = scopes.join(" ").into();
         RequireScope {
             scopes: scopes.into(),
@@ -157,6 +152,17 @@ impl Check for RequireScope {
                 required: self.required.clone(),
             })
         }
+    }
+}
+
+/// Panic (a wiring mistake, found when the routes are built) unless every
+/// one of `scopes` is an RFC 6749 scope token; `what` names the setting.
+pub(crate) fn assert_scopes(what: &str, scopes: &[String]) {
+    for scope in scopes {
+        assert!(
+            is_scope_token(scope),
+            "m2m-guard: {what}: {scope:?} is not a scope (empty, whitespace or a non-printable character)"
+        );
     }
 }
 

@@ -72,6 +72,7 @@ pub struct M2mAuthLayer<R = DefaultRejection> {
     verifier: Verifier,
     challenge: Arc<Challenge>,
     optional: bool,
+    strip_authorization: bool,
     on_rejection: R,
 }
 
@@ -81,6 +82,7 @@ impl<R> std::fmt::Debug for M2mAuthLayer<R> {
             .field("verifier", &self.verifier)
             .field("challenge", &self.challenge)
             .field("optional", &self.optional)
+            .field("strip_authorization", &self.strip_authorization)
             .field("on_rejection", &std::any::type_name::<R>())
             .finish()
     }
@@ -93,6 +95,7 @@ impl<S: std::fmt::Debug, R> std::fmt::Debug for M2mAuth<S, R> {
             .field("verifier", &self.verifier)
             .field("challenge", &self.challenge)
             .field("optional", &self.optional)
+            .field("strip_authorization", &self.strip_authorization)
             .field("on_rejection", &std::any::type_name::<R>())
             .finish()
     }
@@ -105,6 +108,7 @@ impl M2mAuthLayer {
             verifier,
             challenge: Arc::new(Challenge::default()),
             optional: false,
+            strip_authorization: false,
             on_rejection: DefaultRejection,
         }
     }
@@ -131,9 +135,49 @@ impl<R> M2mAuthLayer<R> {
         self
     }
 
-    /// Same as [`M2mAuthLayer::resource_metadata`] with `resource`'s metadata URL.
-    pub fn protected_resource(self, resource: &ProtectedResource) -> Self {
+    /// Same as [`M2mAuthLayer::resource_metadata`] with `resource`'s
+    /// metadata URL; also puts its `scopes_supported` in the `scope` of 401
+    /// challenges, unless [`M2mAuthLayer::challenge_scopes`] chose them.
+    pub fn protected_resource(mut self, resource: &ProtectedResource) -> Self {
+        let c = Arc::make_mut(&mut self.challenge);
+        if !c.scope_explicit {
+            let scopes = resource.scopes();
+            c.scope = (!scopes.is_empty()).then(|| scopes.join(" "));
+        }
         self.resource_metadata(resource.metadata_url())
+    }
+
+    /// The `scope` of 401 challenges: what a client should ask its issuer
+    /// for (RFC 6750 §3; MCP clients request exactly these). Defaults to the
+    /// [`ProtectedResource`]'s `scopes_supported`, if one is set; an empty
+    /// list leaves `scope` out. A 403 `insufficient_scope` always names the
+    /// scopes its route requires instead.
+    ///
+    /// # Panics
+    /// When a scope is empty or holds a space, a `"`, a `\` or a control
+    /// character (a wiring mistake, found at start).
+    pub fn challenge_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        crate::guard::assert_scopes("M2mAuthLayer::challenge_scopes", &scopes);
+        let c = Arc::make_mut(&mut self.challenge);
+        c.scope = (!scopes.is_empty()).then(|| scopes.join(" "));
+        c.scope_explicit = true;
+        self
+    }
+
+    /// Remove the `Authorization` header once the token is verified, so
+    /// nothing further in (a handler, an MCP tool, a proxy) can forward the
+    /// caller's token: the verified [`Principal`] stays in the request
+    /// extensions. The MCP authorization spec forbids token passthrough;
+    /// turn this on for MCP servers and for anything that calls other APIs
+    /// on a caller's behalf.
+    pub fn strip_authorization(mut self) -> Self {
+        self.strip_authorization = true;
+        self
     }
 
     /// Build rejections with your own handler (a closure
@@ -145,6 +189,7 @@ impl<R> M2mAuthLayer<R> {
             verifier: self.verifier,
             challenge: self.challenge,
             optional: self.optional,
+            strip_authorization: self.strip_authorization,
             on_rejection,
         }
     }
@@ -159,6 +204,7 @@ impl<S, R: Clone> Layer<S> for M2mAuthLayer<R> {
             verifier: self.verifier.clone(),
             challenge: self.challenge.clone(),
             optional: self.optional,
+            strip_authorization: self.strip_authorization,
             on_rejection: Arc::new(self.on_rejection.clone()),
         }
     }
@@ -171,6 +217,7 @@ pub struct M2mAuth<S, R = DefaultRejection> {
     verifier: Verifier,
     challenge: Arc<Challenge>,
     optional: bool,
+    strip_authorization: bool,
     /// Shared with guards through request extensions without an allocation per request.
     on_rejection: Arc<R>,
 }
@@ -228,10 +275,17 @@ where
                 Some(principal) => {
                     trace_decision("accepted", Some(&principal));
                     req.extensions_mut().insert(principal);
+                    if self.strip_authorization {
+                        req.headers_mut().remove(AUTHORIZATION);
+                    }
                     ResponseFuture::call(self, req)
                 }
                 None => {
                     let token = token.to_owned();
+                    // Only a verified token's request reaches the inner service.
+                    if self.strip_authorization {
+                        req.headers_mut().remove(AUTHORIZATION);
+                    }
                     ResponseFuture::verify(self, req, token)
                 }
             },

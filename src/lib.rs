@@ -112,10 +112,14 @@ mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+mod hierarchy;
 mod json;
 mod jwks;
 mod keystore;
 mod layer;
+#[cfg(feature = "mcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+pub mod mcp;
 mod metadata;
 mod preset;
 mod principal;
@@ -131,6 +135,7 @@ pub use error::{BuildError, FetchError};
 #[cfg(feature = "axum")]
 pub use extract::{ClientId, ScopeSet, Scoped, Tenant};
 pub use guard::{Check, Denial, RequireScope, RequireTenant, Rule};
+pub use hierarchy::ScopeHierarchy;
 pub use layer::M2mAuthLayer;
 pub use metadata::ProtectedResource;
 

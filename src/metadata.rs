@@ -77,6 +77,69 @@ impl ProtectedResource {
         self
     }
 
+    /// The scopes this API understands, as configured.
+    pub(crate) fn scopes(&self) -> &[String] {
+        &self.scopes_supported
+    }
+
+    /// Check what RFC 9728 and the MCP authorization spec require, so a
+    /// mistake shows at start rather than in a client's failed discovery:
+    /// `resource` is an absolute `https` URL (`http` on loopback) without a
+    /// fragment, at least one authorization server is named, and each is an
+    /// issuer identifier (absolute `https` URL, `http` on loopback, without
+    /// query or fragment).
+    ///
+    /// # Errors
+    /// [`BuildError::Config`](crate::BuildError::Config) naming what is wrong.
+    pub fn validate(&self) -> Result<(), crate::BuildError> {
+        let bad = |m: String| {
+            Err(crate::BuildError::Config(format!(
+                "protected resource: {m}"
+            )))
+        };
+        let url = |what: &str, s: &str| -> Result<url::Url, crate::BuildError> {
+            let u = url::Url::parse(s).map_err(|e| {
+                crate::BuildError::Config(format!(
+                    "protected resource: {what} {s:?} is not an absolute URL ({e})"
+                ))
+            })?;
+            let loopback = match u.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !(u.scheme() == "https" || (u.scheme() == "http" && loopback)) {
+                return Err(crate::BuildError::Config(format!(
+                    "protected resource: {what} {s:?} must be https (http only on loopback)"
+                )));
+            }
+            if u.fragment().is_some() || s.contains('#') {
+                return Err(crate::BuildError::Config(format!(
+                    "protected resource: {what} {s:?} must not have a fragment"
+                )));
+            }
+            Ok(u)
+        };
+        url("resource", &self.resource)?;
+        if self.authorization_servers.is_empty() {
+            return bad("at least one authorization server is required (RFC 9728 for MCP)".into());
+        }
+        for server in &self.authorization_servers {
+            if url("authorization server", server)?.query().is_some() {
+                return bad(format!(
+                    "authorization server {server:?} must not have a query"
+                ));
+            }
+        }
+        for scope in &self.scopes_supported {
+            if !crate::guard::is_scope_token(scope) {
+                return bad(format!("{scope:?} is not a scope"));
+            }
+        }
+        Ok(())
+    }
+
     /// The path to serve the document at (RFC 9728 §3.1: the well-known
     /// segment goes before the resource's own path).
     pub fn well_known_path(&self) -> String {

@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::hierarchy::ScopeHierarchy;
+
 /// The verified caller: who issued the token, which client and tenant it
 /// speaks for, and what it may do.
 ///
@@ -155,20 +157,39 @@ impl fmt::Debug for Principal {
     }
 }
 
-/// A set of scopes, kept sorted and without duplicates.
+/// A set of scopes, kept sorted and without duplicates, and the verifier's
+/// [`ScopeHierarchy`], if any.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Scopes(Vec<String>);
+pub struct Scopes {
+    granted: Vec<String>,
+    hierarchy: Option<Arc<ScopeHierarchy>>,
+}
 
 impl Scopes {
     pub(crate) fn from_vec(mut v: Vec<String>) -> Self {
         v.sort_unstable();
         v.dedup();
-        Scopes(v)
+        Scopes {
+            granted: v,
+            hierarchy: None,
+        }
     }
 
-    /// `true` if `scope` is granted.
+    pub(crate) fn with_hierarchy(mut self, hierarchy: Option<Arc<ScopeHierarchy>>) -> Self {
+        self.hierarchy = hierarchy;
+        self
+    }
+
+    /// `true` if `scope` is granted, or implied by a granted scope through
+    /// the verifier's [`ScopeHierarchy`].
     pub fn contains(&self, scope: &str) -> bool {
-        self.0.binary_search_by(|s| s.as_str().cmp(scope)).is_ok()
+        self.granted
+            .binary_search_by(|s| s.as_str().cmp(scope))
+            .is_ok()
+            || self
+                .hierarchy
+                .as_ref()
+                .is_some_and(|h| self.granted.iter().any(|g| h.grants(g, scope)))
     }
 
     /// `true` if every one of `scopes` is granted.
@@ -181,19 +202,19 @@ impl Scopes {
         scopes.into_iter().any(|s| self.contains(s))
     }
 
-    /// The scopes, sorted.
+    /// The scopes the token was granted, sorted (not those a hierarchy implies).
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+        self.granted.iter().map(String::as_str)
     }
 
-    /// How many scopes.
+    /// How many scopes were granted.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.granted.len()
     }
 
     /// `true` when no scope is granted.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.granted.is_empty()
     }
 }
 
@@ -207,12 +228,12 @@ impl<'a> IntoIterator for &'a Scopes {
     type Item = &'a str;
     type IntoIter = std::iter::Map<std::slice::Iter<'a, String>, fn(&String) -> &str>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(String::as_str)
+        self.granted.iter().map(String::as_str)
     }
 }
 
 impl serde::Serialize for Scopes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.granted.serialize(s)
     }
 }

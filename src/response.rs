@@ -15,6 +15,12 @@ use crate::rejection::{Reason, Rejection};
 pub(crate) struct Challenge {
     pub(crate) realm: String,
     pub(crate) resource_metadata: Option<String>,
+    /// `scope` of 401 challenges (RFC 6750 §3; the MCP spec asks for it):
+    /// the scopes a client should request.
+    pub(crate) scope: Option<String>,
+    /// `scope` was set explicitly (a resource's `scopes_supported` does
+    /// not replace it).
+    pub(crate) scope_explicit: bool,
 }
 
 impl Default for Challenge {
@@ -22,6 +28,8 @@ impl Default for Challenge {
         Challenge {
             realm: "api".into(),
             resource_metadata: None,
+            scope: None,
+            scope_explicit: false,
         }
     }
 }
@@ -176,6 +184,10 @@ impl AuthError {
         }
         if let AuthErrorKind::InsufficientScope { required } = &self.kind {
             v.push_str(&format!(", scope=\"{}\"", quote(required)));
+        } else if self.status() == StatusCode::UNAUTHORIZED
+            && let Some(scope) = &self.challenge.scope
+        {
+            v.push_str(&format!(", scope=\"{}\"", quote(scope)));
         }
         if let Some(url) = &self.challenge.resource_metadata {
             v.push_str(&format!(", resource_metadata=\"{}\"", quote(url)));

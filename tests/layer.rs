@@ -118,7 +118,12 @@ async fn no_token_is_401_with_a_bare_challenge() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         www.as_deref(),
-        Some(format!(r#"Bearer realm="api", resource_metadata="{META}""#).as_str())
+        Some(
+            format!(
+                r#"Bearer realm="api", scope="read:users write:flags", resource_metadata="{META}""#
+            )
+            .as_str()
+        )
     );
     assert_eq!(
         body,
@@ -171,7 +176,7 @@ async fn invalid_token_is_401_invalid_token_without_token_contents() {
         www.as_deref(),
         Some(
             format!(
-                r#"Bearer realm="api", error="invalid_token", error_description="the token has expired", resource_metadata="{META}""#
+                r#"Bearer realm="api", error="invalid_token", error_description="the token has expired", scope="read:users write:flags", resource_metadata="{META}""#
             )
             .as_str()
         )

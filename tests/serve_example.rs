@@ -3,59 +3,12 @@
 mod support;
 
 use m2m_guard::test_util::{DEFAULT_AUDIENCE, TestIssuer};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::example_binary;
 
-fn example_binary(name: &str) -> PathBuf {
-    // tests run from target/<profile>/deps; `cargo test` builds examples into target/<profile>/examples.
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test` (which builds the examples) or `cargo build --examples`",
-        bin.display()
-    );
-    bin
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(args: &[&str]) -> (Server, String) {
-    let mut child = Command::new(example_binary("serve"))
-        .args(args)
-        .env_remove("M2M_ISSUER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve printed its address");
-    (Server(child), url)
+fn start(args: &[&str]) -> (support::Example, String) {
+    support::start_example("serve", args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

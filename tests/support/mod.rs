@@ -266,3 +266,81 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
         self.clone()
     }
 }
+
+/// The path of example `name`'s binary (`cargo test` builds the examples
+/// into `target/<profile>/examples`, next to the test binaries' `deps`).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test` (which builds the examples) or `cargo build --examples`",
+        bin.display()
+    );
+    bin
+}
+
+/// An example running as a process; killed when dropped.
+pub struct Example(std::process::Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start example `name` with `args` (no `M2M_*` variables inherited) and
+/// wait for its `listening on URL` line; returns the URL.
+pub fn start_example(name: &str, args: &[&str]) -> (Example, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(example_binary(name));
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("M2M_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the example printed its address");
+    (Example(child), url)
+}
+
+/// An axum app served on loopback for the test's lifetime.
+pub struct Served {
+    pub addr: SocketAddr,
+}
+
+impl Served {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// Serve `app` on a loopback port.
+pub async fn serve(app: Router) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    Served { addr }
+}
