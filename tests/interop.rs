@@ -8,6 +8,7 @@
 mod common;
 #[path = "interop/setup.rs"]
 mod setup;
+mod support;
 
 use setup::interop_dir;
 
@@ -533,5 +534,80 @@ async fn authlib_tokens_without_kid_are_verified() {
     assert_eq!(
         call(&base, "GET", "/orgs/org_acme/users", &global).await.0,
         StatusCode::FORBIDDEN
+    );
+}
+
+/// The official TypeScript MCP client (`@modelcontextprotocol/client`,
+/// pinned) against the `mcp` example, with tokens from oidc-provider: the
+/// 401 leads it to the RFC 9728 metadata and the authorization server, it
+/// gets a client-credentials token for `resource` = the server URL, lists
+/// the tools and calls `whoami`; on `admin-action` it steps up after the 403
+/// and succeeds where its client may have `mcp:admin`, and fails cleanly
+/// (no tool run) where it may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_mcp_client_discovers_gets_a_token_and_steps_up() {
+    let Some(op) = OidcProvider::start().await else {
+        return;
+    };
+    let (_server, url) =
+        support::start_example("mcp", &["--issuer", &op.issuer, "--listen", "127.0.0.1:0"]);
+    let run = |client: &'static str, secret: &'static str| {
+        let (url, issuer) = (url.clone(), op.issuer.clone());
+        async move {
+            let out = tokio::process::Command::new("node")
+                .args(["mcp_client.mjs", &url, client, secret, &issuer])
+                .current_dir(interop_dir())
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let line = stdout.lines().last().unwrap_or_default();
+            serde_json::from_str::<Value>(line).unwrap_or_else(|e| {
+                panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+            })
+        }
+    };
+
+    let admin = run("mcp-admin-agent", "mcp-admin-secret").await;
+    assert!(admin.get("fatal").is_none(), "{admin}");
+    assert_eq!(
+        admin["tools"],
+        serde_json::json!(["admin-action", "whoami"]),
+        "{admin}"
+    );
+    assert_eq!(admin["whoami"]["client_id"], "mcp-admin-agent", "{admin}");
+    // The first token asked for what the 401 named: mcp:read.
+    assert_eq!(
+        admin["whoami"]["scopes"],
+        serde_json::json!(["mcp:read"]),
+        "{admin}"
+    );
+    assert_eq!(admin["whoami"]["authorization_header_seen"], false);
+    assert_eq!(admin["admin"]["ok"], true, "{admin}");
+    assert_eq!(
+        admin["admin"]["text"],
+        "admin action done for mcp-admin-agent"
+    );
+    let mut after: Vec<String> =
+        serde_json::from_value(admin["whoami_after"]["scopes"].clone()).unwrap();
+    after.sort();
+    assert_eq!(after, ["mcp:admin", "mcp:read"], "stepped up: {admin}");
+
+    let reader = run("mcp-reader-agent", "mcp-reader-secret").await;
+    assert!(reader.get("fatal").is_none(), "{reader}");
+    assert_eq!(
+        reader["whoami"]["client_id"], "mcp-reader-agent",
+        "{reader}"
+    );
+    assert_eq!(reader["admin"]["ok"], false, "{reader}");
+    assert!(
+        reader["admin"].get("text").is_none(),
+        "the tool never ran: {reader}"
+    );
+    // Still the reader, still working.
+    assert_eq!(
+        reader["whoami_after"]["scopes"],
+        serde_json::json!(["mcp:read"]),
+        "{reader}"
     );
 }

@@ -20,6 +20,9 @@ export const APIS = {
   'https://api.example.test': 'read:users write:flags admin:orgs',
   'https://other.example.test': 'read:users write:flags',
 };
+// An MCP server on loopback (the `mcp` example): its URL is its resource.
+const MCP_RESOURCE = /^http:\/\/127\.0\.0\.1:\d+\/mcp$/;
+const MCP_SCOPES = 'mcp:read mcp:admin';
 
 const CLIENTS = [
   // A global app: every scope, no org. client_secret_basic, as many SDKs do.
@@ -28,6 +31,9 @@ const CLIENTS = [
   { client_id: 'org-app', client_secret: 'org-secret', scope: 'read:users write:flags', token_endpoint_auth_method: 'client_secret_post' },
   // A read-only app.
   { client_id: 'readonly-app', client_secret: 'readonly-secret', scope: 'read:users', token_endpoint_auth_method: 'client_secret_post' },
+  // MCP agents: one allowed the admin tool, one only reading.
+  { client_id: 'mcp-admin-agent', client_secret: 'mcp-admin-secret', scope: 'mcp:read mcp:admin', token_endpoint_auth_method: 'client_secret_basic' },
+  { client_id: 'mcp-reader-agent', client_secret: 'mcp-reader-secret', scope: 'mcp:read', token_endpoint_auth_method: 'client_secret_basic' },
 ].map((c) => ({ ...c, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] }));
 
 const ORG_OF = { 'org-app': 'org_acme' };
@@ -52,7 +58,7 @@ function buildProvider(issuer) {
   const provider = new Provider(issuer, {
     clients: CLIENTS,
     jwks: { keys: [...current, ...previous] },
-    scopes: ['read:users', 'write:flags', 'admin:orgs'],
+    scopes: ['read:users', 'write:flags', 'admin:orgs', 'mcp:read', 'mcp:admin'],
     ttl: { ClientCredentials: 600 },
     features: {
       devInteractions: { enabled: false },
@@ -62,9 +68,10 @@ function buildProvider(issuer) {
         defaultResource: () => undefined,
         useGrantedResource: () => true,
         getResourceServerInfo: (ctx, resource) => {
-          if (!APIS[resource]) throw new errors.InvalidTarget();
+          const scope = APIS[resource] ?? (MCP_RESOURCE.test(resource) ? MCP_SCOPES : undefined);
+          if (!scope) throw new errors.InvalidTarget();
           return {
-            scope: APIS[resource],
+            scope,
             audience: resource,
             accessTokenTTL: 600,
             accessTokenFormat: 'jwt',

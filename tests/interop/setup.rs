@@ -53,7 +53,7 @@ pub(crate) fn node_ready() -> bool {
     static NODE: OnceLock<Result<(), String>> = OnceLock::new();
     let result = NODE.get_or_init(|| {
         let installed = || {
-            ["oidc-provider", "jose"]
+            ["oidc-provider", "jose", "@modelcontextprotocol/client"]
                 .iter()
                 .all(|m| interop_dir().join("node_modules").join(m).is_dir())
         };
@@ -64,7 +64,10 @@ pub(crate) fn node_ready() -> bool {
         if installed() {
             Ok(())
         } else {
-            Err("npm ci did not install oidc-provider and jose".into())
+            Err(
+                "npm ci did not install oidc-provider, jose and @modelcontextprotocol/client"
+                    .into(),
+            )
         }
     });
     ready(result, "Node and npm (npm ci --prefix tests/interop)")
