@@ -5,8 +5,8 @@
 //! ```
 //!
 //! Serves `POST /mcp` (and GET / DELETE, which need a token too) with two
-//! tools: `whoami` (any valid token: the verified client id, tenant and
-//! scopes as JSON text) and `admin-action` (scope `mcp:admin`). The audience
+//! tools: `whoami` (the verified client id, tenant and scopes as JSON text)
+//! and `admin-action` (scope `mcp:admin`); every call needs `mcp:read`. The audience
 //! is the server's canonical URL `http://ADDR/mcp` unless `--audience` is
 //! given. Its RFC 9728 metadata is at `/.well-known/oauth-protected-resource/mcp`
 //! (and at the bare `/.well-known/oauth-protected-resource`, which several
@@ -168,7 +168,11 @@ async fn main() -> ExitCode {
     // run inside it, then rmcp.
     let app = axum::Router::new()
         .route_service("/mcp", mcp)
-        .route_layer(McpScopes::new().tool("admin-action", ["mcp:admin"]))
+        .route_layer(
+            McpScopes::new()
+                .all_calls(["mcp:read"])
+                .tool("admin-action", ["mcp:admin"]),
+        )
         .route_layer(
             M2mAuthLayer::new(verifier)
                 .protected_resource(&resource)

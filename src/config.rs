@@ -599,6 +599,7 @@ impl VerifierBuilder {
     /// [`Scopes::contains`](crate::Scopes::contains), [`RequireScope`](crate::RequireScope),
     /// [`Scoped`](crate::Scoped) and per-tool MCP scopes honour it.
     pub fn scope_hierarchy(mut self, hierarchy: ScopeHierarchy) -> Self {
+        hierarchy.prepare();
         self.hierarchy = Some(Arc::new(hierarchy));
         self
     }

@@ -1,6 +1,9 @@
 //! Scope hierarchies: a broader scope implies narrower ones.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use crate::guard::is_scope_token;
 
 /// Which scopes imply which: a broader scope grants the narrower ones it
 /// implies, wherever a scope is checked ([`Scopes::contains`](crate::Scopes::contains),
@@ -28,15 +31,27 @@ use std::collections::BTreeMap;
 /// A principal's [`Scopes::iter`](crate::Scopes::iter) still lists only
 /// the scopes the token was granted; challenges name the scopes a route
 /// requires, never broader ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ScopeHierarchy {
     /// broader → the narrower scopes it implies directly.
     edges: BTreeMap<String, Vec<String>>,
     separator: Option<char>,
+    /// broader → everything it implies, through any chain of rules;
+    /// computed once, on the first check.
+    closure: OnceLock<BTreeMap<String, Vec<String>>>,
 }
 
-/// Most explicit rules a hierarchy may hold (bounds the work per check).
-const MAX_RULES: usize = 1024;
+impl PartialEq for ScopeHierarchy {
+    fn eq(&self, other: &Self) -> bool {
+        self.edges == other.edges && self.separator == other.separator
+    }
+}
+
+impl Eq for ScopeHierarchy {}
+
+/// Most explicit rules a hierarchy may hold (bounds the work per check
+/// and the one-time closure).
+const MAX_RULES: usize = 256;
 
 impl ScopeHierarchy {
     /// A hierarchy with no rules: every scope implies only itself.
@@ -47,8 +62,9 @@ impl ScopeHierarchy {
     /// `broader` implies each of `narrower` (and whatever they imply).
     ///
     /// # Panics
-    /// When a scope is empty or holds a space or a control character, or
-    /// past 1024 rules: a wiring mistake, found when the hierarchy is built.
+    /// When a scope is not an RFC 6749 scope token (empty, a space, a `"`,
+    /// a `\\`, a control or non-ASCII character), or past 256 rules: a
+    /// wiring mistake, found when the hierarchy is built.
     pub fn implies<I, S>(mut self, broader: impl Into<String>, narrower: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -56,14 +72,18 @@ impl ScopeHierarchy {
     {
         let broader = broader.into();
         assert_scope(&broader);
+        let narrower: Vec<String> = narrower.into_iter().map(Into::into).collect();
+        if narrower.is_empty() {
+            return self;
+        }
         let entry = self.edges.entry(broader).or_default();
         for n in narrower {
-            let n = n.into();
             assert_scope(&n);
             if !entry.contains(&n) {
                 entry.push(n);
             }
         }
+        self.closure = OnceLock::new();
         let rules: usize = self.edges.values().map(Vec::len).sum();
         assert!(
             rules <= MAX_RULES,
@@ -76,13 +96,15 @@ impl ScopeHierarchy {
     /// (`mcp` implies `mcp:read` with `':'`).
     ///
     /// # Panics
-    /// When `separator` is a space or a control character.
+    /// When `separator` cannot appear in a scope (a space, a `"`, a `\\`, a
+    /// control or non-ASCII character): the rule would never apply.
     pub fn prefix(mut self, separator: char) -> Self {
         assert!(
-            !separator.is_whitespace() && !separator.is_control(),
-            "m2m-guard: a scope separator cannot be a space or a control character"
+            is_scope_token(separator.encode_utf8(&mut [0; 4])),
+            "m2m-guard: {separator:?} cannot appear in a scope, so it cannot separate one"
         );
         self.separator = Some(separator);
+        self.closure = OnceLock::new();
         self
     }
 
@@ -94,26 +116,57 @@ impl ScopeHierarchy {
         if self.edges.is_empty() {
             return false;
         }
-        // Everything `granted` implies, breadth first; bounded by the rules.
-        let mut reached: Vec<&str> = vec![granted];
-        let mut i = 0;
-        while i < reached.len() {
-            let x = reached[i];
-            i += 1;
-            for (broader, narrower) in &self.edges {
-                if x == broader || self.extends(x, broader) {
-                    for n in narrower {
-                        if n == required || self.extends(n, required) {
-                            return true;
-                        }
-                        if !reached.contains(&n.as_str()) {
-                            reached.push(n);
+        let closure = self.closure.get_or_init(|| self.close());
+        // The rules `granted` reaches: its own, and those of the scopes it
+        // extends by prefix; each already closed over every chain.
+        self.edges
+            .keys()
+            .filter(|k| self.reaches(granted, k))
+            .any(|k| {
+                closure[k.as_str()]
+                    .iter()
+                    .any(|n| n == required || self.extends(n, required))
+            })
+    }
+
+    /// Close the rules now (at build) rather than on the first check.
+    pub(crate) fn prepare(&self) {
+        if !self.edges.is_empty() {
+            self.closure.get_or_init(|| self.close());
+        }
+    }
+
+    /// `x` holds rule `key` directly: it is `key`, or extends it.
+    fn reaches(&self, x: &str, key: &str) -> bool {
+        x == key || self.extends(x, key)
+    }
+
+    /// For every rule's broader scope, everything it implies through any
+    /// chain of rules (bounded: at most [`MAX_RULES`] scopes per entry).
+    fn close(&self) -> BTreeMap<String, Vec<String>> {
+        self.edges
+            .keys()
+            .map(|start| {
+                let mut reached: Vec<&str> = Vec::new();
+                let mut queue: Vec<&str> = vec![start];
+                while let Some(x) = queue.pop() {
+                    for (key, narrower) in &self.edges {
+                        if self.reaches(x, key) {
+                            for n in narrower {
+                                if !reached.contains(&n.as_str()) {
+                                    reached.push(n);
+                                    queue.push(n);
+                                }
+                            }
                         }
                     }
                 }
-            }
-        }
-        false
+                (
+                    start.clone(),
+                    reached.into_iter().map(str::to_owned).collect(),
+                )
+            })
+            .collect()
     }
 
     /// `narrow` extends `broad` after the separator.
@@ -121,16 +174,17 @@ impl ScopeHierarchy {
         let Some(sep) = self.separator else {
             return false;
         };
-        narrow
-            .strip_prefix(broad)
-            .is_some_and(|rest| rest.starts_with(sep) && rest.len() > sep.len_utf8())
+        !broad.ends_with(sep)
+            && narrow
+                .strip_prefix(broad)
+                .is_some_and(|rest| rest.starts_with(sep) && rest.len() > sep.len_utf8())
     }
 }
 
 fn assert_scope(s: &str) {
     assert!(
-        !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control()),
-        "m2m-guard: {s:?} is not a scope (empty, whitespace or a control character)"
+        is_scope_token(s),
+        "m2m-guard: {s:?} is not a scope (empty, whitespace or a non-printable character)"
     );
 }
 
@@ -167,6 +221,10 @@ mod tests {
         assert!(!h.grants("mcp:read", "mcp:readers"));
         assert!(!h.grants("mcp", "mcpx:read"));
         assert!(!h.grants("mcp", "mcp:"));
+        assert!(
+            !h.grants("mcp:", "mcp::x"),
+            "a scope ending in the separator extends nothing"
+        );
         assert!(!h.grants("mcp:read", "mcp"));
         assert!(!ScopeHierarchy::new().grants("mcp", "mcp:read"));
         // Both kinds combine: a prefix reaches an explicit rule's broader scope.
@@ -181,6 +239,32 @@ mod tests {
             !both.grants("mcp:admin", "audit"),
             "files:read does not imply files"
         );
+    }
+
+    #[test]
+    fn a_long_chain_is_closed_once() {
+        let mut h = ScopeHierarchy::new();
+        for i in 0..255 {
+            h = h.implies(format!("s{i}"), [format!("s{}", i + 1)]);
+        }
+        assert!(h.grants("s0", "s255"));
+        assert!(!h.grants("s255", "s0"));
+        assert!(h.grants("s100", "s200"));
+    }
+
+    #[test]
+    #[should_panic(expected = "at most 256 rules")]
+    fn rules_are_bounded() {
+        let mut h = ScopeHierarchy::new();
+        for i in 0..257 {
+            h = h.implies(format!("s{i}"), ["x"]);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot separate")]
+    fn a_separator_no_scope_can_hold_is_refused() {
+        let _ = ScopeHierarchy::new().prefix('→');
     }
 
     #[test]

@@ -141,7 +141,14 @@ impl<R> M2mAuthLayer<R> {
     pub fn protected_resource(mut self, resource: &ProtectedResource) -> Self {
         let c = Arc::make_mut(&mut self.challenge);
         if !c.scope_explicit {
-            let scopes = resource.scopes();
+            // Only scope tokens ever reach a challenge (see
+            // `ProtectedResource::validate` for the full check).
+            let scopes: Vec<&str> = resource
+                .scopes()
+                .iter()
+                .map(String::as_str)
+                .filter(|s| crate::guard::is_scope_token(s))
+                .collect();
             c.scope = (!scopes.is_empty()).then(|| scopes.join(" "));
         }
         self.resource_metadata(resource.metadata_url())
@@ -268,6 +275,11 @@ where
             Err(why) => self.reject(AuthErrorKind::InvalidRequest(why)),
             Ok(Found::None) if self.optional => {
                 trace_decision("anonymous", None);
+                // No bearer token, perhaps another scheme's credentials:
+                // never passed on either.
+                if self.strip_authorization {
+                    req.headers_mut().remove(AUTHORIZATION);
+                }
                 ResponseFuture::call(self, req)
             }
             Ok(Found::None) => self.reject(AuthErrorKind::MissingToken),

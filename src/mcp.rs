@@ -4,8 +4,8 @@
 //! route guard cannot tell `whoami` from `admin-action`. [`McpScopes`]
 //! reads the JSON-RPC request (bounded, batch-aware, the strict JSON parser:
 //! duplicate members refused) and answers 403 `insufficient_scope` with
-//! `scope="…"` naming exactly what the call needs, which is what MCP
-//! clients step up on. It never trusts the `Mcp-Method` / `Mcp-Name`
+//! `scope="…"` naming every scope the call needs that the token lacks,
+//! which is what MCP clients step up on. It never trusts the `Mcp-Method` / `Mcp-Name`
 //! headers: the body is what the server will execute. Anything it cannot
 //! read is refused (400), never let through.
 //!
@@ -64,6 +64,7 @@ struct Rules {
     tools: HashMap<String, Vec<String>>,
     methods: HashMap<String, Vec<String>>,
     other_tools: Vec<String>,
+    all_calls: Vec<String>,
     max_body: usize,
 }
 
@@ -128,6 +129,23 @@ impl McpScopes {
         self
     }
 
+    /// Every JSON-RPC message with a method (`initialize`, `tools/list`,
+    /// every tool call, notifications…) needs every one of `scopes`, on top
+    /// of the method's and the tool's own. Methods without a rule of their
+    /// own (`resources/*`, `prompts/*`, `tasks/*`, custom ones) need only
+    /// these: give the ones your server offers a [`McpScopes::method`] rule.
+    ///
+    /// # Panics
+    /// When a scope is not an RFC 6749 scope token (a wiring mistake).
+    pub fn all_calls<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.rules().all_calls = scope_list("all_calls", scopes);
+        self
+    }
+
     /// Calling a tool not named by [`McpScopes::tool`] needs every one of
     /// `scopes` (default: none beyond a valid token).
     ///
@@ -179,6 +197,7 @@ impl Rules {
                 Some(Value::String(method)) => method.as_str(),
                 Some(_) => return Err("a JSON-RPC method is not a string"),
             };
+            add(&mut out, &self.all_calls);
             if let Some(scopes) = self.methods.get(method) {
                 add(&mut out, scopes);
             }
@@ -240,21 +259,23 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let rules = self.rules.clone();
         Box::pin(async move {
-            // Only POST carries calls; GET / DELETE (streams, sessions) need
-            // no more than the token the auth layer already verified.
-            if req.method() != Method::POST {
-                return inner.call(req).await;
-            }
-            // No auth layer in front, or an optional one without a token:
-            // refuse as the auth layer would (500 or 401).
+            // Every request needs a verified caller, whatever its method. No
+            // auth layer in front, or an optional one without a token: refuse
+            // as the auth layer would (500 or 401).
             let principal = match crate::context::authenticated(req.extensions()) {
                 Ok((principal, _)) => principal,
                 Err(e) => return Ok(crate::context::render(req.extensions(), e)),
             };
+            // GET (a stream) and DELETE (ending a session) carry no call;
+            // every other method is read like a POST.
+            if req.method() == Method::GET || req.method() == Method::DELETE {
+                return inner.call(req).await;
+            }
             let encoded = req
                 .headers()
-                .get(http::header::CONTENT_ENCODING)
-                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+                .get_all(http::header::CONTENT_ENCODING)
+                .iter()
+                .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
             if encoded {
                 return Ok(
                     Denial::invalid_request("compressed MCP requests are not accepted")
@@ -282,8 +303,15 @@ where
                     return Ok(Denial::invalid_request(why).into_response(&parts.extensions));
                 }
             };
-            if !principal.scopes().contains_all(required.iter().copied()) {
-                return Ok(Denial::insufficient_scope(&required).into_response(&parts.extensions));
+            // The 403 names every scope the call needs that the token lacks
+            // (the MCP spec: all that is needed, in one challenge; scopes
+            // already granted need not be listed).
+            let missing: Vec<&str> = required
+                .into_iter()
+                .filter(|s| !principal.scopes().contains(s))
+                .collect();
+            if !missing.is_empty() {
+                return Ok(Denial::insufficient_scope(&missing).into_response(&parts.extensions));
             }
             inner.call(Request::from_parts(parts, B::from(bytes))).await
         })

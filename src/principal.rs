@@ -220,7 +220,12 @@ impl Scopes {
 
 impl fmt::Debug for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
+        f.debug_set().entries(self.iter()).finish()?;
+        // Equality compares the hierarchy too: show that there is one.
+        if self.hierarchy.is_some() {
+            f.write_str(" (with a scope hierarchy)")?;
+        }
+        Ok(())
     }
 }
 

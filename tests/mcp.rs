@@ -168,6 +168,13 @@ async fn a_token_for_this_server_works_and_whoami_reports_the_caller_without_the
     names.sort_unstable();
     assert_eq!(names, ["admin-action", "whoami"]);
 
+    // A fresh token (full verification) and the same one again (the cache):
+    // neither path lets the header through.
+    let fresh = m.token(&["mcp:read"]);
+    let who: Value =
+        serde_json::from_str(&tool_text(m.post(Some(&fresh), &call("whoami")).await).await)
+            .unwrap();
+    assert_eq!(who["authorization_header_seen"], false);
     let who: Value =
         serde_json::from_str(&tool_text(m.post(Some(&token), &call("whoami")).await).await)
             .unwrap();
@@ -229,6 +236,18 @@ async fn admin_action_needs_mcp_admin_and_says_so_in_a_403() {
     assert!(c.contains("error=\"insufficient_scope\""), "{c}");
     assert!(c.contains("scope=\"mcp:admin\""), "{c}");
     assert!(c.contains("resource_metadata="), "{c}");
+    // Every call needs mcp:read (the 401's scope); mcp:admin implies it.
+    let nothing = m.token(&[]);
+    let resp = m.post(Some(&nothing), &initialize()).await;
+    assert_eq!(resp.status(), 403);
+    assert!(challenge(&resp).contains("scope=\"mcp:read\""));
+    // A tool call without mcp:read names everything the call needs.
+    let resp = m.post(Some(&nothing), &call("admin-action")).await;
+    assert!(
+        challenge(&resp).contains("scope=\"mcp:read mcp:admin\""),
+        "{}",
+        challenge(&resp)
+    );
     // Hidden in a batch, it is still seen.
     let batch = json!([call("whoami"), call("admin-action")]);
     assert_eq!(m.post(Some(&reader), &batch).await.status(), 403);
@@ -283,6 +302,11 @@ async fn a_token_in_the_query_string_is_refused() {
 async fn a_request_the_guard_cannot_read_is_refused_not_let_through() {
     let m = start().await;
     let token = m.token(&["mcp:read"]);
+    // An escaped tool name is the same name: still admin-action's scope.
+    let escaped = r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"admin\u002daction","arguments":{}}}"#;
+    let resp = m.post_raw(&m.url, Some(&token), escaped.to_owned()).await;
+    assert_eq!(resp.status(), 403);
+    assert!(challenge(&resp).contains("scope=\"mcp:admin\""));
     for (what, body) in [
         ("not JSON", "{".to_owned()),
         (
@@ -301,6 +325,18 @@ async fn a_request_the_guard_cannot_read_is_refused_not_let_through() {
         ),
         ("an empty batch", "[]".to_owned()),
         ("a batch of numbers", "[1,2]".to_owned()),
+        (
+            "a method that is not a string",
+            r#"{"jsonrpc":"2.0","id":1,"method":1}"#.to_owned(),
+        ),
+        (
+            "params as an array",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["admin-action"]}"#.to_owned(),
+        ),
+        (
+            "a byte-order mark",
+            format!("\u{feff}{}", call("whoami")),
+        ),
     ] {
         let resp = m.post_raw(&m.url, Some(&token), body).await;
         assert_eq!(resp.status(), 400, "{what}");
@@ -461,6 +497,23 @@ async fn the_guard_bounds_the_body_and_needs_an_auth_layer_in_front() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 
+    // A method other than GET and DELETE is read like a POST.
+    let guarded = support::serve(
+        axum::Router::new()
+            .route("/mcp", axum::routing::put(|| async { "reached" }))
+            .route_layer(McpScopes::new().tool("admin-action", ["mcp:admin"]))
+            .layer(M2mAuthLayer::new(issuer.verifier().await)),
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .put(guarded.url("/mcp"))
+        .bearer_auth(&token)
+        .json(&call("admin-action"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
     // Without an auth layer in front: a wiring mistake, 500, never a pass.
     let bare = support::serve(reached().route_layer(McpScopes::new())).await;
     let resp = reqwest::Client::new()
@@ -565,4 +618,74 @@ async fn the_401_scope_comes_from_the_resource_unless_chosen() {
     // No resource, no scope: as before.
     let c = challenge_of(M2mAuthLayer::new(v)).await;
     assert!(!c.contains("scope="), "{c}");
+}
+
+/// Echoes whether the request still carried an `Authorization` header.
+fn header_echo() -> axum::Router {
+    axum::Router::new().route(
+        "/mcp",
+        axum::routing::any(|headers: axum::http::HeaderMap| async move {
+            format!("authorization={}", headers.contains_key("authorization"))
+        }),
+    )
+}
+
+#[tokio::test]
+async fn behind_an_optional_layer_every_mcp_request_still_needs_a_token_and_no_header_passes() {
+    let issuer = TestIssuer::start().await;
+    let verifier = issuer.verifier().await;
+    let optional = || {
+        M2mAuthLayer::new(verifier.clone())
+            .optional()
+            .strip_authorization()
+    };
+    let guarded = support::serve(
+        header_echo()
+            .route_layer(McpScopes::new())
+            .layer(optional()),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+        reqwest::Method::POST,
+    ] {
+        let resp = client
+            .request(method.clone(), guarded.url("/mcp"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{method}: anonymous");
+    }
+    // Without the MCP guard, an optional layer lets anonymous requests in,
+    // but never another scheme's credentials.
+    let open = support::serve(header_echo().layer(optional())).await;
+    let resp = client
+        .get(open.url("/mcp"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "authorization=false");
+    let token = issuer.token().sign();
+    for _ in 0..3 {
+        // Full verification, then the cache: stripped on both paths.
+        let resp = client
+            .get(open.url("/mcp"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.text().await.unwrap(), "authorization=false");
+    }
+    // Without strip_authorization the header goes on, as before.
+    let keep = support::serve(header_echo().layer(M2mAuthLayer::new(verifier.clone()))).await;
+    let resp = client
+        .get(keep.url("/mcp"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "authorization=true");
 }
