@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
     let resource = ProtectedResource::new(m2m_guard::test_util::DEFAULT_AUDIENCE)
         .authorization_servers(verifier.issuers())
         .scopes_supported(["read:users", "write:flags"]);
-    let app = common::demo_router(verifier.clone(), &resource);
+    let app = common::demo_router(verifier.clone(), &resource, None);
     tokio::spawn(async move {
         axum::serve(listener, app).await.expect("serve");
     });

@@ -7,7 +7,12 @@
 //! Every flag has an environment variable: M2M_ISSUER, M2M_AUDIENCE,
 //! M2M_JWKS_URL, M2M_PRESET, M2M_LISTEN, M2M_LEEWAY, M2M_MAX_STALE,
 //! M2M_TENANT_CLAIM, M2M_ALLOWED_CLIENT_IDS, M2M_BIND_TO_CLIENT_IDS,
-//! M2M_ACCEPT_USER_TOKENS, M2M_ALLOWED_TENANTS.
+//! M2M_ACCEPT_USER_TOKENS, M2M_ALLOWED_TENANTS, M2M_DPOP, M2M_PUBLIC_URL.
+//!
+//! DPoP is allowed by default (`--dpop allowed`): a DPoP-bound token works
+//! only as `Authorization: DPoP` with a proof for the request; plain bearer
+//! tokens work as before. `--dpop required` refuses bearer tokens, `--dpop
+//! off` accepts bearer tokens only (and refuses bound ones).
 //!
 //! A multi-tenant issuer is a template with `{tenantid}` plus the tenants it
 //! admits, e.g. Entra: `--issuer 'https://login.microsoftonline.com/{tenantid}/v2.0'
@@ -16,16 +21,18 @@
 mod cli;
 mod common;
 
-use m2m_guard::{Issuer, Preset, ProtectedResource, Verifier};
+use m2m_guard::{Dpop, Issuer, Preset, ProtectedResource, Verifier};
 use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: serve --issuer URL --audience AUD [--jwks-url URL] [--preset NAME] \
 [--listen ADDR] [--leeway SECS] [--max-stale SECS] [--tenant-claim NAME] \
 [--allowed-client-ids ID,ID] [--bind-to-client-ids ID,ID] [--accept-user-tokens true|false] \
-[--allowed-tenants T,T]
+[--allowed-tenants T,T] [--dpop off|allowed|required] [--public-url URL]
 presets: generic kinde scalekit auth0 okta entra keycloak cognito
 --bind-to-client-ids: for issuers whose tokens carry no aud (then --audience is optional)
+--dpop: DPoP-bound tokens (RFC 9449); default allowed: bound tokens need a proof, others work as Bearer
+--public-url: the scheme and host clients call (DPoP proofs name it); default http://LISTEN-ADDR
 --allowed-tenants: for an issuer template with {tenantid}, e.g.
   https://login.microsoftonline.com/{tenantid}/v2.0";
 
@@ -42,6 +49,16 @@ struct Args {
     bind_to_client_ids: Option<Vec<String>>,
     accept_user_tokens: bool,
     allowed_tenants: Option<Vec<String>>,
+    dpop: DpopMode,
+    public_url: Option<String>,
+}
+
+/// RFC 9449 on every route: off (bearer only), allowed, or required.
+#[derive(Clone, Copy)]
+enum DpopMode {
+    Off,
+    Allowed,
+    Required,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +75,8 @@ fn parse_args() -> Result<Args, String> {
         ("--bind-to-client-ids", "M2M_BIND_TO_CLIENT_IDS"),
         ("--accept-user-tokens", "M2M_ACCEPT_USER_TOKENS"),
         ("--allowed-tenants", "M2M_ALLOWED_TENANTS"),
+        ("--dpop", "M2M_DPOP"),
+        ("--public-url", "M2M_PUBLIC_URL"),
     ])?;
     let (issuer, audience, jwks_url, preset, listen) = (
         f.get("--issuer"),
@@ -71,6 +90,17 @@ fn parse_args() -> Result<Args, String> {
         f.get("--max-stale"),
         f.get("--tenant-claim"),
     );
+    let dpop = match f.get("--dpop").as_deref() {
+        None | Some("allowed") => DpopMode::Allowed,
+        Some("required") => DpopMode::Required,
+        Some("off") => DpopMode::Off,
+        Some(other) => {
+            return Err(format!(
+                "--dpop must be off, allowed or required, not {other}"
+            ));
+        }
+    };
+    let public_url = f.get("--public-url");
     let (allowed, bind, accept_users, tenants) = (
         f.get("--allowed-client-ids"),
         f.get("--bind-to-client-ids"),
@@ -112,6 +142,8 @@ fn parse_args() -> Result<Args, String> {
         bind_to_client_ids: ids(bind),
         accept_user_tokens,
         allowed_tenants: ids(tenants),
+        dpop,
+        public_url,
         issuer: issuer.ok_or("--issuer is required")?,
         audience,
         jwks_url,
@@ -171,7 +203,18 @@ async fn main() -> ExitCode {
     )
     .authorization_servers(verifier.issuers().filter(|i| !i.contains("{tenantid}")))
     .scopes_supported(["read:users", "write:flags"]);
-    let app = common::demo_router(verifier, &resource);
+    // DPoP proofs name the URL the client called: this server's, or the
+    // public one in front of it.
+    let origin = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let dpop = match args.dpop {
+        DpopMode::Off => None,
+        DpopMode::Allowed => Some(Dpop::new(&origin)),
+        DpopMode::Required => Some(Dpop::new(&origin).required()),
+    };
+    let app = common::demo_router(verifier, &resource, dpop);
     println!("listening on http://{addr}");
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())

@@ -7,7 +7,11 @@ use http::header::AUTHORIZATION;
 
 /// Where the bearer token is, or why the request is malformed.
 pub(crate) enum Found<'a> {
-    Token(&'a str),
+    /// A token, sent as `Bearer` or (`dpop`) as `DPoP` (RFC 9449 §7.1).
+    Token {
+        token: &'a str,
+        dpop: bool,
+    },
     None,
 }
 
@@ -37,6 +41,27 @@ fn is_b64token_char(b: u8) -> bool {
         | (b == b'~')
         | (b == b'+')
         | (b == b'/')
+}
+
+/// The DPoP proof header (RFC 9449 §4.1).
+pub(crate) const DPOP: &str = "dpop";
+
+/// Whether the request's `Authorization` uses the `DPoP` scheme (a cheap
+/// look before [`find_token`], to pick the challenge).
+pub(crate) fn is_dpop_scheme<B>(req: &Request<B>) -> bool {
+    req.headers().get(AUTHORIZATION).is_some_and(|v| {
+        let b = v.as_bytes();
+        b.len() > 5 && b[..4].eq_ignore_ascii_case(b"dpop") && b[4] == b' '
+    })
+}
+
+/// The one `DPoP` proof header of a DPoP request, or why not.
+pub(crate) fn dpop_proof<B>(req: &Request<B>) -> Result<&str, &'static str> {
+    let mut proofs = req.headers().get_all(DPOP).iter();
+    let (Some(proof), None) = (proofs.next(), proofs.next()) else {
+        return Err("a DPoP request needs exactly one DPoP proof header");
+    };
+    proof.to_str().map_err(|_| "the DPoP proof is malformed")
 }
 
 /// Find the bearer token. Only the `Authorization` header is accepted.
@@ -69,11 +94,12 @@ pub(crate) fn find_token<B>(req: &Request<B>) -> Result<Found<'_>, &'static str>
         Some(i) => (&bytes[..i], &bytes[i + 1..]),
         None => (bytes, &[][..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let dpop = scheme.eq_ignore_ascii_case(b"dpop");
+    if !dpop && !scheme.eq_ignore_ascii_case(b"bearer") {
         if let Some(why) = malformed_header() {
             return Err(why);
         }
-        // Another scheme (Basic, DPoP, ...) carries no bearer token.
+        // Another scheme (Basic, ...) carries no access token.
         return Ok(Found::None);
     }
     // A header that is not visible ASCII is reported as such, as before any
@@ -88,7 +114,7 @@ pub(crate) fn find_token<B>(req: &Request<B>) -> Result<Found<'_>, &'static str>
     }
     // Only ASCII passes `is_b64token`, so this never fails.
     let token = std::str::from_utf8(token).map_err(|_| "malformed bearer token")?;
-    Ok(Found::Token(token))
+    Ok(Found::Token { token, dpop })
 }
 
 #[cfg(test)]
@@ -105,7 +131,8 @@ mod tests {
 
     fn token_of(r: &Request<()>) -> Result<Option<String>, &'static str> {
         find_token(r).map(|f| match f {
-            Found::Token(t) => Some(t.to_owned()),
+            Found::Token { token, dpop: false } => Some(token.to_owned()),
+            Found::Token { token, dpop: true } => Some(format!("dpop:{token}")),
             Found::None => None,
         })
     }

@@ -291,6 +291,19 @@ impl ClaimRules {
         }
         let subject = opt_string(claims, "sub")?;
         let jti = opt_string(claims, "jti")?;
+        // RFC 7800 / 9449 / 8705: `cnf` is an object; the members we check
+        // are strings. A malformed binding is never read as "unbound".
+        match claims.get("cnf") {
+            None => {}
+            Some(Value::Object(cnf)) => {
+                for member in ["jkt", "x5t#S256"] {
+                    if cnf.get(member).is_some_and(|v| !v.is_string()) {
+                        return Err(Rejection::claim(Reason::InvalidClaim, "cnf"));
+                    }
+                }
+            }
+            Some(_) => return Err(Rejection::claim(Reason::InvalidClaim, "cnf")),
+        }
         // Every client-id claim is type-checked, not only up to the first
         // present one: a claim of the wrong type is never read as absent.
         // The client as the machine rules compare it with `sub` is never

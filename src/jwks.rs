@@ -194,6 +194,12 @@ fn strip_leading_zeros(b: &[u8]) -> &[u8] {
     &b[start..]
 }
 
+/// One JWK as a verification key (a DPoP proof's `jwk`): the same checks
+/// as a key-set entry.
+pub(crate) fn key_from_jwk(jwk: &Value) -> Option<VerifyKey> {
+    parse_jwk(jwk)
+}
+
 fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
     let obj = entry.as_object()?;
     let kty = str_field(obj, "kty").ok()??;

@@ -13,9 +13,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::bearer::{Found, find_token};
+use crate::dpop::Dpop;
 use crate::metadata::ProtectedResource;
 use crate::principal::Principal;
-use crate::rejection::Rejection;
+use crate::rejection::{Reason, Rejection};
 use crate::response::{AuthError, AuthErrorKind, Challenge, DefaultRejection, OnRejection};
 use crate::verifier::Verifier;
 
@@ -73,6 +74,7 @@ pub struct M2mAuthLayer<R = DefaultRejection> {
     challenge: Arc<Challenge>,
     optional: bool,
     strip_authorization: bool,
+    dpop: Option<Dpop>,
     on_rejection: R,
 }
 
@@ -109,6 +111,7 @@ impl M2mAuthLayer {
             challenge: Arc::new(Challenge::default()),
             optional: false,
             strip_authorization: false,
+            dpop: None,
             on_rejection: DefaultRejection,
         }
     }
@@ -187,6 +190,15 @@ impl<R> M2mAuthLayer<R> {
         self
     }
 
+    /// Accept DPoP-bound tokens (RFC 9449) with their proofs: "DPoP allowed",
+    /// or "DPoP required" with [`Dpop::required`]. Without it the layer is
+    /// "bearer only" and refuses a key-bound token presented as `Bearer`
+    /// (reason `bound_token`). See [`Dpop`].
+    pub fn dpop(mut self, dpop: Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// Build rejections with your own handler (a closure
     /// `Fn(AuthError) -> Response<B>` or an [`OnRejection`]). Guards further
     /// in ([`RequireScope`](crate::RequireScope),
@@ -197,6 +209,7 @@ impl<R> M2mAuthLayer<R> {
             challenge: self.challenge,
             optional: self.optional,
             strip_authorization: self.strip_authorization,
+            dpop: self.dpop,
             on_rejection,
         }
     }
@@ -206,12 +219,24 @@ impl<S, R: Clone> Layer<S> for M2mAuthLayer<R> {
     type Service = M2mAuth<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let mut challenge = (*self.challenge).clone();
+        if let Some(dpop) = &self.dpop {
+            challenge.dpop_algs = Some(dpop.algs());
+            // DPoP required: even a Bearer request is told to use DPoP.
+            challenge.dpop_scheme = dpop.inner.required;
+        }
+        let dpop_challenge = Challenge {
+            dpop_scheme: true,
+            ..challenge.clone()
+        };
         M2mAuth {
             inner,
             verifier: self.verifier.clone(),
-            challenge: self.challenge.clone(),
+            challenge: Arc::new(challenge),
+            dpop_challenge: Arc::new(dpop_challenge),
             optional: self.optional,
             strip_authorization: self.strip_authorization,
+            dpop: self.dpop.clone(),
             on_rejection: Arc::new(self.on_rejection.clone()),
         }
     }
@@ -223,8 +248,11 @@ pub struct M2mAuth<S, R = DefaultRejection> {
     inner: S,
     verifier: Verifier,
     challenge: Arc<Challenge>,
+    /// The challenge for requests that use DPoP.
+    dpop_challenge: Arc<Challenge>,
     optional: bool,
     strip_authorization: bool,
+    dpop: Option<Dpop>,
     /// Shared with guards through request extensions without an allocation per request.
     on_rejection: Arc<R>,
 }
@@ -232,16 +260,27 @@ pub struct M2mAuth<S, R = DefaultRejection> {
 impl<S, R> M2mAuth<S, R> {
     crate::inner_service_accessors!();
 
-    fn reject<ReqBody>(&self, kind: AuthErrorKind) -> ResponseFuture<S, ReqBody, R>
+    fn reject<ReqBody>(
+        &self,
+        kind: AuthErrorKind,
+        challenge: &Arc<Challenge>,
+    ) -> ResponseFuture<S, ReqBody, R>
     where
         S: Service<Request<ReqBody>>,
     {
         ResponseFuture::new(
             Kind::Rejected {
-                error: Some(AuthError::new(kind, self.challenge.clone())),
+                error: Some(AuthError::new(kind, challenge.clone())),
             },
+            challenge,
             self,
         )
+    }
+
+    /// A token presented as `Bearer`: refused when it is bound to a key
+    /// (no proof can be checked), or when DPoP is required.
+    fn bearer_allowed(&self, principal: &Principal) -> Result<(), AuthErrorKind> {
+        bearer_allowed(self.dpop.as_ref(), principal)
     }
 }
 
@@ -266,13 +305,24 @@ where
         if let Some(v) = req.headers_mut().get_mut(AUTHORIZATION) {
             v.set_sensitive(true);
         }
+        let dpop_request = self.dpop.is_some() && crate::bearer::is_dpop_scheme(&req);
+        let challenge = if dpop_request {
+            self.dpop_challenge.clone()
+        } else {
+            self.challenge.clone()
+        };
         crate::context::hand_off::<ResBody, R>(
             req.extensions_mut(),
-            self.challenge.clone(),
+            challenge.clone(),
             self.on_rejection.clone(),
         );
-        match find_token(&req) {
-            Err(why) => self.reject(AuthErrorKind::InvalidRequest(why)),
+        let found = match find_token(&req) {
+            // DPoP is off: a DPoP token is no bearer token (as any other scheme).
+            Ok(Found::Token { dpop: true, .. }) if self.dpop.is_none() => Ok(Found::None),
+            other => other,
+        };
+        match found {
+            Err(why) => self.reject(AuthErrorKind::InvalidRequest(why), &challenge),
             Ok(Found::None) if self.optional => {
                 trace_decision("anonymous", None);
                 // No bearer token, perhaps another scheme's credentials:
@@ -280,17 +330,54 @@ where
                 if self.strip_authorization {
                     req.headers_mut().remove(AUTHORIZATION);
                 }
-                ResponseFuture::call(self, req)
+                ResponseFuture::call(self, req, &challenge)
             }
-            Ok(Found::None) => self.reject(AuthErrorKind::MissingToken),
-            Ok(Found::Token(token)) => match self.verifier.verify_cached(token) {
+            Ok(Found::None) => self.reject(AuthErrorKind::MissingToken, &challenge),
+            Ok(Found::Token { token, dpop: true }) => {
+                // A proof per request: always the full path (the token's
+                // verdict may still come from the cache).
+                let proof = match crate::bearer::dpop_proof(&req) {
+                    Ok(p) => p.to_owned(),
+                    Err(why) => {
+                        return self.reject(AuthErrorKind::InvalidDpopProof(why), &challenge);
+                    }
+                };
+                let token = token.to_owned();
+                let method = req.method().as_str().to_owned();
+                let path = request_path(&req);
+                if self.strip_authorization {
+                    req.headers_mut().remove(AUTHORIZATION);
+                }
+                req.headers_mut().remove(crate::bearer::DPOP);
+                let dpop = self.dpop.clone().expect("DPoP requests only with DPoP on");
+                let verifier = self.verifier.clone();
+                let fut = Box::pin(async move {
+                    let principal = verifier.verify(&token).await?;
+                    crate::dpop::check_request(
+                        &dpop,
+                        &principal,
+                        &proof,
+                        &method,
+                        &path,
+                        &token,
+                        verifier.now_secs(),
+                    )
+                    .await?;
+                    Ok(principal)
+                });
+                ResponseFuture::verify(self, req, fut, &challenge)
+            }
+            Ok(Found::Token { token, dpop: false }) => match self.verifier.verify_cached(token) {
                 Some(principal) => {
+                    if let Err(kind) = self.bearer_allowed(&principal) {
+                        return self.reject(kind, &challenge);
+                    }
                     trace_decision("accepted", Some(&principal));
                     req.extensions_mut().insert(principal);
                     if self.strip_authorization {
                         req.headers_mut().remove(AUTHORIZATION);
                     }
-                    ResponseFuture::call(self, req)
+                    ResponseFuture::call(self, req, &challenge)
                 }
                 None => {
                     let token = token.to_owned();
@@ -298,11 +385,46 @@ where
                     if self.strip_authorization {
                         req.headers_mut().remove(AUTHORIZATION);
                     }
-                    ResponseFuture::verify(self, req, token)
+                    let verifier = self.verifier.clone();
+                    let dpop = self.dpop.clone();
+                    let fut = Box::pin(async move {
+                        let principal = verifier.verify_cache_miss(&token).await?;
+                        bearer_allowed(dpop.as_ref(), &principal)?;
+                        Ok(principal)
+                    });
+                    ResponseFuture::verify(self, req, fut, &challenge)
                 }
             },
         }
     }
+}
+
+/// A token presented as `Bearer`: refused when it is bound to a key (no
+/// proof can be checked), or when DPoP is required.
+fn bearer_allowed(dpop: Option<&Dpop>, principal: &Principal) -> Result<(), AuthErrorKind> {
+    if principal.is_sender_constrained() {
+        return Err(AuthErrorKind::InvalidToken(Rejection::new(
+            Reason::BoundToken,
+        )));
+    }
+    if dpop.is_some_and(|d| d.inner.required) {
+        return Err(AuthErrorKind::InvalidToken(Rejection::new(
+            Reason::UnboundToken,
+        )));
+    }
+    Ok(())
+}
+
+/// The request path as the client sent it: axum's `OriginalUri` when a
+/// nested router rewrote the URI.
+fn request_path<B>(req: &Request<B>) -> String {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(uri)) =
+        req.extensions().get::<axum::extract::OriginalUri>()
+    {
+        return uri.path().to_owned();
+    }
+    req.uri().path().to_owned()
 }
 
 /// Take the inner service that was driven to readiness, leaving a fresh
@@ -361,7 +483,7 @@ pin_project! {
     {
         // The full check runs; then the request goes to the inner service.
         Verifying {
-            fut: BoxFuture<'static, Result<Principal, Rejection>>,
+            fut: BoxFuture<'static, Result<Principal, AuthErrorKind>>,
             then: Option<(Request<ReqBody>, S)>,
         },
         Calling {
@@ -394,33 +516,35 @@ impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
 where
     S: Service<Request<ReqBody>>,
 {
-    fn new(kind: Kind<S, ReqBody>, svc: &M2mAuth<S, R>) -> Self {
+    fn new(kind: Kind<S, ReqBody>, challenge: &Arc<Challenge>, svc: &M2mAuth<S, R>) -> Self {
         ResponseFuture {
             kind,
-            challenge: svc.challenge.clone(),
+            challenge: challenge.clone(),
             on_rejection: svc.on_rejection.clone(),
         }
     }
 
     /// Call the inner service with `req`.
-    fn call(svc: &mut M2mAuth<S, R>, req: Request<ReqBody>) -> Self
+    fn call(svc: &mut M2mAuth<S, R>, req: Request<ReqBody>, challenge: &Arc<Challenge>) -> Self
     where
         S: Clone,
     {
         let fut = take_ready(&mut svc.inner).call(req);
-        Self::new(Kind::Calling { fut }, svc)
+        Self::new(Kind::Calling { fut }, challenge, svc)
     }
 
-    /// Verify the token in full (the cache was just consulted), then call
-    /// the inner service.
-    fn verify(svc: &mut M2mAuth<S, R>, req: Request<ReqBody>, token: String) -> Self
+    /// Run `check` (the full verification), then call the inner service.
+    fn verify(
+        svc: &mut M2mAuth<S, R>,
+        req: Request<ReqBody>,
+        check: BoxFuture<'static, Result<Principal, AuthErrorKind>>,
+        challenge: &Arc<Challenge>,
+    ) -> Self
     where
         S: Clone,
     {
-        let verifier = svc.verifier.clone();
-        let fut = Box::pin(async move { verifier.verify_cache_miss(&token).await });
         let then = Some((req, take_ready(&mut svc.inner)));
-        Self::new(Kind::Verifying { fut, then }, svc)
+        Self::new(Kind::Verifying { fut: check, then }, challenge, svc)
     }
 }
 
@@ -446,9 +570,8 @@ where
                             let fut = inner.call(req);
                             this.kind.set(Kind::Calling { fut });
                         }
-                        Err(rejection) => {
-                            let error =
-                                AuthError::from_rejection(rejection, this.challenge.clone());
+                        Err(kind) => {
+                            let error = AuthError::new(kind, this.challenge.clone());
                             this.kind.set(Kind::Rejected { error: Some(error) });
                         }
                     }

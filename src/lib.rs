@@ -103,6 +103,7 @@ mod clock;
 mod config;
 mod context;
 mod crypto;
+mod dpop;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
@@ -131,6 +132,7 @@ mod token;
 mod verifier;
 
 pub use config::{Issuer, MAX_LEEWAY, VerifierBuilder};
+pub use dpop::{Dpop, MemoryReplayStore, ReplayStore, ReplayStoreError};
 pub use error::{BuildError, FetchError};
 #[cfg(feature = "axum")]
 pub use extract::{ClientId, ScopeSet, Scoped, Tenant};

@@ -121,6 +121,20 @@ impl Principal {
         self.inner.jti.as_deref()
     }
 
+    /// The RFC 9449 `cnf.jkt`: the thumbprint of the DPoP key this token
+    /// is bound to. When the token was accepted with a DPoP proof, the proof
+    /// was signed by that key.
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.inner.claims.get("cnf")?.get("jkt")?.as_str()
+    }
+
+    /// Whether the token is bound to a key (it carries `cnf`: DPoP's `jkt`,
+    /// mTLS's `x5t#S256`, or another confirmation method). A bound token is
+    /// accepted only with its proof of possession.
+    pub fn is_sender_constrained(&self) -> bool {
+        self.inner.claims.contains_key("cnf")
+    }
+
     /// One claim, raw.
     pub fn claim(&self, name: &str) -> Option<&Value> {
         self.inner.claims.get(name)

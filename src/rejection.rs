@@ -95,6 +95,12 @@ reasons! {
     UserToken => "user_token", "the token is not a machine client's";
     /// The client is not in the issuer's client allow-list.
     ClientNotAllowed => "client_not_allowed", "the token client is not allowed";
+    /// The token is bound to a key (`cnf`) but was presented as `Bearer`,
+    /// without proof of possession.
+    BoundToken => "bound_token", "the token is bound to a key: present it with a DPoP proof";
+    /// The token is not DPoP-bound (`cnf.jkt`) but was presented as `DPoP`,
+    /// or a route requires DPoP.
+    UnboundToken => "unbound_token", "the token is not bound to a DPoP key";
     /// No usable keys: the issuer's key set could not be loaded, or is stale past `max_stale`.
     KeysUnavailable => "keys_unavailable", "the signing keys are temporarily unavailable";
 }
@@ -215,6 +221,6 @@ mod tests {
             );
             assert_eq!(r.to_string(), r.code());
         }
-        assert_eq!(Reason::ALL.len(), 25);
+        assert_eq!(Reason::ALL.len(), 27);
     }
 }

@@ -21,6 +21,11 @@ pub(crate) struct Challenge {
     /// `scope` was set explicitly (a resource's `scopes_supported` does
     /// not replace it).
     pub(crate) scope_explicit: bool,
+    /// DPoP is accepted: the proof algorithms, for `algs` (RFC 9449 §7.1).
+    pub(crate) dpop_algs: Option<String>,
+    /// The challenge is a `DPoP` one (the request used DPoP, or the route
+    /// requires it), not `Bearer`.
+    pub(crate) dpop_scheme: bool,
 }
 
 impl Default for Challenge {
@@ -30,6 +35,8 @@ impl Default for Challenge {
             resource_metadata: None,
             scope: None,
             scope_explicit: false,
+            dpop_algs: None,
+            dpop_scheme: false,
         }
     }
 }
@@ -65,8 +72,23 @@ pub enum AuthErrorKind {
         /// A description safe to show the client.
         description: &'static str,
     },
+    /// The DPoP proof is missing or does not hold (401 `invalid_dpop_proof`,
+    /// RFC 9449 §7.1); the text says which rule failed.
+    InvalidDpopProof(&'static str),
     /// The layers are wired wrongly (500); the message says how to fix it.
     Misconfigured(&'static str),
+}
+
+impl From<Rejection> for AuthErrorKind {
+    /// `Unavailable` for keys we cannot load (503), `InvalidToken` otherwise.
+    fn from(rejection: Rejection) -> Self {
+        match rejection.retry_after() {
+            Some(retry_after) if rejection.is_unavailable() => {
+                AuthErrorKind::Unavailable { retry_after }
+            }
+            _ => AuthErrorKind::InvalidToken(rejection),
+        }
+    }
 }
 
 /// What an [`AuthError`] amounts to.
@@ -88,16 +110,6 @@ pub struct AuthError {
 impl AuthError {
     pub(crate) fn new(kind: AuthErrorKind, challenge: Arc<Challenge>) -> Self {
         AuthError { kind, challenge }
-    }
-
-    pub(crate) fn from_rejection(rejection: Rejection, challenge: Arc<Challenge>) -> Self {
-        let kind = match rejection.retry_after() {
-            Some(retry_after) if rejection.is_unavailable() => {
-                AuthErrorKind::Unavailable { retry_after }
-            }
-            _ => AuthErrorKind::InvalidToken(rejection),
-        };
-        AuthError::new(kind, challenge)
     }
 
     /// What went wrong.
@@ -140,6 +152,7 @@ impl AuthError {
                 reason,
                 description,
             } => (403, Some("insufficient_scope"), *reason, *description),
+            K::InvalidDpopProof(d) => (401, Some("invalid_dpop_proof"), "invalid_dpop_proof", *d),
             K::Misconfigured(d) => (500, Some("server_error"), "misconfigured", *d),
         };
         Facts {
@@ -175,7 +188,12 @@ impl AuthError {
         if !matches!(self.status().as_u16(), 400 | 401 | 403) {
             return None;
         }
-        let mut v = format!("Bearer realm=\"{}\"", quote(&self.challenge.realm));
+        let scheme = if self.challenge.dpop_scheme {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        let mut v = format!("{scheme} realm=\"{}\"", quote(&self.challenge.realm));
         if let Some(code) = self.error_code() {
             v.push_str(&format!(
                 ", error=\"{code}\", error_description=\"{}\"",
@@ -192,7 +210,27 @@ impl AuthError {
         if let Some(url) = &self.challenge.resource_metadata {
             v.push_str(&format!(", resource_metadata=\"{}\"", quote(url)));
         }
+        if self.challenge.dpop_scheme
+            && let Some(algs) = &self.challenge.dpop_algs
+        {
+            v.push_str(&format!(", algs=\"{}\"", quote(algs)));
+        }
         HeaderValue::from_str(&v).ok()
+    }
+
+    /// With DPoP accepted beside `Bearer`, a 401's second challenge: the
+    /// client may use either scheme (RFC 9449 §7.1).
+    fn dpop_alternative(&self) -> Option<HeaderValue> {
+        let algs = self.challenge.dpop_algs.as_ref()?;
+        if self.challenge.dpop_scheme || self.status() != StatusCode::UNAUTHORIZED {
+            return None;
+        }
+        HeaderValue::from_str(&format!(
+            "DPoP realm=\"{}\", algs=\"{}\"",
+            quote(&self.challenge.realm),
+            quote(algs)
+        ))
+        .ok()
     }
 
     /// The default response: status, `WWW-Authenticate`, `Retry-After` for
@@ -217,6 +255,9 @@ impl AuthError {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(v) = self.www_authenticate() {
             h.insert(WWW_AUTHENTICATE, v);
+        }
+        if let Some(v) = self.dpop_alternative() {
+            h.append(WWW_AUTHENTICATE, v);
         }
         if let AuthErrorKind::Unavailable { retry_after } = self.kind {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

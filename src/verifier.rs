@@ -246,6 +246,11 @@ impl Verifier {
         Ok(principal)
     }
 
+    /// Now, in seconds since the epoch, on the verifier's clock.
+    pub(crate) fn now_secs(&self) -> u64 {
+        self.inner.clock.wall_secs()
+    }
+
     /// The cached verdict for `token`, if it was verified before and is
     /// still valid. Never does I/O or signature work.
     pub(crate) fn verify_cached(&self, token: &str) -> Option<Principal> {

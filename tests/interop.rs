@@ -154,7 +154,7 @@ async fn api(op: &OidcProvider, configure: impl FnOnce(Issuer) -> Issuer) -> Str
         .await
         .unwrap();
     let resource = ProtectedResource::new(API).authorization_servers(verifier.issuers());
-    let app: Router = common::demo_router(verifier, &resource);
+    let app: Router = common::demo_router(verifier, &resource, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -498,7 +498,7 @@ async fn authlib_tokens_without_kid_are_verified() {
         Some(format!("{}/jwks", al.issuer))
     );
     let resource = ProtectedResource::new(API).authorization_servers(verifier.issuers());
-    let app: Router = common::demo_router(verifier, &resource);
+    let app: Router = common::demo_router(verifier, &resource, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

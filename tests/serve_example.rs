@@ -57,7 +57,7 @@ async fn serve_example_protects_its_routes() {
         serde_json::json!({
             // Kinde's M2M tokens carry no `sub`.
             "issuer": issuer.issuer(), "subject": null, "client_id": "agent-7",
-            "org": "org_1", "scopes": ["read:users"]
+            "org": "org_1", "scopes": ["read:users"], "dpop_jkt": null
         })
     );
     let global = get("/whoami", Some(&issuer.token().sign())).await.unwrap();
@@ -357,4 +357,69 @@ async fn serve_takes_an_issuer_template_and_allowed_tenants() {
         .unwrap()
         .to_owned();
     assert!(challenge.contains("invalid_token"), "{challenge}");
+}
+
+/// DPoP allowed by default: a bound token works with a proof for the
+/// request, not as Bearer; `--dpop required` refuses plain bearer tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_accepts_dpop_bound_tokens_with_proofs() {
+    use m2m_guard::test_util::DpopKey;
+    let issuer = TestIssuer::start().await;
+    let common = [
+        "--issuer",
+        issuer.issuer(),
+        "--audience",
+        DEFAULT_AUDIENCE,
+        "--preset",
+        "kinde",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (_a, base) = start(&common);
+    let key = DpopKey::new();
+    let bound = issuer.token().dpop_bound(&key).sign();
+    let client = reqwest::Client::new();
+    let proof = key
+        .proof("GET", &format!("{base}/whoami"))
+        .for_token(&bound)
+        .sign();
+    let resp = client
+        .get(format!("{base}/whoami"))
+        .header("authorization", format!("DPoP {bound}"))
+        .header("dpop", proof)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let who: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(who["dpop_jkt"], key.jkt());
+    let as_bearer = client
+        .get(format!("{base}/whoami"))
+        .bearer_auth(&bound)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_bearer.status(), 401);
+    let plain = issuer.token().sign();
+    let ok = client
+        .get(format!("{base}/whoami"))
+        .bearer_auth(&plain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let (_b, strict) = start(&[&common[..], &["--dpop", "required"]].concat());
+    let refused = client
+        .get(format!("{strict}/whoami"))
+        .bearer_auth(&plain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.starts_with("DPoP "), "{challenge}");
 }

@@ -4,13 +4,17 @@ use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use m2m_guard::{
-    M2mAuthLayer, Principal, ProtectedResource, RequireScope, RequireTenant, Verifier,
+    Dpop, M2mAuthLayer, Principal, ProtectedResource, RequireScope, RequireTenant, Verifier,
 };
 use serde_json::{Value, json};
 
 /// `GET /healthz`, `GET /whoami`, `GET /orgs/{org}/users`, `POST /flags` and
 /// the RFC 9728 metadata document.
-pub(crate) fn demo_router(verifier: Verifier, resource: &ProtectedResource) -> Router {
+pub(crate) fn demo_router(
+    verifier: Verifier,
+    resource: &ProtectedResource,
+    dpop: Option<Dpop>,
+) -> Router {
     let users = Router::new()
         .route("/orgs/{org}/users", get(list_users))
         .route_layer(RequireTenant::path_param("org"))
@@ -23,7 +27,13 @@ pub(crate) fn demo_router(verifier: Verifier, resource: &ProtectedResource) -> R
         .merge(users)
         .merge(flags)
         // route_layer, not layer: an unknown path stays 404 instead of 401.
-        .route_layer(M2mAuthLayer::new(verifier).protected_resource(resource));
+        .route_layer({
+            let auth = M2mAuthLayer::new(verifier).protected_resource(resource);
+            match dpop {
+                Some(d) => auth.dpop(d),
+                None => auth,
+            }
+        });
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route_service(&resource.well_known_path(), resource.service())
@@ -37,6 +47,7 @@ async fn whoami(p: Principal) -> Json<Value> {
         "client_id": p.client_id(),
         "org": p.tenant(),
         "scopes": p.scopes(),
+        "dpop_jkt": p.dpop_jkt(),
     }))
 }
 

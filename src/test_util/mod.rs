@@ -37,6 +37,9 @@ use std::time::Duration;
 
 use crate::{Algorithm, Issuer, Preset, Verifier};
 
+mod dpop;
+pub use dpop::{DpopKey, ProofBuilder};
+
 /// The audience tokens get unless the builder says otherwise.
 pub const DEFAULT_AUDIENCE: &str = "https://api.example.test";
 
@@ -908,6 +911,12 @@ impl TokenBuilder<'_> {
     pub fn typ(mut self, typ: Option<&str>) -> Self {
         self.typ = Some(typ.map(str::to_owned));
         self
+    }
+
+    /// Bind the token to `key` (RFC 9449 `cnf.jkt`): it then works only as
+    /// `Authorization: DPoP` with a proof signed by that key.
+    pub fn dpop_bound(self, key: &DpopKey) -> Self {
+        self.claim("cnf", json!({ "jkt": key.jkt() }))
     }
 
     /// Header `kid` override (e.g. an unknown one).

@@ -1,0 +1,416 @@
+//! DPoP (RFC 9449) on the resource server: bound tokens work only with a
+//! fresh proof for the very request, signed by the bound key; every rule of
+//! §4.3 refused with its own description; bearer-only, DPoP-allowed and
+//! DPoP-required layers; the challenges of §7.1.
+
+mod support;
+
+use axum::Router;
+use axum::routing::get;
+use m2m_guard::test_util::{DpopKey, TestIssuer};
+use m2m_guard::{Dpop, M2mAuthLayer, MemoryReplayStore, Principal, Verifier};
+use serde_json::json;
+use std::time::Duration;
+
+/// Echoes the verified binding and whether the proof header reached the handler.
+fn routes() -> Router {
+    let who = |p: Principal, headers: axum::http::HeaderMap| async move {
+        format!(
+            "jkt={} proof_seen={}",
+            p.dpop_jkt().unwrap_or("-"),
+            headers.contains_key("dpop")
+        )
+    };
+    Router::new()
+        .route("/orders", get(who).post(who))
+        .route("/orders/{id}", get(who))
+}
+
+struct Api {
+    issuer: TestIssuer,
+    verifier: Verifier,
+    server: support::Served,
+}
+
+async fn api(configure: impl FnOnce(Dpop) -> Option<Dpop>) -> Api {
+    let issuer = TestIssuer::start().await;
+    let verifier = issuer.verifier().await;
+    // The origin is only known once listening: bind first.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut layer = M2mAuthLayer::new(verifier.clone());
+    if let Some(d) = configure(Dpop::new(format!("http://{addr}"))) {
+        layer = layer.dpop(d);
+    }
+    let app = routes().layer(layer);
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    Api {
+        issuer,
+        verifier,
+        server: support::Served { addr },
+    }
+}
+
+struct Answer {
+    status: u16,
+    challenges: Vec<String>,
+    body: String,
+}
+
+impl Api {
+    fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<String>,
+        proofs: &[String],
+    ) -> Answer {
+        let mut req = reqwest::Client::new().request(method.parse().unwrap(), self.url(path));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        for p in proofs {
+            req = req.header("dpop", p);
+        }
+        let resp = req.send().await.unwrap();
+        Answer {
+            status: resp.status().as_u16(),
+            challenges: resp
+                .headers()
+                .get_all("www-authenticate")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    /// `GET /orders` with `Authorization: DPoP <token>` and `proof`.
+    async fn dpop_get(&self, token: &str, proof: String) -> Answer {
+        self.send("GET", "/orders", Some(format!("DPoP {token}")), &[proof])
+            .await
+    }
+}
+
+fn refused(a: &Answer, error: &str, description: &str) {
+    assert_eq!(a.status, 401, "{description}: {}", a.body);
+    let c = &a.challenges[0];
+    assert!(c.starts_with("DPoP "), "{c}");
+    assert!(c.contains(&format!("error=\"{error}\"")), "{c}");
+    assert!(c.contains(description), "expected {description:?} in {c}");
+    assert!(c.contains("algs=\""), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_token_with_a_fresh_proof_is_accepted_and_the_proof_stays_out() {
+    let a = api(Some).await;
+    let key = DpopKey::new();
+    let token = a.issuer.token().dpop_bound(&key).sign();
+    // Several requests, each with its own proof: the token's verdict is
+    // cached, the proofs are checked every time.
+    for _ in 0..3 {
+        let proof = key.proof("GET", &a.url("/orders")).for_token(&token).sign();
+        let ans = a.dpop_get(&token, proof).await;
+        assert_eq!(ans.status, 200, "{:?}", ans.challenges);
+        assert_eq!(ans.body, format!("jkt={} proof_seen=false", key.jkt()));
+    }
+    assert_eq!(a.verifier.cached_tokens(), 1);
+    // The scheme name is case-insensitive; htu's scheme and host too.
+    let proof = key
+        .proof(
+            "POST",
+            &a.url("/orders")
+                .to_uppercase()
+                .replace("/ORDERS", "/orders"),
+        )
+        .for_token(&token)
+        .sign();
+    let ans = a
+        .send(
+            "POST",
+            "/orders?page=2",
+            Some(format!("dpop {token}")),
+            &[proof],
+        )
+        .await;
+    assert_eq!(ans.status, 200, "{:?}", ans.challenges);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proof_rule_is_checked_with_its_own_answer() {
+    let a = api(Some).await;
+    let key = DpopKey::new();
+    let token = a.issuer.token().dpop_bound(&key).sign();
+    let url = a.url("/orders");
+    let proof = || key.proof("GET", &url).for_token(&token);
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "for another HTTP method",
+            key.proof("POST", &url).for_token(&token).sign(),
+        ),
+        (
+            "for another URL",
+            key.proof("GET", &a.url("/orders/1"))
+                .for_token(&token)
+                .sign(),
+        ),
+        (
+            "for another URL",
+            key.proof("GET", &url.replace("127.0.0.1", "localhost"))
+                .for_token(&token)
+                .sign(),
+        ),
+        (
+            "not the one the token is bound to",
+            DpopKey::other().proof("GET", &url).for_token(&token).sign(),
+        ),
+        (
+            "not for this access token",
+            proof().claim("ath", "x").sign(),
+        ),
+        ("not for this access token", key.proof("GET", &url).sign()),
+        (
+            "expired",
+            proof().issued_ago(Duration::from_secs(120)).sign(),
+        ),
+        (
+            "issued in the future",
+            proof().issued_in(Duration::from_secs(60)).sign(),
+        ),
+        ("typ is not dpop+jwt", proof().header("typ", "JWT").sign()),
+        (
+            "typ is not dpop+jwt",
+            proof().header("typ", "at+jwt").sign(),
+        ),
+        (
+            "algorithm is not accepted",
+            proof().header("alg", "HS256").sign(),
+        ),
+        (
+            "algorithm is not accepted",
+            proof().header("alg", "none").sign(),
+        ),
+        (
+            "key is not usable with its algorithm",
+            proof().header("alg", "RS256").sign(),
+        ),
+        ("no public key", proof().without_jwk().sign()),
+        (
+            "not a public key",
+            proof()
+                .header("jwk", {
+                    let mut j = key.jwk();
+                    j["d"] = json!("jV6HhPh5Bl70Po2fUTQLDv2LPr2CHfOvnh7926DTYJs");
+                    j
+                })
+                .sign(),
+        ),
+        (
+            "unsupported critical",
+            proof().header("crit", json!(["x"])).sign(),
+        ),
+        ("no valid jti", proof().without_claim("jti").sign()),
+        ("no valid jti", proof().claim("jti", 7).sign()),
+        ("no htu", proof().without_claim("htu").sign()),
+        ("no iat", proof().without_claim("iat").sign()),
+        ("malformed", "a.b".into()),
+        ("malformed", "not-base64!.x.y".into()),
+    ];
+    for (description, p) in cases {
+        let ans = a.dpop_get(&token, p).await;
+        refused(&ans, "invalid_dpop_proof", description);
+    }
+    // A tampered signature.
+    let mut p = proof().sign();
+    let last = p.pop().unwrap();
+    p.push(if last == 'A' { 'B' } else { 'A' });
+    refused(
+        &a.dpop_get(&token, p).await,
+        "invalid_dpop_proof",
+        "signature is invalid",
+    );
+    // No proof, or two.
+    let ans = a
+        .send("GET", "/orders", Some(format!("DPoP {token}")), &[])
+        .await;
+    refused(&ans, "invalid_dpop_proof", "exactly one DPoP proof header");
+    let two = [proof().sign(), proof().sign()];
+    let ans = a
+        .send("GET", "/orders", Some(format!("DPoP {token}")), &two)
+        .await;
+    refused(&ans, "invalid_dpop_proof", "exactly one DPoP proof header");
+    // After all these refusals, a good proof still works.
+    assert_eq!(a.dpop_get(&token, proof().sign()).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_proof_is_refused() {
+    let a = api(Some).await;
+    let key = DpopKey::new();
+    let token = a.issuer.token().dpop_bound(&key).sign();
+    let proof = key.proof("GET", &a.url("/orders")).for_token(&token).sign();
+    assert_eq!(a.dpop_get(&token, proof.clone()).await.status, 200);
+    refused(
+        &a.dpop_get(&token, proof).await,
+        "invalid_dpop_proof",
+        "used before",
+    );
+    // The same jti from another key is that key's own: not a replay of ours.
+    let other = DpopKey::other();
+    let other_token = a.issuer.token().dpop_bound(&other).sign();
+    let mine = key
+        .proof("GET", &a.url("/orders"))
+        .for_token(&token)
+        .claim("jti", "shared")
+        .sign();
+    let theirs = other
+        .proof("GET", &a.url("/orders"))
+        .for_token(&other_token)
+        .claim("jti", "shared")
+        .sign();
+    assert_eq!(a.dpop_get(&token, mine).await.status, 200);
+    assert_eq!(a.dpop_get(&other_token, theirs).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_tokens_need_dpop_and_dpop_needs_bound_tokens() {
+    let key = DpopKey::new();
+    for dpop_on in [false, true] {
+        let a = api(|d| dpop_on.then_some(d)).await;
+        let bound = a.issuer.token().dpop_bound(&key).sign();
+        // A bound token as Bearer: its binding cannot be checked.
+        let ans = a
+            .send("GET", "/orders", Some(format!("Bearer {bound}")), &[])
+            .await;
+        assert_eq!(ans.status, 401, "dpop_on={dpop_on}");
+        assert!(
+            ans.challenges[0].contains("bound to a key"),
+            "{:?}",
+            ans.challenges
+        );
+        // Twice: the second answer comes from the cache, same refusal.
+        let again = a
+            .send("GET", "/orders", Some(format!("Bearer {bound}")), &[])
+            .await;
+        assert_eq!(again.status, 401);
+        // An mTLS-bound token as Bearer: the same.
+        let mtls = a
+            .issuer
+            .token()
+            .claim(
+                "cnf",
+                json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+            )
+            .sign();
+        let ans = a
+            .send("GET", "/orders", Some(format!("Bearer {mtls}")), &[])
+            .await;
+        assert_eq!(ans.status, 401);
+        // Unbound tokens as Bearer keep working.
+        let plain = a.issuer.token().sign();
+        assert_eq!(
+            a.send("GET", "/orders", Some(format!("Bearer {plain}")), &[])
+                .await
+                .status,
+            200
+        );
+        // A malformed binding is never read as "unbound".
+        let bad = a.issuer.token().claim("cnf", "jkt").sign();
+        let ans = a
+            .send("GET", "/orders", Some(format!("Bearer {bad}")), &[])
+            .await;
+        assert_eq!(ans.status, 401);
+        assert!(
+            ans.challenges[0].contains("invalid claim"),
+            "{:?}",
+            ans.challenges
+        );
+        let proof = key.proof("GET", &a.url("/orders")).for_token(&plain).sign();
+        let ans = a.dpop_get(&plain, proof).await;
+        assert_eq!(ans.status, 401, "dpop_on={dpop_on}");
+        if dpop_on {
+            // An unbound token as DPoP: there is no key to hold it to.
+            assert!(
+                ans.challenges[0].starts_with("DPoP "),
+                "{:?}",
+                ans.challenges
+            );
+            assert!(
+                ans.challenges[0].contains("not bound to a DPoP key"),
+                "{:?}",
+                ans.challenges
+            );
+        } else {
+            // Bearer only: a DPoP header is no bearer token at all.
+            assert_eq!(ans.challenges, [r#"Bearer realm="api""#]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_offer_dpop_beside_bearer_or_alone_when_required() {
+    let allowed = api(Some).await;
+    let ans = allowed.send("GET", "/orders", None, &[]).await;
+    assert_eq!(ans.status, 401);
+    assert_eq!(ans.challenges.len(), 2, "{:?}", ans.challenges);
+    assert_eq!(ans.challenges[0], r#"Bearer realm="api""#);
+    assert!(
+        ans.challenges[1].starts_with(r#"DPoP realm="api", algs="ES256 ES384 PS256"#),
+        "{:?}",
+        ans.challenges
+    );
+
+    let required = api(|d| Some(d.required().algorithms([m2m_guard::Algorithm::ES256]))).await;
+    let ans = required.send("GET", "/orders", None, &[]).await;
+    assert_eq!(ans.challenges, [r#"DPoP realm="api", algs="ES256""#]);
+    // An unbound Bearer token: refused, told to use DPoP.
+    let plain = required.issuer.token().sign();
+    let ans = required
+        .send("GET", "/orders", Some(format!("Bearer {plain}")), &[])
+        .await;
+    assert_eq!(ans.status, 401);
+    assert!(
+        ans.challenges[0].starts_with("DPoP "),
+        "{:?}",
+        ans.challenges
+    );
+    assert!(
+        ans.challenges[0].contains("unbound") || ans.challenges[0].contains("not bound"),
+        "{:?}",
+        ans.challenges
+    );
+    // The bound token with its proof works.
+    let key = DpopKey::new();
+    let bound = required.issuer.token().dpop_bound(&key).sign();
+    let proof = key
+        .proof("GET", &required.url("/orders"))
+        .for_token(&bound)
+        .sign();
+    assert_eq!(required.dpop_get(&bound, proof).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_store_answers_503_not_a_pass() {
+    let a = api(|d| Some(d.replay_store(MemoryReplayStore::new(16)))).await;
+    let key = DpopKey::new();
+    let token = a.issuer.token().dpop_bound(&key).sign();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let proof = key.proof("GET", &a.url("/orders")).for_token(&token).sign();
+        statuses.push(a.dpop_get(&token, proof).await.status);
+    }
+    // 16 proofs fit (one per shard at most, by the key's first byte), then 503s.
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() <= 16,
+        "{statuses:?}"
+    );
+}
