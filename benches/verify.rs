@@ -174,6 +174,81 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // DPoP: the same cached token, bound to a key, with a fresh proof per
+    // request (made outside the timing), against the plain Bearer request
+    // and against one bare ES256 verification of a proof.
+    let dpop_key = m2m_guard::test_util::DpopKey::new();
+    let bound = issuer.token().org("org_1").dpop_bound(&dpop_key).sign();
+    assert!(rt.block_on(cached.verify(&bound)).is_ok());
+    let dpop_svc = ServiceBuilder::new()
+        .layer(
+            M2mAuthLayer::new(cached.clone()).dpop(
+                m2m_guard::Dpop::new("http://bench.example")
+                    .replay_store(m2m_guard::MemoryReplayStore::new(20_000_000)),
+            ),
+        )
+        .service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+    let dpop_auth = header::HeaderValue::from_str(&format!("DPoP {bound}")).unwrap();
+    let proof = || {
+        dpop_key
+            .proof("GET", "http://bench.example/orders")
+            .for_token(&bound)
+            .sign()
+    };
+    let jwk = dpop_key.jwk();
+    let proof_key =
+        DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap())
+            .unwrap();
+    let mut proof_validation = Validation::new(jsonwebtoken::Algorithm::ES256);
+    proof_validation.required_spec_claims.clear();
+    proof_validation.validate_exp = false;
+    proof_validation.validate_aud = false;
+    let mut g = c.benchmark_group("dpop/ES256 proof, cached token");
+    g.bench_function("ES256 proof signature only (jsonwebtoken::decode)", |b| {
+        let p = proof();
+        b.iter(|| {
+            jsonwebtoken::decode::<serde_json::Value>(black_box(&p), &proof_key, &proof_validation)
+                .unwrap()
+        })
+    });
+    g.bench_function("middleware oneshot, Bearer (cache hit)", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut svc = svc.clone();
+            let req = Request::builder()
+                .uri("/orders")
+                .header(header::AUTHORIZATION, auth.clone())
+                .body(())
+                .unwrap();
+            async move {
+                let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+        })
+    });
+    g.bench_function("middleware oneshot, DPoP (cache hit + proof)", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                Request::builder()
+                    .uri("/orders")
+                    .header(header::AUTHORIZATION, dpop_auth.clone())
+                    .header("dpop", proof())
+                    .body(())
+                    .unwrap()
+            },
+            |req| {
+                let mut svc = dpop_svc.clone();
+                async move {
+                    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                }
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
 }
 
 criterion_group! {

@@ -50,6 +50,7 @@ pub struct Dpop {
     pub(crate) inner: Arc<DpopConfig>,
 }
 
+#[derive(Clone)]
 pub(crate) struct DpopConfig {
     /// `scheme://host[:port]`, normalised.
     pub(crate) origin: Result<url::Url, String>,
@@ -104,7 +105,7 @@ impl Dpop {
     }
 
     fn config(&mut self) -> &mut DpopConfig {
-        Arc::get_mut(&mut self.inner).expect("a Dpop being configured is not shared yet")
+        Arc::make_mut(&mut self.inner)
     }
 
     /// DPoP required: a token must be DPoP-bound and come with a proof;
@@ -166,6 +167,8 @@ fn parse_origin(s: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("Dpop origin {s:?}: {e}"))?;
     if !matches!(u.scheme(), "http" | "https")
         || u.host().is_none()
+        || !u.username().is_empty()
+        || u.password().is_some()
         || u.path() != "/"
         || u.query().is_some()
         || u.fragment().is_some()
@@ -208,12 +211,15 @@ pub enum ReplayStoreError {
 /// its lifetime and then forgotten; when full, new proofs are refused (503)
 /// rather than an unexpired one forgotten. 16 shards, each a set and a
 /// queue in insertion order (every proof of a store has the same lifetime,
-/// so the oldest expires first). About 80 bytes per proof.
+/// so the oldest expires first). About 120 bytes per proof.
 #[derive(Debug)]
 pub struct MemoryReplayStore {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
     clock: crate::clock::Clock,
+    /// Picks the shard with a per-process random key: a client choosing
+    /// its `jti`s cannot aim them all at one shard.
+    shard_of: std::collections::hash_map::RandomState,
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +238,7 @@ impl MemoryReplayStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard,
             clock: crate::clock::Clock::default(),
+            shard_of: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -251,9 +258,9 @@ impl MemoryReplayStore {
 
     fn insert(&self, key: [u8; 32], ttl: Duration) -> Result<bool, ReplayStoreError> {
         let now = self.clock.now();
-        let mut shard = self.shards[usize::from(key[0]) % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        use std::hash::BuildHasher as _;
+        let index = (self.shard_of.hash_one(key) % SHARDS as u64) as usize;
+        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
         while let Some((expires, k)) = shard.order.front().copied() {
             if expires > now {
                 break;
@@ -420,16 +427,29 @@ pub(crate) fn check_proof(
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
         return Err("the DPoP proof key is not a public key");
     }
-    let key = crate::jwks::key_from_jwk(&Value::Object(jwk.clone()))
-        .filter(|k| k.allows(alg))
-        .ok_or("the DPoP proof key is not usable with its algorithm")?;
-    if !key.verify(alg, &proof.as_bytes()[..h.len() + 1 + p.len()], &sig) {
-        return Err("the DPoP proof signature is invalid");
-    }
+    // The cheap comparison first: a key other than the bound one costs no
+    // key parsing and no signature check.
     let thumbprint =
         thumbprint(jwk).ok_or("the DPoP proof key is not usable with its algorithm")?;
     if thumbprint != expected.jkt {
         return Err("the DPoP proof key is not the one the token is bound to");
+    }
+    // Prepared for the header's algorithm only (a JWK without `alg` would
+    // otherwise be prepared for its whole family); a JWK naming another
+    // algorithm is refused.
+    let mut jwk = jwk.clone();
+    match jwk.get("alg") {
+        None => {
+            jwk.insert("alg".into(), alg.as_str().into());
+        }
+        Some(Value::String(a)) if a == alg.as_str() => {}
+        Some(_) => return Err("the DPoP proof key is not usable with its algorithm"),
+    }
+    let key = crate::jwks::key_from_jwk(&Value::Object(jwk))
+        .filter(|k| k.allows(alg))
+        .ok_or("the DPoP proof key is not usable with its algorithm")?;
+    if !key.verify(alg, &proof.as_bytes()[..h.len() + 1 + p.len()], &sig) {
+        return Err("the DPoP proof signature is invalid");
     }
 
     let jti = match claims.get("jti") {
@@ -550,12 +570,17 @@ mod tests {
         let key = |i: u8| [i; 32];
         assert!(store.insert(key(1), Duration::from_secs(60)).unwrap());
         assert!(!store.insert(key(1), Duration::from_secs(60)).unwrap());
-        // One per shard here (16 / 16): the shard of key 17 is key 1's.
-        assert!(matches!(
-            store.insert(key(17), Duration::from_secs(60)),
-            Err(ReplayStoreError::Full)
-        ));
-        assert_eq!(store.len(), 1);
+        // One per shard here (16 / 16): 17 keys cannot all fit, and a
+        // refused key is not remembered.
+        let results: Vec<_> = (2..=17u8)
+            .map(|i| store.insert(key(i), Duration::from_secs(60)))
+            .collect();
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(ReplayStoreError::Full)))
+        );
+        assert!(store.len() <= 16);
         // An expired proof is forgotten and makes room.
         let short = MemoryReplayStore::new(16);
         assert!(short.insert(key(2), Duration::ZERO).unwrap());
@@ -563,6 +588,7 @@ mod tests {
             short.insert(key(2), Duration::ZERO).unwrap(),
             "expired: new again"
         );
-        assert!(short.insert(key(18), Duration::from_secs(60)).unwrap());
+        assert!(short.insert(key(2), Duration::from_secs(60)).unwrap());
+        assert!(!short.insert(key(2), Duration::from_secs(60)).unwrap());
     }
 }

@@ -306,6 +306,10 @@ where
             v.set_sensitive(true);
         }
         let dpop_request = self.dpop.is_some() && crate::bearer::is_dpop_scheme(&req);
+        // With DPoP on, proofs are the layer's business: never a handler's.
+        if self.dpop.is_some() && !dpop_request {
+            req.headers_mut().remove(crate::bearer::DPOP);
+        }
         let challenge = if dpop_request {
             self.dpop_challenge.clone()
         } else {

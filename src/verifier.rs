@@ -222,6 +222,12 @@ impl Verifier {
 
     /// Verify `token` (the bare JWT, without `Bearer `).
     ///
+    /// This checks the token, not how it was presented: a key-bound token
+    /// (`cnf`, see [`Principal::is_sender_constrained`]) verifies here without
+    /// its proof of possession. [`M2mAuthLayer`](crate::M2mAuthLayer) refuses
+    /// such a token as `Bearer` and checks DPoP proofs; calling this yourself,
+    /// refuse bound tokens unless you check their binding.
+    ///
     /// A token verified before is answered from the token cache: every time
     /// rule (`exp`, `nbf`, `iat`, maximum age) is checked again, and the key
     /// that verified it must still be published.

@@ -292,11 +292,24 @@ async fn bound_tokens_need_dpop_and_dpop_needs_bound_tokens() {
             "{:?}",
             ans.challenges
         );
-        // Twice: the second answer comes from the cache, same refusal.
-        let again = a
-            .send("GET", "/orders", Some(format!("Bearer {bound}")), &[])
-            .await;
-        assert_eq!(again.status, 401);
+        // Again: the token is cached from its second sighting on (with DPoP
+        // on, its verdict is cached), and the cached path refuses it too.
+        if dpop_on {
+            let proof = key.proof("GET", &a.url("/orders")).for_token(&bound).sign();
+            assert_eq!(a.dpop_get(&bound, proof).await.status, 200);
+        }
+        for _ in 0..3 {
+            let again = a
+                .send("GET", "/orders", Some(format!("Bearer {bound}")), &[])
+                .await;
+            assert_eq!(again.status, 401);
+            assert!(
+                again.challenges[0].contains("bound to a key"),
+                "{:?}",
+                again.challenges
+            );
+        }
+        assert!(a.verifier.cached_tokens() >= 1, "the cached path was taken");
         // An mTLS-bound token as Bearer: the same.
         let mtls = a
             .issuer
@@ -310,13 +323,28 @@ async fn bound_tokens_need_dpop_and_dpop_needs_bound_tokens() {
             .send("GET", "/orders", Some(format!("Bearer {mtls}")), &[])
             .await;
         assert_eq!(ans.status, 401);
-        // Unbound tokens as Bearer keep working.
+        assert!(
+            ans.challenges[0].contains("bound to a key"),
+            "{:?}",
+            ans.challenges
+        );
+        // Unbound tokens as Bearer keep working; with DPoP on, a stray DPoP
+        // header never reaches the handler.
         let plain = a.issuer.token().sign();
+        let ans = a
+            .send(
+                "GET",
+                "/orders",
+                Some(format!("Bearer {plain}")),
+                &["x.y.z".into()],
+            )
+            .await;
+        assert_eq!(ans.status, 200);
         assert_eq!(
-            a.send("GET", "/orders", Some(format!("Bearer {plain}")), &[])
-                .await
-                .status,
-            200
+            ans.body.ends_with("proof_seen=false"),
+            dpop_on,
+            "{}",
+            ans.body
         );
         // A malformed binding is never read as "unbound".
         let bad = a.issuer.token().claim("cnf", "jkt").sign();
@@ -413,4 +441,12 @@ async fn a_full_replay_store_answers_503_not_a_pass() {
         statuses.iter().filter(|s| **s == 200).count() <= 16,
         "{statuses:?}"
     );
+}
+
+#[test]
+fn a_dpop_config_can_be_cloned_then_changed() {
+    let base = Dpop::new("https://api.example.test");
+    let strict = base.clone().required();
+    assert!(format!("{strict:?}").contains("required: true"));
+    assert!(format!("{base:?}").contains("required: false"));
 }
