@@ -20,7 +20,8 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 #[allow(dead_code)]
 struct Claims {
     iss: String,
-    sub: String,
+    sub: Option<String>,
+    azp: Option<String>,
     exp: u64,
     org_code: Option<String>,
     scope: Option<String>,

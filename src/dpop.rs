@@ -59,6 +59,8 @@ pub(crate) struct DpopConfig {
     pub(crate) lifetime: Duration,
     pub(crate) skew: Duration,
     pub(crate) store: Arc<dyn ReplayStore>,
+    /// Proof keys prepared for verification, by thumbprint and algorithm.
+    pub(crate) keys: moka::sync::Cache<(String, Algorithm), Arc<crate::jwks::VerifyKey>>,
 }
 
 impl std::fmt::Debug for Dpop {
@@ -100,6 +102,10 @@ impl Dpop {
                 lifetime: Duration::from_secs(60),
                 skew: Duration::from_secs(5),
                 store: Arc::new(MemoryReplayStore::new(1_000_000)),
+                keys: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_idle(Duration::from_secs(3600))
+                    .build(),
             }),
         }
     }
@@ -437,17 +443,27 @@ pub(crate) fn check_proof(
     // Prepared for the header's algorithm only (a JWK without `alg` would
     // otherwise be prepared for its whole family); a JWK naming another
     // algorithm is refused.
-    let mut jwk = jwk.clone();
     match jwk.get("alg") {
-        None => {
-            jwk.insert("alg".into(), alg.as_str().into());
-        }
+        None => {}
         Some(Value::String(a)) if a == alg.as_str() => {}
         Some(_) => return Err("the DPoP proof key is not usable with its algorithm"),
     }
-    let key = crate::jwks::key_from_jwk(&Value::Object(jwk))
-        .filter(|k| k.allows(alg))
-        .ok_or("the DPoP proof key is not usable with its algorithm")?;
+    // A client signs every proof with the same key: prepared once (per
+    // thumbprint, which names the key material, and algorithm).
+    let cache_key = (thumbprint.clone(), alg);
+    let key = match cfg.keys.get(&cache_key) {
+        Some(key) => key,
+        None => {
+            let mut jwk = jwk.clone();
+            jwk.insert("alg".into(), alg.as_str().into());
+            let key = crate::jwks::key_from_jwk(&Value::Object(jwk))
+                .filter(|k| k.allows(alg))
+                .map(Arc::new)
+                .ok_or("the DPoP proof key is not usable with its algorithm")?;
+            cfg.keys.insert(cache_key, key.clone());
+            key
+        }
+    };
     if !key.verify(alg, &proof.as_bytes()[..h.len() + 1 + p.len()], &sig) {
         return Err("the DPoP proof signature is invalid");
     }
