@@ -45,6 +45,8 @@ fn is_b64token_char(b: u8) -> bool {
 
 /// The DPoP proof header (RFC 9449 §4.1).
 pub(crate) const DPOP: &str = "dpop";
+/// The server nonce header (RFC 9449 §8).
+pub(crate) const DPOP_NONCE: &str = "dpop-nonce";
 
 /// Whether the request's `Authorization` uses the `DPoP` scheme (a cheap
 /// look before [`find_token`], to pick the challenge).

@@ -59,6 +59,8 @@ pub(crate) struct DpopConfig {
     pub(crate) lifetime: Duration,
     pub(crate) skew: Duration,
     pub(crate) store: Arc<dyn ReplayStore>,
+    /// Server nonces (RFC 9449 §8), when required.
+    pub(crate) nonces: Option<Arc<Nonces>>,
     /// Proof keys prepared for verification, by thumbprint and algorithm.
     pub(crate) keys: moka::sync::Cache<(String, Algorithm), Arc<crate::jwks::VerifyKey>>,
 }
@@ -102,6 +104,7 @@ impl Dpop {
                 lifetime: Duration::from_secs(60),
                 skew: Duration::from_secs(5),
                 store: Arc::new(MemoryReplayStore::new(1_000_000)),
+                nonces: None,
                 keys: moka::sync::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_idle(Duration::from_secs(3600))
@@ -147,6 +150,48 @@ impl Dpop {
     /// ahead). Defaults to 5 s; at most 5 min.
     pub fn clock_skew(mut self, skew: Duration) -> Self {
         self.config().skew = skew.min(Duration::from_secs(300));
+        self
+    }
+
+    /// Require server nonces (RFC 9449 §8): a proof must carry a `nonce`
+    /// this server issued within the last two `period`s. A proof without
+    /// one (or with a stale one) gets 401 `use_dpop_nonce` with a fresh
+    /// nonce in the `DPoP-Nonce` header; every answer to a DPoP request
+    /// carries the current one. The nonces are stateless (an HMAC of the
+    /// time period under a random key of this process): for a fleet, give
+    /// every replica the same [`Dpop::nonce_secret`]. `period` is clamped to
+    /// 10 s ..= 1 hour.
+    pub fn require_nonces(mut self, period: Duration) -> Self {
+        // A secret set before (`nonce_secret`) stays; else a random one.
+        let secret = match self.inner.nonces.as_ref() {
+            Some(n) => n.secret,
+            None => {
+                let mut secret = [0u8; 32];
+                // Without the OS's random numbers there is no safe nonce key:
+                // a zero key would make nonces forgeable, so refuse every proof.
+                getrandom::getrandom(&mut secret).ok().map(|()| secret)
+            }
+        };
+        self.config().nonces = Some(Arc::new(Nonces {
+            secret,
+            period: period.clamp(Duration::from_secs(10), Duration::from_secs(3600)),
+        }));
+        self
+    }
+
+    /// The key nonces are made with, shared by the replicas of a fleet (keep
+    /// it secret: it lets its holder mint nonces). Implies
+    /// [`Dpop::require_nonces`] (5 minutes, unless set); in either order.
+    pub fn nonce_secret(mut self, secret: [u8; 32]) -> Self {
+        let period = self
+            .inner
+            .nonces
+            .as_ref()
+            .map_or(Duration::from_secs(300), |n| n.period);
+        self.config().nonces = Some(Arc::new(Nonces {
+            secret: Some(secret),
+            period,
+        }));
         self
     }
 
@@ -298,6 +343,60 @@ impl ReplayStore for MemoryReplayStore {
     }
 }
 
+/// Stateless server nonces: `base64url(period number ‖ HMAC-SHA-256(key,
+/// period number)[..16])`, accepted for the current and the previous period.
+pub(crate) struct Nonces {
+    /// `None`: no random key could be had; every nonce is refused.
+    secret: Option<[u8; 32]>,
+    period: Duration,
+}
+
+impl Nonces {
+    fn slot(&self, now: u64) -> u64 {
+        now / self.period.as_secs().max(1)
+    }
+
+    fn make(&self, slot: u64) -> Option<String> {
+        let secret = self.secret.as_ref()?;
+        let mac = hmac_sha256(secret, &slot.to_be_bytes());
+        let mut raw = slot.to_be_bytes().to_vec();
+        raw.extend_from_slice(&mac[..16]);
+        Some(URL_SAFE_NO_PAD.encode(raw))
+    }
+
+    /// The nonce to hand out now.
+    pub(crate) fn current(&self, now: u64) -> Option<String> {
+        self.make(self.slot(now))
+    }
+
+    fn accepts(&self, nonce: &str, now: u64) -> bool {
+        let slot = self.slot(now);
+        [slot, slot.saturating_sub(1)].iter().any(|&s| {
+            self.make(s)
+                .is_some_and(|n| n.as_bytes() == nonce.as_bytes())
+        })
+    }
+}
+
+/// HMAC-SHA-256 (RFC 2104) of `message` under a 32-byte key.
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut ipad = [0x36u8; 64];
+    let mut opad = [0x5cu8; 64];
+    for (i, k) in key.iter().enumerate() {
+        ipad[i] ^= k;
+        opad[i] ^= k;
+    }
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
 /// base64url(SHA-256(`bytes`)).
 pub(crate) fn sha256_b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
@@ -361,7 +460,14 @@ pub(crate) async fn check_request(
         jkt,
         now,
     };
-    let key = check_proof(cfg, proof, &expected).map_err(K::InvalidDpopProof)?;
+    let key = match check_proof(cfg, proof, &expected) {
+        Ok(key) => key,
+        Err(ProofError::Invalid(why)) => return Err(K::InvalidDpopProof(why)),
+        Err(ProofError::UseNonce) => {
+            let nonce = cfg.nonces.as_ref().and_then(|n| n.current(now));
+            return Err(K::UseDpopNonce { nonce });
+        }
+    };
     match cfg
         .store
         .check_and_insert(key, cfg.lifetime + cfg.skew)
@@ -390,13 +496,45 @@ pub(crate) struct Expected<'a> {
 /// Members a public JWK must not carry (private or symmetric key material).
 const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 
+/// Why a proof is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ProofError {
+    /// It breaks a rule: a client-safe description.
+    Invalid(&'static str),
+    /// It lacks a current server nonce.
+    UseNonce,
+}
+
+impl From<&'static str> for ProofError {
+    fn from(why: &'static str) -> Self {
+        ProofError::Invalid(why)
+    }
+}
+
 /// Check `proof` (the `DPoP` header) against `expected`; the replay key to
-/// record when it holds, else why not (a client-safe description).
+/// record when it holds, else why not.
 pub(crate) fn check_proof(
     cfg: &DpopConfig,
     proof: &str,
     expected: &Expected<'_>,
-) -> Result<[u8; 32], &'static str> {
+) -> Result<[u8; 32], ProofError> {
+    let (key, nonce) = check_rules(cfg, proof, expected).map_err(ProofError::Invalid)?;
+    if let Some(nonces) = &cfg.nonces
+        && !nonce.is_some_and(|n| nonces.accepts(&n, expected.now))
+    {
+        return Err(ProofError::UseNonce);
+    }
+    Ok(key)
+}
+
+/// Every rule of RFC 9449 §4.3 but the nonce and the replay check: the
+/// replay key (SHA-256 of the key's thumbprint and the `jti`: a client
+/// cannot burn another's `jti`) and the proof's `nonce`, if any.
+fn check_rules(
+    cfg: &DpopConfig,
+    proof: &str,
+    expected: &Expected<'_>,
+) -> Result<([u8; 32], Option<String>), &'static str> {
     const BAD: &str = "the DPoP proof is malformed";
     if proof.len() > MAX_PROOF_BYTES {
         return Err("the DPoP proof is too large");
@@ -499,12 +637,16 @@ pub(crate) fn check_proof(
         Some(Value::String(a)) if *a == sha256_b64(expected.token.as_bytes()) => {}
         _ => return Err("the DPoP proof is not for this access token (ath)"),
     }
-    // The key and the jti together: a client cannot burn another's jti.
+    let nonce = match claims.get("nonce") {
+        None => None,
+        Some(Value::String(n)) => Some(n.clone()),
+        Some(_) => return Err("the DPoP proof's nonce is not a string"),
+    };
     let mut h = Sha256::new();
     h.update(thumbprint.as_bytes());
     h.update([0]);
     h.update(jti.as_bytes());
-    Ok(h.finalize().into())
+    Ok((h.finalize().into(), nonce))
 }
 
 /// RFC 9449 §4.3: `htu` without query and fragment, compared after

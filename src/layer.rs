@@ -354,6 +354,12 @@ where
                 }
                 req.headers_mut().remove(crate::bearer::DPOP);
                 let dpop = self.dpop.clone().expect("DPoP requests only with DPoP on");
+                let nonce = dpop
+                    .inner
+                    .nonces
+                    .as_ref()
+                    .and_then(|n| n.current(self.verifier.now_secs()))
+                    .and_then(|n| http::HeaderValue::from_str(&n).ok());
                 let verifier = self.verifier.clone();
                 let fut = Box::pin(async move {
                     let principal = verifier.verify(&token).await?;
@@ -369,7 +375,9 @@ where
                     .await?;
                     Ok(principal)
                 });
-                ResponseFuture::verify(self, req, fut, &challenge)
+                let mut fut = ResponseFuture::verify(self, req, fut, &challenge);
+                fut.nonce = nonce;
+                fut
             }
             Ok(Found::Token { token, dpop: false }) => match self.verifier.verify_cached(token) {
                 Some(principal) => {
@@ -476,6 +484,8 @@ pin_project! {
         kind: Kind<S, ReqBody>,
         challenge: Arc<Challenge>,
         on_rejection: Arc<R>,
+        // A DPoP server nonce for the answer (RFC 9449 §8.2).
+        nonce: Option<http::HeaderValue>,
     }
 }
 
@@ -525,6 +535,7 @@ where
             kind,
             challenge: challenge.clone(),
             on_rejection: svc.on_rejection.clone(),
+            nonce: None,
         }
     }
 
@@ -580,7 +591,13 @@ where
                         }
                     }
                 }
-                KindProj::Calling { fut } => return fut.poll(cx),
+                KindProj::Calling { fut } => {
+                    let mut resp = ready!(fut.poll(cx))?;
+                    if let Some(nonce) = this.nonce.take() {
+                        resp.headers_mut().insert(crate::bearer::DPOP_NONCE, nonce);
+                    }
+                    return Poll::Ready(Ok(resp));
+                }
                 KindProj::Rejected { error } => {
                     let error = error
                         .take()

@@ -75,6 +75,12 @@ pub enum AuthErrorKind {
     /// The DPoP proof is missing or does not hold (401 `invalid_dpop_proof`,
     /// RFC 9449 §7.1); the text says which rule failed.
     InvalidDpopProof(&'static str),
+    /// The DPoP proof lacks a current server nonce (401 `use_dpop_nonce`,
+    /// RFC 9449 §8); the answer carries one in `DPoP-Nonce`.
+    UseDpopNonce {
+        /// The nonce to use (`None` when the server cannot make nonces).
+        nonce: Option<String>,
+    },
     /// The layers are wired wrongly (500); the message says how to fix it.
     Misconfigured(&'static str),
 }
@@ -153,6 +159,12 @@ impl AuthError {
                 description,
             } => (403, Some("insufficient_scope"), *reason, *description),
             K::InvalidDpopProof(d) => (401, Some("invalid_dpop_proof"), "invalid_dpop_proof", *d),
+            K::UseDpopNonce { .. } => (
+                401,
+                Some("use_dpop_nonce"),
+                "use_dpop_nonce",
+                "the DPoP proof needs a current nonce from this server",
+            ),
             K::Misconfigured(d) => (500, Some("server_error"), "misconfigured", *d),
         };
         Facts {
@@ -258,6 +270,11 @@ impl AuthError {
         }
         if let Some(v) = self.dpop_alternative() {
             h.append(WWW_AUTHENTICATE, v);
+        }
+        if let AuthErrorKind::UseDpopNonce { nonce: Some(n) } = &self.kind
+            && let Ok(v) = HeaderValue::from_str(n)
+        {
+            h.insert(crate::bearer::DPOP_NONCE, v);
         }
         if let AuthErrorKind::Unavailable { retry_after } = self.kind {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

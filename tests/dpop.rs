@@ -224,10 +224,12 @@ async fn every_proof_rule_is_checked_with_its_own_answer() {
         let ans = a.dpop_get(&token, p).await;
         refused(&ans, "invalid_dpop_proof", description);
     }
-    // A tampered signature.
-    let mut p = proof().sign();
-    let last = p.pop().unwrap();
-    p.push(if last == 'A' { 'B' } else { 'A' });
+    // A tampered signature (a character inside it: the last one also
+    // carries padding bits, which the strict decoder refuses as malformed).
+    let p = proof().sign();
+    let at = p.rfind('.').unwrap() + 5;
+    let flipped = if &p[at..=at] == "A" { "B" } else { "A" };
+    let p = format!("{}{flipped}{}", &p[..at], &p[at + 1..]);
     refused(
         &a.dpop_get(&token, p).await,
         "invalid_dpop_proof",
@@ -449,4 +451,115 @@ fn a_dpop_config_can_be_cloned_then_changed() {
     let strict = base.clone().required();
     assert!(format!("{strict:?}").contains("required: true"));
     assert!(format!("{base:?}").contains("required: false"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_nonces_are_asked_for_given_and_checked() {
+    let secret = [7u8; 32];
+    let a = api(|d| {
+        Some(
+            d.require_nonces(Duration::from_secs(60))
+                .nonce_secret(secret),
+        )
+    })
+    .await;
+    let clock = a.issuer.clock();
+    let key = DpopKey::new();
+    let token = a.issuer.token().dpop_bound(&key).sign();
+    let url = a.url("/orders");
+    let send = |proof: String| {
+        let (token, url) = (token.clone(), url.clone());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // No nonce: 401 use_dpop_nonce, and one to use.
+    let first = send(
+        key.proof("GET", &url)
+            .for_token(&token)
+            .on_clock(clock)
+            .sign(),
+    )
+    .await;
+    assert_eq!(first.status(), 401);
+    let c = first.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        c.starts_with("DPoP ") && c.contains(r#"error="use_dpop_nonce""#),
+        "{c}"
+    );
+    let nonce = first.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    // With it: accepted, and the answer carries the current nonce.
+    let ok = send(
+        key.proof("GET", &url)
+            .for_token(&token)
+            .on_clock(clock)
+            .claim("nonce", nonce.clone())
+            .sign(),
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["dpop-nonce"].to_str().unwrap(), nonce);
+    // A made-up nonce, or one of another key: asked again.
+    for bad in [
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+        nonce.to_lowercase(),
+    ] {
+        let r = send(
+            key.proof("GET", &url)
+                .for_token(&token)
+                .on_clock(clock)
+                .claim("nonce", bad)
+                .sign(),
+        )
+        .await;
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().contains_key("dpop-nonce"));
+    }
+    // Another replica with the same secret accepts it; one with another does not.
+    let twin = api(|d| {
+        Some(
+            d.nonce_secret(secret)
+                .require_nonces(Duration::from_secs(60)),
+        )
+    })
+    .await;
+    let stranger = api(|d| Some(d.require_nonces(Duration::from_secs(60)))).await;
+    for (replica, expected) in [(&twin, 200), (&stranger, 401)] {
+        let t = replica.issuer.token().dpop_bound(&key).sign();
+        let p = key
+            .proof("GET", &replica.url("/orders"))
+            .for_token(&t)
+            .on_clock(replica.issuer.clock())
+            .claim("nonce", nonce.clone())
+            .sign();
+        assert_eq!(replica.dpop_get(&t, p).await.status, expected);
+    }
+    // Two periods later the nonce is stale: asked again, with a new one.
+    clock.advance(Duration::from_secs(150));
+    let token = a.issuer.token().dpop_bound(&key).sign();
+    let stale = reqwest::Client::new()
+        .get(&url)
+        .header("authorization", format!("DPoP {token}"))
+        .header(
+            "dpop",
+            key.proof("GET", &url)
+                .for_token(&token)
+                .on_clock(clock)
+                .claim("nonce", nonce.clone())
+                .sign(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 401);
+    assert_ne!(stale.headers()["dpop-nonce"].to_str().unwrap(), nonce);
 }
