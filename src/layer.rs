@@ -15,6 +15,7 @@ use tower_service::Service;
 use crate::bearer::{Found, find_token};
 use crate::dpop::Dpop;
 use crate::metadata::ProtectedResource;
+use crate::mtls::Mtls;
 use crate::principal::Principal;
 use crate::rejection::{Reason, Rejection};
 use crate::response::{AuthError, AuthErrorKind, Challenge, DefaultRejection, OnRejection};
@@ -75,6 +76,7 @@ pub struct M2mAuthLayer<R = DefaultRejection> {
     optional: bool,
     strip_authorization: bool,
     dpop: Option<Dpop>,
+    mtls: Option<Mtls>,
     on_rejection: R,
 }
 
@@ -112,6 +114,7 @@ impl M2mAuthLayer {
             optional: false,
             strip_authorization: false,
             dpop: None,
+            mtls: None,
             on_rejection: DefaultRejection,
         }
     }
@@ -199,6 +202,16 @@ impl<R> M2mAuthLayer<R> {
         self
     }
 
+    /// Accept certificate-bound tokens (RFC 8705, `cnf.x5t#S256`) presented
+    /// as `Bearer` over a connection with that client certificate, taken
+    /// from where `mtls` says. Without it such tokens are refused
+    /// (`bound_token`); with it, a missing or other certificate is refused
+    /// (`certificate_mismatch`). See [`Mtls`].
+    pub fn mtls(mut self, mtls: Mtls) -> Self {
+        self.mtls = Some(mtls);
+        self
+    }
+
     /// Build rejections with your own handler (a closure
     /// `Fn(AuthError) -> Response<B>` or an [`OnRejection`]). Guards further
     /// in ([`RequireScope`](crate::RequireScope),
@@ -210,6 +223,7 @@ impl<R> M2mAuthLayer<R> {
             optional: self.optional,
             strip_authorization: self.strip_authorization,
             dpop: self.dpop,
+            mtls: self.mtls,
             on_rejection,
         }
     }
@@ -237,6 +251,7 @@ impl<S, R: Clone> Layer<S> for M2mAuthLayer<R> {
             optional: self.optional,
             strip_authorization: self.strip_authorization,
             dpop: self.dpop.clone(),
+            mtls: self.mtls.clone(),
             on_rejection: Arc::new(self.on_rejection.clone()),
         }
     }
@@ -253,6 +268,7 @@ pub struct M2mAuth<S, R = DefaultRejection> {
     optional: bool,
     strip_authorization: bool,
     dpop: Option<Dpop>,
+    mtls: Option<Mtls>,
     /// Shared with guards through request extensions without an allocation per request.
     on_rejection: Arc<R>,
 }
@@ -277,10 +293,12 @@ impl<S, R> M2mAuth<S, R> {
         )
     }
 
-    /// A token presented as `Bearer`: refused when it is bound to a key
-    /// (no proof can be checked), or when DPoP is required.
-    fn bearer_allowed(&self, principal: &Principal) -> Result<(), AuthErrorKind> {
-        bearer_allowed(self.dpop.as_ref(), principal)
+    /// The client certificate's thumbprint, when certificate-bound tokens
+    /// are accepted and one is presented.
+    fn certificate<B>(&self, req: &Request<B>) -> Option<String> {
+        self.mtls
+            .as_ref()
+            .and_then(|m| m.thumbprint(req.headers(), req.extensions()))
     }
 }
 
@@ -381,7 +399,14 @@ where
             }
             Ok(Found::Token { token, dpop: false }) => match self.verifier.verify_cached(token) {
                 Some(principal) => {
-                    if let Err(kind) = self.bearer_allowed(&principal) {
+                    // Hashed only for a certificate-bound token.
+                    let certificate = principal.x5t_s256().and_then(|_| self.certificate(&req));
+                    let binding = Binding {
+                        dpop: self.dpop.as_ref(),
+                        mtls: self.mtls.is_some(),
+                        certificate: certificate.as_deref(),
+                    };
+                    if let Err(kind) = bearer_allowed(&binding, &principal) {
                         return self.reject(kind, &challenge);
                     }
                     trace_decision("accepted", Some(&principal));
@@ -399,9 +424,16 @@ where
                     }
                     let verifier = self.verifier.clone();
                     let dpop = self.dpop.clone();
+                    let mtls = self.mtls.is_some();
+                    let certificate = self.certificate(&req);
                     let fut = Box::pin(async move {
                         let principal = verifier.verify_cache_miss(&token).await?;
-                        bearer_allowed(dpop.as_ref(), &principal)?;
+                        let binding = Binding {
+                            dpop: dpop.as_ref(),
+                            mtls,
+                            certificate: certificate.as_deref(),
+                        };
+                        bearer_allowed(&binding, &principal)?;
                         Ok(principal)
                     });
                     ResponseFuture::verify(self, req, fut, &challenge)
@@ -411,18 +443,36 @@ where
     }
 }
 
-/// A token presented as `Bearer`: refused when it is bound to a key (no
-/// proof can be checked), or when DPoP is required.
-fn bearer_allowed(dpop: Option<&Dpop>, principal: &Principal) -> Result<(), AuthErrorKind> {
-    if principal.is_sender_constrained() {
-        return Err(AuthErrorKind::InvalidToken(Rejection::new(
-            Reason::BoundToken,
-        )));
+/// What a `Bearer` request can prove about a bound token.
+struct Binding<'a> {
+    dpop: Option<&'a Dpop>,
+    /// Certificate-bound tokens are accepted (a certificate source is set).
+    mtls: bool,
+    /// The thumbprint of the certificate presented, if any.
+    certificate: Option<&'a str>,
+}
+
+/// A token presented as `Bearer`: refused when it is bound to a key no
+/// `Bearer` request can prove (DPoP's, or a certificate when none is
+/// configured or it differs), or when DPoP is required.
+fn bearer_allowed(b: &Binding<'_>, principal: &Principal) -> Result<(), AuthErrorKind> {
+    let refuse = |reason| Err(AuthErrorKind::InvalidToken(Rejection::new(reason)));
+    if let Some(cnf) = principal.claim("cnf") {
+        let x5t = cnf.get("x5t#S256").and_then(|v| v.as_str());
+        let only_x5t = cnf
+            .as_object()
+            .is_some_and(|o| o.keys().all(|k| k == "x5t#S256"));
+        match x5t {
+            Some(want) if only_x5t && b.mtls => {
+                if b.certificate != Some(want) {
+                    return refuse(Reason::CertificateMismatch);
+                }
+            }
+            _ => return refuse(Reason::BoundToken),
+        }
     }
-    if dpop.is_some_and(|d| d.inner.required) {
-        return Err(AuthErrorKind::InvalidToken(Rejection::new(
-            Reason::UnboundToken,
-        )));
+    if b.dpop.is_some_and(|d| d.inner.required) {
+        return refuse(Reason::UnboundToken);
     }
     Ok(())
 }

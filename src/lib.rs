@@ -122,6 +122,7 @@ mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
 pub mod mcp;
 mod metadata;
+mod mtls;
 mod preset;
 mod principal;
 mod rejection;
@@ -140,6 +141,7 @@ pub use guard::{Check, Denial, RequireScope, RequireTenant, Rule};
 pub use hierarchy::ScopeHierarchy;
 pub use layer::M2mAuthLayer;
 pub use metadata::ProtectedResource;
+pub use mtls::{ClientCertificate, Mtls};
 
 /// The services the layers build, to name them in types.
 pub mod service {

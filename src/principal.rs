@@ -128,6 +128,12 @@ impl Principal {
         self.inner.claims.get("cnf")?.get("jkt")?.as_str()
     }
 
+    /// The RFC 8705 `cnf.x5t#S256`: the thumbprint of the client
+    /// certificate this token is bound to.
+    pub fn x5t_s256(&self) -> Option<&str> {
+        self.inner.claims.get("cnf")?.get("x5t#S256")?.as_str()
+    }
+
     /// Whether the token is bound to a key (it carries `cnf`: DPoP's `jkt`,
     /// mTLS's `x5t#S256`, or another confirmation method). A bound token is
     /// accepted only with its proof of possession.

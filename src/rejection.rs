@@ -101,6 +101,9 @@ reasons! {
     /// The token is not DPoP-bound (`cnf.jkt`) but was presented as `DPoP`,
     /// or a route requires DPoP.
     UnboundToken => "unbound_token", "the token is not bound to a DPoP key";
+    /// The token is bound to a client certificate (`cnf.x5t#S256`) other
+    /// than the one presented, or none was presented.
+    CertificateMismatch => "certificate_mismatch", "the token is bound to another client certificate";
     /// No usable keys: the issuer's key set could not be loaded, or is stale past `max_stale`.
     KeysUnavailable => "keys_unavailable", "the signing keys are temporarily unavailable";
 }
@@ -221,6 +224,6 @@ mod tests {
             );
             assert_eq!(r.to_string(), r.code());
         }
-        assert_eq!(Reason::ALL.len(), 27);
+        assert_eq!(Reason::ALL.len(), 28);
     }
 }
