@@ -161,18 +161,8 @@ fn benches(c: &mut Criterion) {
             .iter(|| async { cached.verify(black_box(&token)).await.unwrap() })
     });
     g.bench_function("middleware oneshot (cache hit)", |b| {
-        b.to_async(&rt).iter(|| {
-            let mut svc = svc.clone();
-            let req = Request::builder()
-                .uri("/")
-                .header(header::AUTHORIZATION, auth.clone())
-                .body(())
-                .unwrap();
-            async move {
-                let resp = svc.ready().await.unwrap().call(req).await.unwrap();
-                assert_eq!(resp.status(), 200);
-            }
-        })
+        b.to_async(&rt)
+            .iter(|| call_ok(svc.clone(), request("/", &auth, None)))
     });
     g.finish();
 
@@ -216,40 +206,38 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.bench_function("middleware oneshot, Bearer (cache hit)", |b| {
-        b.to_async(&rt).iter(|| {
-            let mut svc = svc.clone();
-            let req = Request::builder()
-                .uri("/orders")
-                .header(header::AUTHORIZATION, auth.clone())
-                .body(())
-                .unwrap();
-            async move {
-                let resp = svc.ready().await.unwrap().call(req).await.unwrap();
-                assert_eq!(resp.status(), 200);
-            }
-        })
+        b.to_async(&rt)
+            .iter(|| call_ok(svc.clone(), request("/orders", &auth, None)))
     });
     g.bench_function("middleware oneshot, DPoP (cache hit + proof)", |b| {
         b.to_async(&rt).iter_batched(
-            || {
-                Request::builder()
-                    .uri("/orders")
-                    .header(header::AUTHORIZATION, dpop_auth.clone())
-                    .header("dpop", proof())
-                    .body(())
-                    .unwrap()
-            },
-            |req| {
-                let mut svc = dpop_svc.clone();
-                async move {
-                    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
-                    assert_eq!(resp.status(), 200);
-                }
-            },
+            || request("/orders", &dpop_auth, Some(proof())),
+            |req| call_ok(dpop_svc.clone(), req),
             criterion::BatchSize::SmallInput,
         )
     });
     g.finish();
+}
+
+/// A request to `path` with this `Authorization` (and a DPoP proof).
+fn request(path: &str, auth: &header::HeaderValue, proof: Option<String>) -> Request<()> {
+    let mut req = Request::builder()
+        .uri(path)
+        .header(header::AUTHORIZATION, auth.clone());
+    if let Some(p) = proof {
+        req = req.header("dpop", p);
+    }
+    req.body(()).unwrap()
+}
+
+/// Send `req` through `svc`, which must answer 200.
+async fn call_ok<S>(mut svc: S, req: Request<()>)
+where
+    S: Service<Request<()>, Response = Response<String>>,
+    S::Error: std::fmt::Debug,
+{
+    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
 }
 
 criterion_group! {

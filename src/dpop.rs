@@ -505,12 +505,6 @@ pub(crate) enum ProofError {
     UseNonce,
 }
 
-impl From<&'static str> for ProofError {
-    fn from(why: &'static str) -> Self {
-        ProofError::Invalid(why)
-    }
-}
-
 /// Check `proof` (the `DPoP` header) against `expected`; the replay key to
 /// record when it holds, else why not.
 pub(crate) fn check_proof(

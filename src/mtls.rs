@@ -6,7 +6,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::HeaderName;
 use http::header::HeaderMap;
-use sha2::{Digest, Sha256};
+
+use crate::dpop::sha256_b64;
 
 /// The client certificate (DER) of the request's TLS connection, put into
 /// request extensions by your TLS server (e.g. from rustls'
@@ -87,7 +88,7 @@ impl Mtls {
         match &self.source {
             Source::Connection => extensions
                 .get::<ClientCertificate>()
-                .map(|c| URL_SAFE_NO_PAD.encode(Sha256::digest(&c.0))),
+                .map(|c| sha256_b64(&c.0)),
             Source::PemHeader(name) => {
                 let mut values = headers.get_all(name).iter();
                 let (Some(v), None) = (values.next(), values.next()) else {
@@ -138,7 +139,7 @@ fn pem_thumbprint(pem: &str) -> Option<String> {
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
     let der = STANDARD.decode(b64).ok()?;
-    Some(URL_SAFE_NO_PAD.encode(Sha256::digest(der)))
+    Some(sha256_b64(&der))
 }
 
 /// The thumbprint from an XFCC header with one element: `Hash=` (hex) or
@@ -186,6 +187,7 @@ fn xfcc_thumbprint(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     /// A certificate's DER is opaque here: any bytes make a thumbprint.
     const DER: &[u8] = b"0\x82\x01\x0a not really a certificate";
@@ -209,7 +211,7 @@ mod tests {
     }
 
     fn expected() -> String {
-        URL_SAFE_NO_PAD.encode(Sha256::digest(DER))
+        sha256_b64(DER)
     }
 
     #[test]

@@ -70,9 +70,7 @@ impl Template {
     /// tenant is a plausible identifier (1..=128 of `A-Z a-z 0-9 - _ .`,
     /// not starting with a dot).
     pub(crate) fn tenant_of<'a>(&self, iss: &'a str) -> Option<&'a str> {
-        let tenant = iss
-            .strip_prefix(self.prefix.as_str())?
-            .strip_suffix(self.suffix.as_str())?;
+        let tenant = between(iss, &self.prefix, &self.suffix)?;
         valid_tenant(tenant).then_some(tenant)
     }
 
@@ -106,6 +104,11 @@ pub(crate) fn entra_tenant_independent(template: &str) -> String {
     }
 }
 
+/// What `s` holds between `prefix` and `suffix`, if it has both.
+fn between<'a>(s: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
+    s.strip_prefix(prefix)?.strip_suffix(suffix)
+}
+
 fn valid_tenant(t: &str) -> bool {
     (1..=MAX_TENANT_LEN).contains(&t.len())
         && !t.starts_with('.')
@@ -124,10 +127,7 @@ pub(crate) fn key_issuer_matches(key_issuer: &str, iss: &str, tenant: Option<&st
         return false;
     };
     let (prefix, suffix) = (&key_issuer[..at], &key_issuer[at + PLACEHOLDER.len()..]);
-    let Some(in_iss) = iss
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_suffix(suffix))
-    else {
+    let Some(in_iss) = between(iss, prefix, suffix) else {
         return false;
     };
     match tenant {

@@ -98,7 +98,7 @@ impl DpopKey {
                 "htm": method,
                 "htu": url,
                 "jti": format!("jti-{:032x}", fastrand::u128(..)),
-                "iat": now_secs(None),
+                "iat": crate::claims::now_secs(),
             })
             .as_object()
             .cloned()
@@ -109,15 +109,6 @@ impl DpopKey {
                 .unwrap_or_default(),
             with_jwk: true,
         }
-    }
-}
-
-fn now_secs(clock: Option<&TestClock>) -> u64 {
-    match clock {
-        Some(c) => c.unix_secs(),
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
     }
 }
 
@@ -141,7 +132,7 @@ impl ProofBuilder<'_> {
 
     /// Issue it at the time of `clock` (a verifier on that clock).
     pub fn on_clock(self, clock: &TestClock) -> Self {
-        self.claim("iat", now_secs(Some(clock)))
+        self.claim("iat", clock.unix_secs())
     }
 
     fn shift_iat(self, by: i64) -> Self {
