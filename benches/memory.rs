@@ -1,14 +1,15 @@
 //! Memory: a flood of distinct valid tokens keeps resident memory bounded by
-//! the configured token-cache size.
+//! the configured token-cache size; a flood of distinct DPoP proofs keeps
+//! the replay store within its capacity.
 //!
 //! ```text
-//! cargo bench --bench memory                    # 1,000,000 tokens
+//! cargo bench --bench memory                    # 1,000,000 tokens, 3,000,000 proofs
 //! M2M_BENCH_TOKENS=100000 cargo bench --bench memory
 //! ```
 
 use m2m_guard::test_util::TestIssuer;
-use m2m_guard::{Algorithm, Verifier};
-use std::time::Instant;
+use m2m_guard::{Algorithm, MemoryReplayStore, ReplayStore, Verifier};
+use std::time::{Duration, Instant};
 
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -77,5 +78,88 @@ fn main() {
             std::process::exit(1);
         }
         println!("bound held: {growth:.1} MiB <= {allowed:.1} MiB");
+        replay_store_flood().await;
     });
+}
+
+/// 1,000,000 distinct proofs fill the default replay store; 1,000,000 more
+/// within their lifetime are refused (`Full`: 503, never forgotten); once
+/// the first ones expire, 1,000,000 more take their place in the same
+/// memory.
+async fn replay_store_flood() {
+    const CAPACITY: usize = 1_000_000;
+    let lifetime = Duration::from_secs(20);
+    let store = MemoryReplayStore::new(CAPACITY);
+    let start_rss = rss_mib();
+    println!("\nreplay store: capacity {CAPACITY}, proofs kept {lifetime:?}");
+    println!("| phase | accepted | refused (full) | proofs held | resident memory | growth |");
+    println!("|---|---|---|---|---|---|");
+    let mut next: u64 = 0;
+    let mut filled_at = Instant::now();
+    let mut rss_full = 0.0_f64;
+    let mut first_accepted = 0;
+    for phase in 0..3 {
+        if phase == 2 {
+            // Until every proof of phase 0 has expired.
+            tokio::time::sleep(
+                (filled_at + lifetime + Duration::from_millis(500))
+                    .saturating_duration_since(Instant::now()),
+            )
+            .await;
+        }
+        let (mut accepted, mut refused) = (0usize, 0usize);
+        for _ in 0..CAPACITY {
+            next += 1;
+            // Distinct (thumbprint, jti) digests, as the layer derives them.
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&next.to_le_bytes());
+            key[8..16].copy_from_slice(&next.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+            match store.check_and_insert(key, lifetime).await {
+                Ok(true) => accepted += 1,
+                Ok(false) => panic!("a distinct proof taken for a replay"),
+                Err(_) => refused += 1,
+            }
+        }
+        let rss = rss_mib();
+        let name = [
+            "1,000,000 new proofs",
+            "1,000,000 more, within the lifetime",
+            "1,000,000 more, after it",
+        ][phase];
+        println!(
+            "| {name} | {accepted} | {refused} | {} | {rss:.1} MiB | {:+.1} MiB |",
+            store.len(),
+            rss - start_rss
+        );
+        let fail = |why: String| {
+            eprintln!("FAILED: {why}");
+            std::process::exit(1);
+        };
+        if store.len() > CAPACITY {
+            fail(format!(
+                "{} proofs held for a capacity of {CAPACITY}",
+                store.len()
+            ));
+        }
+        match phase {
+            0 => {
+                filled_at = Instant::now();
+                rss_full = rss;
+                first_accepted = accepted;
+                if accepted < CAPACITY * 99 / 100 {
+                    fail(format!(
+                        "only {accepted} of {CAPACITY} accepted into an empty store"
+                    ));
+                }
+            }
+            // Nothing has expired yet: only the room the shards had left.
+            1 if first_accepted + accepted > CAPACITY || refused < CAPACITY * 99 / 100 => {
+                fail(format!("{accepted} accepted while full"));
+            }
+            2 if accepted < CAPACITY * 99 / 100 || rss > rss_full * 1.05 => fail(format!(
+                "after expiry: {accepted} accepted, {rss:.1} MiB against {rss_full:.1} MiB when full"
+            )),
+            _ => {}
+        }
+    }
 }

@@ -262,7 +262,10 @@ pub enum ReplayStoreError {
 /// its lifetime and then forgotten; when full, new proofs are refused (503)
 /// rather than an unexpired one forgotten. 16 shards, each a set and a
 /// queue in insertion order (every proof of a store has the same lifetime,
-/// so the oldest expires first). About 120 bytes per proof.
+/// so the oldest expires first). About 120 bytes per proof (112 MiB for
+/// 1,000,000 in `benches/memory.rs`). Each shard holds `capacity / 16`, so
+/// refusals start a little before the whole store is full (at 99.8 % in
+/// that bench).
 #[derive(Debug)]
 pub struct MemoryReplayStore {
     shards: Vec<Mutex<Shard>>,

@@ -13,8 +13,12 @@ mod support;
 use setup::interop_dir;
 
 use axum::Router;
-use m2m_guard::client::{ClientAuth, ClientError, ClientSecret, TokenProvider};
-use m2m_guard::{Issuer, ProtectedResource, Verifier};
+use m2m_guard::client::{
+    BearerTokenLayer, ClientAuth, ClientError, ClientSecret, OAuthErrorCode, SigningKey,
+    TokenProvider,
+};
+use m2m_guard::test_util::DpopKey;
+use m2m_guard::{Algorithm, Dpop, Issuer, ProtectedResource, Verifier};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::process::Stdio;
@@ -274,6 +278,168 @@ async fn real_tokens_are_accepted_and_refused_like_a_real_api() {
     let (status, body) = call(&base, "GET", "/whoami", &String::from_utf8(forged).unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error_description"], "the token signature is invalid");
+}
+
+/// The demo API with DPoP allowed (the `serve` default), trusting `op`.
+async fn dpop_api(op: &OidcProvider) -> String {
+    let verifier = Verifier::builder()
+        .issuer(Issuer::new(&op.issuer).audience(API).strict_rfc9068(true))
+        .build()
+        .await
+        .unwrap();
+    let resource = ProtectedResource::new(API).authorization_servers(verifier.issuers());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app: Router = common::demo_router(verifier, &resource, Some(Dpop::new(&base)));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_bound_tokens_from_a_real_server_with_private_key_jwt() {
+    let Some(op) = OidcProvider::start().await else {
+        return;
+    };
+    let base = dpop_api(&op).await;
+    // No secret: the client proves itself with a private key whose public
+    // half the server holds; the server requires DPoP for it, with nonces.
+    let client_key = SigningKey::from_pem(
+        include_bytes!("../src/test_util/keys/ec3.pem"),
+        Algorithm::ES256,
+    )
+    .unwrap()
+    .with_kid("dpop-agent-1");
+    let dpop = SigningKey::generate().unwrap();
+    let provider = TokenProvider::builder("dpop-agent", client_key)
+        .issuer(&op.issuer)
+        .resource(API)
+        .scopes(["read:users"])
+        .dpop(dpop.clone())
+        .build()
+        .await
+        .unwrap();
+    let token = provider.token().await.unwrap();
+    assert_eq!(token.token_type(), "DPoP");
+    assert_eq!(
+        provider.requests_sent(),
+        2,
+        "one token request answered use_dpop_nonce, then one with the nonce"
+    );
+    // A secret-less client without DPoP is refused by the server.
+    let no_dpop = TokenProvider::builder(
+        "dpop-agent",
+        SigningKey::from_pem(
+            include_bytes!("../src/test_util/keys/ec3.pem"),
+            Algorithm::ES256,
+        )
+        .unwrap(),
+    )
+    .issuer(&op.issuer)
+    .resource(API)
+    .build()
+    .await
+    .unwrap();
+    // (oidc-provider's InvalidGrant "DPoP proof JWT not provided",
+    // described on the wire only as "grant request is invalid"; the same
+    // client with a proof gets its token above.)
+    let refused = no_dpop.token().await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ClientError::OAuth {
+                code: OAuthErrorCode::InvalidGrant,
+                ..
+            }
+        ),
+        "dpop_bound_access_tokens: a Bearer token request is refused: {refused}"
+    );
+
+    // Through the layer: a fresh proof per request.
+    let mut client = tower::ServiceBuilder::new()
+        .layer(
+            BearerTokenLayer::new(provider.clone())
+                .allow_origin(&base)
+                .unwrap(),
+        )
+        .service(reqwest::Client::new());
+    for _ in 0..2 {
+        use tower::{Service as _, ServiceExt as _};
+        let req = reqwest::Request::new(
+            reqwest::Method::GET,
+            format!("{base}/whoami").parse().unwrap(),
+        );
+        let resp = client.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let who: Value = resp.json().await.unwrap();
+        assert_eq!(who["client_id"], "dpop-agent");
+        assert_eq!(who["dpop_jkt"], dpop.thumbprint());
+    }
+
+    // Each way a stolen token or proof could be used is refused.
+    let send = |method: &str, path: &str, scheme: &str, proof: Option<String>| {
+        let mut req = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .header("authorization", format!("{scheme} {}", token.secret()));
+        if let Some(p) = proof {
+            req = req.header("dpop", p);
+        }
+        req.send()
+    };
+    let whoami = format!("{base}/whoami");
+    let proof = provider
+        .dpop_proof(&reqwest::Method::GET, &whoami, &token, None)
+        .unwrap();
+    assert_eq!(
+        send("GET", "/whoami", "DPoP", Some(proof.clone()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let proof_for = |method: reqwest::Method, url: &str| {
+        provider.dpop_proof(&method, url, &token, None).unwrap()
+    };
+    let dpop_get = |proof: String| send("GET", "/whoami", "DPoP", Some(proof));
+    let stranger = DpopKey::other()
+        .proof("GET", &whoami)
+        .for_token(token.secret())
+        .sign();
+    let refusals = [
+        ("the DPoP proof was used before", dpop_get(proof).await),
+        (
+            "the DPoP proof is for another URL",
+            dpop_get(proof_for(reqwest::Method::GET, &format!("{base}/healthz"))).await,
+        ),
+        (
+            "the DPoP proof is for another HTTP method",
+            dpop_get(proof_for(reqwest::Method::POST, &whoami)).await,
+        ),
+        (
+            "the DPoP proof key is not the one the token is bound to",
+            dpop_get(stranger).await,
+        ),
+        (
+            "the token is bound to a key: present it with a DPoP proof",
+            send("GET", "/whoami", "Bearer", None).await,
+        ),
+    ];
+    for (what, resp) in refusals {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let www = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let error = if what.starts_with("the token") {
+            "invalid_token"
+        } else {
+            "invalid_dpop_proof"
+        };
+        assert!(
+            www.contains(&format!("error=\"{error}\", error_description=\"{what}\"")),
+            "{www}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,3 +151,155 @@ async fn a_certificate_bound_token_needs_its_certificate() {
     let direct = app(M2mAuthLayer::new(verifier).mtls(Mtls::from_connection()));
     assert_eq!(status(&direct, &dpop_bound, &[], Some(CERT)).await.0, 401);
 }
+
+/// A CA, and certificates it signs (server for `localhost`, or clients).
+struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "m2m-guard test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        Pki { ca }
+    }
+
+    /// A certificate and its key, as (DER, PEM certificate + key).
+    fn issue(&self, name: &str, client: bool) -> (Vec<u8>, String, String) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.der().to_vec(), cert.pem(), key.serialize_pem())
+    }
+}
+
+/// An HTTPS server that asks for (but does not require) a client
+/// certificate and hands the one presented to the app as
+/// [`ClientCertificate`] — the wiring `Mtls::from_connection` expects, with
+/// axum, tokio-rustls and hyper.
+async fn serve_tls(app: Router, pki: &Pki) -> std::net::SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use tower::ServiceExt as _;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap();
+    let (_, cert_pem, key_pem) = pki.issue("localhost", false);
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                // The verified certificate of this connection, if any.
+                let cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|c| ClientCertificate(c.to_vec()));
+                let app =
+                    app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        if let Some(c) = &cert {
+                            req.extensions_mut().insert(c.clone());
+                        }
+                        req.map(axum::body::Body::new)
+                    });
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await
+                    .ok();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_bound_token_over_a_real_tls_connection() {
+    let issuer = TestIssuer::start().await;
+    let verifier = issuer.verifier().await;
+    let pki = Pki::new();
+    let (client_der, client_pem, client_key) = pki.issue("billing-sync", true);
+    let (_, other_pem, other_key) = pki.issue("someone-else", true);
+    let addr = serve_tls(
+        app(M2mAuthLayer::new(verifier).mtls(Mtls::from_connection())),
+        &pki,
+    )
+    .await;
+    let bound = issuer
+        .token()
+        .claim("cnf", json!({"x5t#S256": x5t(&client_der)}))
+        .sign();
+    let call = |identity: Option<(&str, &str)>| {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pki.ca.pem().as_bytes()).unwrap()])
+            .resolve("localhost", addr);
+        if let Some((cert, key)) = identity {
+            b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+        }
+        let client = b.build().unwrap();
+        let token = bound.clone();
+        async move {
+            let resp = client
+                .get(format!("https://localhost:{}/whoami", addr.port()))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let www = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (resp.status().as_u16(), www, resp.text().await.unwrap())
+        }
+    };
+    // The certificate the token is bound to: accepted, its thumbprint on
+    // the principal. Twice: full verification, then the token cache.
+    for _ in 0..2 {
+        let (status, _, body) = call(Some((&client_pem, &client_key))).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, x5t(&client_der));
+    }
+    // A leaked token over another client's connection, or one without a
+    // certificate: refused.
+    for identity in [Some((other_pem.as_str(), other_key.as_str())), None] {
+        let (status, www, _) = call(identity).await;
+        assert_eq!(status, 401, "{identity:?}");
+        assert!(www.contains("another client certificate"), "{www}");
+    }
+}

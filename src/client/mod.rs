@@ -8,6 +8,29 @@
 //! parses OAuth errors into [`OAuthErrorCode`]s. [`BearerTokenLayer`] adds
 //! the token to outgoing requests and retries once with a fresh token on 401.
 //!
+//! Without a shared secret: authenticate with `private_key_jwt` by passing a
+//! [`SigningKey`] instead of a [`ClientSecret`]. Sender-constrained tokens:
+//! [`TokenProviderBuilder::dpop`] gets DPoP-bound tokens (RFC 9449), and the
+//! layer then signs a fresh proof for every request, answering the server's
+//! `use_dpop_nonce` once.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use m2m_guard::client::{BearerTokenLayer, SigningKey, TokenProvider};
+//! use m2m_guard::Algorithm;
+//!
+//! let client_key = SigningKey::from_pem(&std::fs::read("billing-sync.pem")?, Algorithm::ES256)?
+//!     .with_kid("billing-sync-2026");
+//! let provider = TokenProvider::builder("billing-sync", client_key)
+//!     .issuer("https://auth.acme.com")
+//!     .resource("https://api.acme.com")
+//!     .dpop(SigningKey::generate()?)
+//!     .build()
+//!     .await?;
+//! let layer = BearerTokenLayer::new(provider);
+//! # Ok(()) }
+//! ```
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use m2m_guard::client::{BearerTokenLayer, ClientSecret, TokenProvider};
@@ -27,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+mod key;
 mod layer;
 mod token_provider;
 
@@ -35,8 +59,9 @@ mod token_provider;
 /// `ClientBuilder`, so use this one (or the same major version).
 pub use reqwest;
 
+pub use key::SigningKey;
 pub use layer::{BearerToken, BearerTokenLayer, OutgoingRequest, OutgoingResponse};
 pub use token_provider::{
-    AccessToken, AudienceParam, ClientAuth, ClientError, ClientSecret, OAuthErrorCode,
-    TokenProvider, TokenProviderBuilder,
+    AccessToken, AudienceParam, ClientAuth, ClientCredential, ClientError, ClientSecret,
+    OAuthErrorCode, TokenProvider, TokenProviderBuilder,
 };

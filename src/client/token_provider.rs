@@ -15,6 +15,8 @@ use crate::fetch::{FetchLimits, Fetcher, http_client, parse_url, read_bounded};
 use crate::flight::{Flight, Lost, SingleFlight};
 use crate::json::parse_object;
 
+use super::key::SigningKey;
+
 /// A 401 from the API triggers at most one token refresh per this interval
 /// (and per token): an API that refuses every token cannot turn each of its
 /// requests into a token request.
@@ -58,18 +60,55 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
+/// How the client proves who it is at the token endpoint: a shared
+/// secret, or a private key (`private_key_jwt`, RFC 7523) whose public half
+/// the issuer holds, so no secret exists to leak.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientCredential {
+    /// A client secret, sent as [`ClientAuth`] says.
+    Secret(ClientSecret),
+    /// A private key signing a short-lived assertion per token request.
+    PrivateKey(SigningKey),
+}
+
+impl From<ClientSecret> for ClientCredential {
+    fn from(secret: ClientSecret) -> Self {
+        ClientCredential::Secret(secret)
+    }
+}
+
+impl From<SigningKey> for ClientCredential {
+    fn from(key: SigningKey) -> Self {
+        ClientCredential::PrivateKey(key)
+    }
+}
+
 /// An access token. Its `Debug` never shows the value.
 #[derive(Clone)]
 pub struct AccessToken {
     value: Arc<str>,
     expires_at: Instant,
     scope: Option<Arc<str>>,
+    dpop: bool,
 }
 
 impl AccessToken {
-    /// The token, for an `Authorization: Bearer` header. Do not log it.
+    /// The token, for the `Authorization` header (with the scheme of
+    /// [`AccessToken::token_type`]). Do not log it.
     pub fn secret(&self) -> &str {
         &self.value
+    }
+
+    /// `Bearer`, or `DPoP` for a token bound to the provider's DPoP key
+    /// (sent as `Authorization: DPoP <token>` with a proof per request).
+    pub fn token_type(&self) -> &'static str {
+        if self.dpop { "DPoP" } else { "Bearer" }
+    }
+
+    /// `true` for a DPoP-bound token: every request needs a proof.
+    pub fn is_dpop_bound(&self) -> bool {
+        self.dpop
     }
 
     /// When it expires, by the issuer's `expires_in`.
@@ -92,6 +131,7 @@ impl fmt::Debug for AccessToken {
                 &self.expires_at.saturating_duration_since(Instant::now()),
             )
             .field("scope", &self.scope)
+            .field("token_type", &self.token_type())
             .finish()
     }
 }
@@ -135,6 +175,11 @@ pub enum OAuthErrorCode {
     InvalidScope,
     /// `invalid_target`: the audience / resource is unknown (RFC 8707).
     InvalidTarget,
+    /// `invalid_dpop_proof`: the DPoP proof was refused (RFC 9449).
+    InvalidDpopProof,
+    /// `use_dpop_nonce`: the server wants its nonce in the DPoP proof
+    /// (RFC 9449 §8); the provider retries once with it by itself.
+    UseDpopNonce,
     /// Any other code.
     Other(String),
 }
@@ -149,6 +194,8 @@ impl OAuthErrorCode {
             "unsupported_grant_type" => Self::UnsupportedGrantType,
             "invalid_scope" => Self::InvalidScope,
             "invalid_target" => Self::InvalidTarget,
+            "invalid_dpop_proof" => Self::InvalidDpopProof,
+            "use_dpop_nonce" => Self::UseDpopNonce,
             // Remote text: escaped and bounded before it can reach a log line.
             other => Self::Other(crate::text::remote(other, 64)),
         }
@@ -164,6 +211,8 @@ impl OAuthErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::Other(s) => s,
         }
     }
@@ -293,7 +342,14 @@ impl TokenEndpoint {
 
 struct Inner {
     client_id: String,
-    secret: ClientSecret,
+    credential: ClientCredential,
+    /// The `aud` of client assertions, when not the token endpoint.
+    assertion_audience: Option<String>,
+    /// Request DPoP-bound tokens with this key.
+    dpop: Option<SigningKey>,
+    /// The token endpoint's last `DPoP-Nonce`, with the origin that gave it
+    /// (a moved endpoint gets no other server's nonce).
+    dpop_nonce: Mutex<Option<(String, String)>>,
     token_url: TokenEndpoint,
     audience: Option<AudienceParam>,
     scopes: Vec<String>,
@@ -331,12 +387,14 @@ impl fmt::Debug for TokenProvider {
 #[derive(Debug)]
 pub struct TokenProviderBuilder {
     client_id: String,
-    secret: ClientSecret,
+    credential: ClientCredential,
+    assertion_audience: Option<String>,
+    dpop: Option<SigningKey>,
     token_url: Option<String>,
     issuer: Option<String>,
     audience: Option<AudienceParam>,
     scopes: Vec<String>,
-    auth: ClientAuth,
+    auth: Option<ClientAuth>,
     refresh_margin: Duration,
     max_retries: u32,
     backoff: (Duration, Duration),
@@ -346,16 +404,22 @@ pub struct TokenProviderBuilder {
 }
 
 impl TokenProvider {
-    /// Start configuring a provider for this client.
-    pub fn builder(client_id: impl Into<String>, secret: ClientSecret) -> TokenProviderBuilder {
+    /// Start configuring a provider for this client, authenticated by a
+    /// [`ClientSecret`] or, with `private_key_jwt`, a [`SigningKey`].
+    pub fn builder(
+        client_id: impl Into<String>,
+        credential: impl Into<ClientCredential>,
+    ) -> TokenProviderBuilder {
         TokenProviderBuilder {
             client_id: client_id.into(),
-            secret,
+            credential: credential.into(),
+            assertion_audience: None,
+            dpop: None,
             token_url: None,
             issuer: None,
             audience: None,
             scopes: Vec::new(),
-            auth: ClientAuth::Basic,
+            auth: None,
             refresh_margin: Duration::from_secs(60),
             max_retries: 3,
             backoff: (Duration::from_millis(200), Duration::from_secs(10)),
@@ -451,6 +515,38 @@ impl TokenProvider {
         // The same token again (an issuer may hand out the same string until
         // it expires) is no token to retry with.
         (fresh.value != rejected.value).then_some(fresh)
+    }
+
+    /// A DPoP proof (RFC 9449) for sending `token` with a `method` request
+    /// to `url`, signed by the provider's DPoP key, carrying `nonce` (the
+    /// resource server's last `DPoP-Nonce` header, if it sent one): what to
+    /// put in the `DPoP` header next to `Authorization: DPoP <token>` when
+    /// calling without [`BearerTokenLayer`](super::BearerTokenLayer) (which
+    /// does all of it for you). Make one per request: a server refuses a
+    /// proof it has seen.
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] when the provider has no DPoP key or `url`
+    /// is not an absolute URL.
+    pub fn dpop_proof(
+        &self,
+        method: &http::Method,
+        url: &str,
+        token: &AccessToken,
+        nonce: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let Some(key) = &self.inner.dpop else {
+            return Err(ClientError::Config(
+                "this token provider has no DPoP key (TokenProviderBuilder::dpop)".into(),
+            ));
+        };
+        let url = Url::parse(url)
+            .map_err(|_| ClientError::Config("the DPoP target is not an absolute URL".into()))?;
+        key.dpop_proof(method.as_str(), &url, Some(token.secret()), nonce)
+    }
+
+    pub(crate) fn dpop_key(&self) -> Option<&SigningKey> {
+        self.inner.dpop.as_ref()
     }
 
     /// How many token requests were sent (retries included).
@@ -623,7 +719,51 @@ async fn request_token(inner: &Inner) -> Result<AccessToken, ClientError> {
     result
 }
 
+/// The DPoP nonce last given by the token endpoint at `url`'s origin.
+fn token_endpoint_nonce(inner: &Inner, url: &Url) -> Option<String> {
+    let origin = url.origin().ascii_serialization();
+    match &*inner.dpop_nonce.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some((o, nonce)) if *o == origin => Some(nonce.clone()),
+        _ => None,
+    }
+}
+
+/// One token request, and with DPoP one more at once when the token
+/// endpoint answers `use_dpop_nonce` with a new nonce (RFC 9449 §8): that
+/// answer is the protocol, not a failure to back off from.
 async fn request_token_at(inner: &Inner, token_url: Url) -> Result<AccessToken, ClientError> {
+    let nonce = token_endpoint_nonce(inner, &token_url);
+    match exchange(inner, &token_url, nonce.as_deref()).await {
+        Err(ClientError::OAuth {
+            code: OAuthErrorCode::UseDpopNonce,
+            ..
+        }) if inner.dpop.is_some()
+            && token_endpoint_nonce(inner, &token_url)
+                .is_some_and(|n| Some(&n) != nonce.as_ref()) =>
+        {
+            let nonce = token_endpoint_nonce(inner, &token_url);
+            exchange(inner, &token_url, nonce.as_deref()).await
+        }
+        other => other,
+    }
+}
+
+/// A `DPoP-Nonce` value as RFC 9449 §8.1 allows it (`1*NQCHAR`), bounded.
+pub(crate) fn valid_nonce(value: &http::HeaderValue) -> Option<String> {
+    let bytes = value.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 512
+        && bytes
+            .iter()
+            .all(|&b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+    ok.then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+async fn exchange(
+    inner: &Inner,
+    token_url: &Url,
+    nonce: Option<&str>,
+) -> Result<AccessToken, ClientError> {
     inner.requests.fetch_add(1, Ordering::Relaxed);
     let scope = inner.scopes.join(" ");
     let mut pairs: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
@@ -637,25 +777,51 @@ async fn request_token_at(inner: &Inner, token_url: Url) -> Result<AccessToken, 
     }
     let mut req = inner
         .http
-        .post(token_url)
+        .post(token_url.clone())
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-    match inner.auth {
-        ClientAuth::Basic => {
-            // RFC 6749 §2.3.1: form-encode id and secret before Basic.
-            let id = form_component(&inner.client_id);
-            let secret = form_component(inner.secret.expose());
-            req = req.basic_auth(id, Some(secret));
-        }
-        ClientAuth::Post => {
+    let assertion;
+    match &inner.credential {
+        ClientCredential::Secret(secret) => match inner.auth {
+            ClientAuth::Basic => {
+                // RFC 6749 §2.3.1: form-encode id and secret before Basic.
+                let id = form_component(&inner.client_id);
+                let secret = form_component(secret.expose());
+                req = req.basic_auth(id, Some(secret));
+            }
+            ClientAuth::Post => {
+                pairs.push(("client_id", &inner.client_id));
+                pairs.push(("client_secret", secret.expose()));
+            }
+        },
+        ClientCredential::PrivateKey(key) => {
+            let aud = inner
+                .assertion_audience
+                .clone()
+                .unwrap_or_else(|| token_url.to_string());
+            assertion = key.client_assertion(&inner.client_id, &aud)?;
             pairs.push(("client_id", &inner.client_id));
-            pairs.push(("client_secret", inner.secret.expose()));
+            pairs.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+            pairs.push(("client_assertion", &assertion));
         }
+    }
+    if let Some(key) = &inner.dpop {
+        let proof = key.dpop_proof("POST", token_url, None, nonce)?;
+        req = req.header("dpop", proof);
     }
     let sent = Instant::now();
     let send = async {
         let mut resp = req.body(form(&pairs)).send().await.map_err(network)?;
         let status = resp.status().as_u16();
+        if let Some(nonce) = resp.headers().get("dpop-nonce").and_then(valid_nonce)
+            && inner.dpop.is_some()
+        {
+            let origin = token_url.origin().ascii_serialization();
+            *inner.dpop_nonce.lock().unwrap_or_else(|e| e.into_inner()) = Some((origin, nonce));
+        }
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -700,10 +866,19 @@ async fn request_token_at(inner: &Inner, token_url: Url) -> Result<AccessToken, 
         }
         _ => return Err(ClientError::InvalidResponse("no valid access_token")),
     };
-    match doc.get("token_type") {
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
-        None => {}
-        _ => return Err(ClientError::InvalidResponse("token_type is not Bearer")),
+    // With a DPoP key the token must come back bound to it: a Bearer token
+    // would silently lose the protection the client was configured for.
+    let dpop = inner.dpop.is_some();
+    match (doc.get("token_type"), dpop) {
+        (Some(Value::String(t)), false) if t.eq_ignore_ascii_case("bearer") => {}
+        (None, false) => {}
+        (Some(Value::String(t)), true) if t.eq_ignore_ascii_case("dpop") => {}
+        (_, false) => return Err(ClientError::InvalidResponse("token_type is not Bearer")),
+        (_, true) => {
+            return Err(ClientError::InvalidResponse(
+                "token_type is not DPoP: the token endpoint did not bind the token to the DPoP key",
+            ));
+        }
     }
     let lifetime = match doc.get("expires_in") {
         None => inner.default_lifetime,
@@ -735,6 +910,7 @@ async fn request_token_at(inner: &Inner, token_url: Url) -> Result<AccessToken, 
         // Counted from when the request was sent: never later than the issuer's clock.
         expires_at: sent + lifetime,
         scope,
+        dpop,
     })
 }
 
@@ -784,9 +960,30 @@ impl TokenProviderBuilder {
         self
     }
 
-    /// How the client authenticates. Defaults to [`ClientAuth::Basic`].
+    /// Where the client secret goes. Defaults to [`ClientAuth::Basic`].
+    /// Not for a [`SigningKey`] credential (it always signs an assertion).
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
-        self.auth = auth;
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Request DPoP-bound tokens (RFC 9449): every token request carries a
+    /// proof signed by `key` (answering the server's `use_dpop_nonce` by
+    /// itself), the token endpoint must answer `token_type` `DPoP`, and
+    /// [`BearerTokenLayer`](super::BearerTokenLayer) sends each API request
+    /// as `Authorization: DPoP` with a fresh proof. A token that leaks is
+    /// useless without the key. Usually a [`SigningKey::generate`] key,
+    /// one per process.
+    pub fn dpop(mut self, key: SigningKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// The `aud` of `private_key_jwt` assertions. Defaults to the token
+    /// endpoint URL (RFC 7523 §3; what Okta, Entra, Keycloak and
+    /// oidc-provider accept); some servers want their issuer identifier.
+    pub fn assertion_audience(mut self, aud: impl Into<String>) -> Self {
+        self.assertion_audience = Some(aud.into());
         self
     }
 
@@ -842,9 +1039,35 @@ impl TokenProviderBuilder {
     /// # Errors
     /// [`ClientError::Config`] for an invalid configuration.
     pub async fn build(self) -> Result<TokenProvider, ClientError> {
-        if self.client_id.is_empty() || self.secret.expose().is_empty() {
+        let auth = match (&self.credential, self.auth) {
+            (_, _) if self.client_id.is_empty() => {
+                return Err(ClientError::Config("a client id is required".into()));
+            }
+            (ClientCredential::Secret(s), _) if s.expose().is_empty() => {
+                return Err(ClientError::Config(
+                    "client id and secret are required".into(),
+                ));
+            }
+            (ClientCredential::Secret(_), _) if self.assertion_audience.is_some() => {
+                return Err(ClientError::Config(
+                    "assertion_audience is for a signing key (private_key_jwt), not a client secret".into(),
+                ));
+            }
+            (ClientCredential::Secret(_), auth) => auth.unwrap_or_default(),
+            (ClientCredential::PrivateKey(_), None) => ClientAuth::default(),
+            (ClientCredential::PrivateKey(_), Some(_)) => {
+                return Err(ClientError::Config(
+                    "client_auth is for a client secret: a signing key always authenticates with private_key_jwt".into(),
+                ));
+            }
+        };
+        if self
+            .assertion_audience
+            .as_deref()
+            .is_some_and(|a| a.is_empty() || a.len() > 2048)
+        {
             return Err(ClientError::Config(
-                "client id and secret are required".into(),
+                "assertion_audience must be 1 to 2048 bytes".into(),
             ));
         }
         let (min, max) = self.backoff;
@@ -902,11 +1125,14 @@ impl TokenProviderBuilder {
         Ok(TokenProvider {
             inner: Arc::new(Inner {
                 client_id: self.client_id,
-                secret: self.secret,
+                credential: self.credential,
+                assertion_audience: self.assertion_audience,
+                dpop: self.dpop,
+                dpop_nonce: Mutex::new(None),
                 token_url,
                 audience: self.audience,
                 scopes: self.scopes,
-                auth: self.auth,
+                auth,
                 refresh_margin: self.refresh_margin,
                 max_retries: self.max_retries,
                 backoff: Backoff { min, max },

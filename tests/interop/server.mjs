@@ -12,7 +12,8 @@
 //   stop | start            close / reopen the listening socket (same port)
 
 import { createServer } from 'node:http';
-import { generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import Provider, { errors } from 'oidc-provider';
 
@@ -24,6 +25,12 @@ export const APIS = {
 const MCP_RESOURCE = /^http:\/\/127\.0\.0\.1:\d+\/mcp$/;
 const MCP_SCOPES = 'mcp:read mcp:admin';
 
+// A client with no secret at all: it authenticates with private_key_jwt
+// (its public key registered here, the private key in m2m-guard's test
+// keys) and must use DPoP-bound tokens.
+const AGENT_KEY = createPublicKey(readFileSync(new URL('../../src/test_util/keys/ec3.pem', import.meta.url)))
+  .export({ format: 'jwk' });
+
 const CLIENTS = [
   // A global app: every scope, no org. client_secret_basic, as many SDKs do.
   { client_id: 'global-app', client_secret: 'global-secret', scope: 'read:users write:flags admin:orgs', token_endpoint_auth_method: 'client_secret_basic' },
@@ -34,6 +41,10 @@ const CLIENTS = [
   // MCP agents: one allowed the admin tool, one only reading.
   { client_id: 'mcp-admin-agent', client_secret: 'mcp-admin-secret', scope: 'mcp:read mcp:admin', token_endpoint_auth_method: 'client_secret_basic' },
   { client_id: 'mcp-reader-agent', client_secret: 'mcp-reader-secret', scope: 'mcp:read', token_endpoint_auth_method: 'client_secret_basic' },
+  {
+    client_id: 'dpop-agent', scope: 'read:users write:flags', token_endpoint_auth_method: 'private_key_jwt',
+    jwks: { keys: [{ ...AGENT_KEY, kid: 'dpop-agent-1', alg: 'ES256', use: 'sig' }] }, dpop_bound_access_tokens: true,
+  },
 ].map((c) => ({ ...c, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] }));
 
 const ORG_OF = { 'org-app': 'org_acme' };
@@ -49,6 +60,10 @@ function newKeys() {
   ];
 }
 
+// DPoP nonces are required at the token endpoint (RFC 9449 §8), with one
+// secret for the life of the process so rebuilt providers keep accepting them.
+const DPOP_NONCE_SECRET = randomBytes(32);
+
 let current = newKeys();
 let previous = [];
 let signAlg = 'RS256';
@@ -63,6 +78,7 @@ function buildProvider(issuer) {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      dPoP: { enabled: true, nonceSecret: DPOP_NONCE_SECRET, requireNonce: () => true },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => undefined,
