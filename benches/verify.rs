@@ -219,6 +219,77 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// The revocation check on a cache hit: the same token verified from the
+/// cache by a verifier without a revocation list, and by one whose list
+/// holds 100,000 revocations of the token's own issuer (none matching:
+/// every lookup runs and misses).
+fn revocation_bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let issuer = rt.block_on(TestIssuer::start());
+    let token = issuer
+        .token()
+        .client_id("svc-bench")
+        .org("org_bench")
+        .claim("jti", "jti-bench")
+        .sign();
+    let list = m2m_guard::Revocations::new();
+    for i in 0..100_000 {
+        let r = match i % 4 {
+            0 | 1 => m2m_guard::Revocation::client(issuer.issuer(), format!("client-{i}")),
+            2 => m2m_guard::Revocation::tenant(issuer.issuer(), format!("org-{i}")),
+            _ => m2m_guard::Revocation::jti(issuer.issuer(), format!("jti-{i}")),
+        };
+        list.revoke(r).unwrap();
+    }
+    assert_eq!(list.len(), 100_000);
+    let build = |revocations: Option<m2m_guard::Revocations>| {
+        let mut b = Verifier::builder().issuer(issuer.config());
+        if let Some(r) = revocations {
+            b = b.revocations(r);
+        }
+        let v = rt.block_on(b.build()).unwrap();
+        // Twice: cached from the second sighting.
+        rt.block_on(v.verify(&token)).unwrap();
+        rt.block_on(v.verify(&token)).unwrap();
+        v
+    };
+    let (plain, checked) = (build(None), build(Some(list.clone())));
+    let mut g = c.benchmark_group("revocations/cache hit");
+    g.bench_function("no revocation list", |b| {
+        b.to_async(&rt)
+            .iter(|| async { plain.verify(black_box(&token)).await.unwrap() })
+    });
+    g.bench_function("100,000 revocations of the same issuer", |b| {
+        b.to_async(&rt)
+            .iter(|| async { checked.verify(black_box(&token)).await.unwrap() })
+    });
+    // The first check after the list changed: every lookup runs (the
+    // change, made outside the timing, is one more revocation).
+    let mut n = 0u64;
+    g.bench_function(
+        "100,000 revocations, first hit after a change (full lookup)",
+        |b| {
+            b.to_async(&rt).iter_batched(
+                || {
+                    n += 1;
+                    // The same row again, a later `before`: the list changes, not grows.
+                    let later = std::time::SystemTime::now() + Duration::from_secs(n);
+                    list.revoke(
+                        m2m_guard::Revocation::jti(issuer.issuer(), "x").issued_before(later),
+                    )
+                    .unwrap();
+                },
+                |()| async { checked.verify(black_box(&token)).await.unwrap() },
+                criterion::BatchSize::PerIteration,
+            )
+        },
+    );
+    g.finish();
+}
+
 /// A request to `path` with this `Authorization` (and a DPoP proof).
 fn request(path: &str, auth: &header::HeaderValue, proof: Option<String>) -> Request<()> {
     let mut req = Request::builder()
@@ -243,6 +314,6 @@ where
 criterion_group! {
     name = verify;
     config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
-    targets = benches
+    targets = benches, revocation_bench
 }
 criterion_main!(verify);

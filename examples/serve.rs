@@ -7,7 +7,13 @@
 //! Every flag has an environment variable: M2M_ISSUER, M2M_AUDIENCE,
 //! M2M_JWKS_URL, M2M_PRESET, M2M_LISTEN, M2M_LEEWAY, M2M_MAX_STALE,
 //! M2M_TENANT_CLAIM, M2M_ALLOWED_CLIENT_IDS, M2M_BIND_TO_CLIENT_IDS,
-//! M2M_ACCEPT_USER_TOKENS, M2M_ALLOWED_TENANTS, M2M_DPOP, M2M_PUBLIC_URL.
+//! M2M_ACCEPT_USER_TOKENS, M2M_ALLOWED_TENANTS, M2M_DPOP, M2M_PUBLIC_URL,
+//! M2M_REDIS.
+//!
+//! `--redis redis://HOST:6379` joins a fleet: revocations made with the
+//! `revoke` example reach this server within a second, DPoP proofs are
+//! checked for replays across every server on that Redis, and a server
+//! started while the issuer is down uses the keys a sibling published.
 //!
 //! DPoP is allowed by default (`--dpop allowed`): a DPoP-bound token works
 //! only as `Authorization: DPoP` with a proof for the request; plain bearer
@@ -21,6 +27,7 @@
 mod cli;
 mod common;
 
+use m2m_guard::fleet::Fleet;
 use m2m_guard::{Dpop, Issuer, Preset, ProtectedResource, Verifier};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,11 +35,12 @@ use std::time::Duration;
 const USAGE: &str = "usage: serve --issuer URL --audience AUD [--jwks-url URL] [--preset NAME] \
 [--listen ADDR] [--leeway SECS] [--max-stale SECS] [--tenant-claim NAME] \
 [--allowed-client-ids ID,ID] [--bind-to-client-ids ID,ID] [--accept-user-tokens true|false] \
-[--allowed-tenants T,T] [--dpop off|allowed|required] [--public-url URL]
+[--allowed-tenants T,T] [--dpop off|allowed|required] [--public-url URL] [--redis URL]
 presets: generic kinde scalekit auth0 okta entra keycloak cognito
 --bind-to-client-ids: for issuers whose tokens carry no aud (then --audience is optional)
 --dpop: DPoP-bound tokens (RFC 9449); default allowed: bound tokens need a proof, others work as Bearer
 --public-url: the scheme and host clients call (DPoP proofs name it); default http://LISTEN-ADDR
+--redis: join a fleet on this Redis: shared revocations, DPoP replay checks, warm starts
 --allowed-tenants: for an issuer template with {tenantid}, e.g.
   https://login.microsoftonline.com/{tenantid}/v2.0";
 
@@ -51,6 +59,7 @@ struct Args {
     allowed_tenants: Option<Vec<String>>,
     dpop: DpopMode,
     public_url: Option<String>,
+    redis: Option<String>,
 }
 
 /// RFC 9449 on every route: off (bearer only), allowed, or required.
@@ -77,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
         ("--allowed-tenants", "M2M_ALLOWED_TENANTS"),
         ("--dpop", "M2M_DPOP"),
         ("--public-url", "M2M_PUBLIC_URL"),
+        ("--redis", "M2M_REDIS"),
     ])?;
     let (issuer, audience, jwks_url, preset, listen) = (
         f.get("--issuer"),
@@ -144,6 +154,7 @@ fn parse_args() -> Result<Args, String> {
         allowed_tenants: ids(tenants),
         dpop,
         public_url,
+        redis: f.get("--redis"),
         issuer: issuer.ok_or("--issuer is required")?,
         audience,
         jwks_url,
@@ -189,7 +200,19 @@ async fn main() -> ExitCode {
     if let Some(tenants) = &args.allowed_tenants {
         issuer = issuer.allowed_tenants(tenants);
     }
-    let Some(verifier) = cli::verifier(Verifier::builder().issuer(issuer)).await else {
+    let fleet = match args.redis.as_deref().map(|url| Fleet::builder(url).build()) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut builder = Verifier::builder().issuer(issuer);
+    if let Some(f) = &fleet {
+        builder = builder.fleet(f);
+    }
+    let Some(verifier) = cli::verifier(builder).await else {
         return ExitCode::FAILURE;
     };
     let Some(listener) = cli::listen(&args.listen).await else {
@@ -213,6 +236,10 @@ async fn main() -> ExitCode {
         DpopMode::Off => None,
         DpopMode::Allowed => Some(Dpop::new(&origin)),
         DpopMode::Required => Some(Dpop::new(&origin).required()),
+    };
+    let dpop = match (dpop, &fleet) {
+        (Some(d), Some(f)) => Some(d.replay_store(f.replay_store())),
+        (d, _) => d,
     };
     let app = common::demo_router(verifier, &resource, dpop);
     println!("listening on http://{addr}");

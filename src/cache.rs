@@ -208,6 +208,11 @@ impl TokenCache {
         }
     }
 
+    /// Drop `token`'s verdict (it was revoked).
+    pub(crate) fn invalidate(&self, token: &str) {
+        self.tokens.invalidate(&TokenRef::new(token));
+    }
+
     /// A token just verified: cached on its second verified sighting, so a
     /// token seen once costs no insert and a flood of one-off (or invalid)
     /// tokens cannot push the hot ones out.

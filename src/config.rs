@@ -549,6 +549,8 @@ pub struct VerifierBuilder {
     token_cache: Option<(u64, u64)>,
     clock: Clock,
     hierarchy: Option<Arc<ScopeHierarchy>>,
+    revocations: Option<crate::revocation::Revocations>,
+    mirror: Option<crate::keystore::Mirror>,
 }
 
 /// Default maximum token size.
@@ -564,6 +566,8 @@ impl Default for VerifierBuilder {
             token_cache: Some((10_000, 32 * 1024 * 1024)),
             clock: Clock::default(),
             hierarchy: None,
+            revocations: None,
+            mirror: None,
         }
     }
 }
@@ -601,6 +605,35 @@ impl VerifierBuilder {
     pub fn scope_hierarchy(mut self, hierarchy: ScopeHierarchy) -> Self {
         hierarchy.prepare();
         self.hierarchy = Some(Arc::new(hierarchy));
+        self
+    }
+
+    /// Refuse revoked tokens: every accepted token (token-cache hits
+    /// included) is checked against `revocations`, in memory, and a revoked
+    /// one gets 401 with reason [`Reason::Revoked`](crate::Reason::Revoked).
+    /// A list of this process ([`Revocations::new`](crate::Revocations::new))
+    /// or one kept in step across replicas by a
+    /// [`Fleet`](crate::fleet::Fleet) (feature `redis`).
+    ///
+    /// `build` refuses an issuer whose
+    /// [`Issuer::max_token_lifetime`] is longer than the list's retention: a
+    /// revocation would be dropped while tokens it matches are still valid.
+    pub fn revocations(mut self, revocations: crate::revocation::Revocations) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// Join a [`Fleet`](crate::fleet::Fleet): its revocation list (see
+    /// [`VerifierBuilder::revocations`]) and, unless the fleet turned them
+    /// off, warm starts: key sets this replica fetches are published, and
+    /// an issuer that cannot be reached when no keys were ever loaded is
+    /// served from the key set a sibling published, within the same fresh +
+    /// `max_stale` window from when the sibling fetched it.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet(mut self, fleet: &crate::fleet::Fleet) -> Self {
+        self.revocations = Some(fleet.revocations());
+        self.mirror = fleet.key_mirror().map(crate::keystore::Mirror);
         self
     }
 
@@ -671,8 +704,11 @@ impl VerifierBuilder {
     /// # Errors
     /// A [`BuildError`] when the configuration is invalid or out of range,
     /// or an URL is not allowed.
-    pub async fn build(self) -> Result<Verifier, BuildError> {
+    pub async fn build(mut self) -> Result<Verifier, BuildError> {
         crate::crypto::ensure_backend();
+        for i in &mut self.issuers {
+            i.policy.mirror.clone_from(&self.mirror);
+        }
         if self.issuers.is_empty() {
             return Err(BuildError::Config("no issuer configured".into()));
         }
@@ -721,6 +757,17 @@ impl VerifierBuilder {
                     "issuer {} configured twice",
                     i.issuer
                 )));
+            }
+        }
+        if let Some(r) = &self.revocations {
+            for i in &self.issuers {
+                if let Some(max) = i.max_lifetime.filter(|m| *m > r.retention()) {
+                    return Err(BuildError::Config(format!(
+                        "issuer {}: max_token_lifetime {max:?} is longer than the revocation list's retention {:?}",
+                        i.issuer,
+                        r.retention()
+                    )));
+                }
             }
         }
         let fetcher = Arc::new(Fetcher::new(self.client, self.limits)?);
@@ -786,6 +833,7 @@ impl VerifierBuilder {
                 .token_cache
                 .map(|(entries, bytes)| TokenCache::new(entries, bytes)),
             clock: self.clock,
+            revocations: self.revocations,
         }))
     }
 }

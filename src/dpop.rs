@@ -482,6 +482,7 @@ pub(crate) async fn check_request(
             tracing::warn!(target: "m2m_guard", "m2m-guard: DPoP replay store: {e}");
             Err(K::Unavailable {
                 retry_after: Duration::from_secs(1),
+                reason: crate::Reason::ReplayCheckUnavailable,
             })
         }
     }

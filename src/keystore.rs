@@ -8,6 +8,9 @@
 
 use futures_util::FutureExt as _;
 use reqwest::Url;
+use serde_json::{Value, json};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -31,6 +34,69 @@ pub(crate) struct RefreshPolicy {
     /// Minimum time between two refetches caused by unknown `kid`s.
     pub(crate) unknown_kid_cooldown: Duration,
     pub(crate) backoff: Backoff,
+    /// Where good key sets are shared with sibling replicas (warm starts).
+    pub(crate) mirror: Option<Mirror>,
+}
+
+/// A key set as shared between replicas: the JWKS document as fetched, when
+/// (unix seconds), and how long it was fresh and may then be stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SharedKeys {
+    pub(crate) jwks: String,
+    pub(crate) fetched_at: u64,
+    pub(crate) fresh_for: u64,
+    pub(crate) stale_for: u64,
+}
+
+impl SharedKeys {
+    pub(crate) fn to_json(&self) -> String {
+        json!({
+            "jwks": self.jwks,
+            "fetched_at": self.fetched_at,
+            "fresh_for": self.fresh_for,
+            "stale_for": self.stale_for,
+        })
+        .to_string()
+    }
+
+    /// Parsed strictly: it comes from the network.
+    pub(crate) fn from_json(text: &str) -> Option<SharedKeys> {
+        let doc = crate::json::parse_object(text.as_bytes())?;
+        Some(SharedKeys {
+            jwks: match doc.get("jwks")? {
+                Value::String(s) => s.clone(),
+                _ => return None,
+            },
+            fetched_at: doc.get("fetched_at")?.as_u64()?,
+            fresh_for: doc.get("fresh_for")?.as_u64()?,
+            stale_for: doc.get("stale_for")?.as_u64()?,
+        })
+    }
+}
+
+/// Shares key sets between replicas (the `redis` feature's fleet).
+pub(crate) trait KeyMirror: Send + Sync + 'static {
+    /// Publish this store's last good key set (best effort).
+    fn publish(
+        &self,
+        source: String,
+        keys: SharedKeys,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// The key set a sibling published, if any.
+    fn lookup(
+        &self,
+        source: String,
+    ) -> Pin<Box<dyn Future<Output = Option<SharedKeys>> + Send + '_>>;
+}
+
+/// A [`KeyMirror`] in a policy.
+#[derive(Clone)]
+pub(crate) struct Mirror(pub(crate) Arc<dyn KeyMirror>);
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mirror")
+    }
 }
 
 impl Default for RefreshPolicy {
@@ -45,6 +111,7 @@ impl Default for RefreshPolicy {
                 min: Duration::from_secs(1),
                 max: Duration::from_secs(30),
             },
+            mirror: None,
         }
     }
 }
@@ -302,11 +369,71 @@ impl KeyStore {
         }
     }
 
-    async fn load(&self) -> Result<(KeySet, Option<Duration>), FetchError> {
+    async fn load(&self) -> Result<(KeySet, Option<Duration>, bytes::Bytes), FetchError> {
         let url = self.resolve_url().await?;
         let fetched = self.fetcher.get(&url).await?;
         let set = parse_jwks(&fetched.body, self.fetcher.limits.max_keys)?;
-        Ok((set, fetched.max_age))
+        Ok((set, fetched.max_age, fetched.body.freeze()))
+    }
+
+    /// The TTL of a key set fetched with this `Cache-Control: max-age`.
+    fn ttl(&self, max_age: Option<Duration>) -> Duration {
+        max_age
+            .unwrap_or(self.policy.default_ttl)
+            .clamp(self.policy.min_ttl, self.policy.max_ttl)
+    }
+
+    /// This store's identity among replicas sharing key sets.
+    fn mirror_name(&self) -> String {
+        match &self.source {
+            KeySource::Jwks(url) => format!("jwks {url}"),
+            KeySource::Discovery { base, .. } => format!("discovery {base}"),
+        }
+    }
+
+    /// Share a good key set with sibling replicas, in the background.
+    fn publish(&self, body: &[u8], max_age: Option<Duration>) {
+        let (Some(mirror), Ok(jwks)) = (&self.policy.mirror, std::str::from_utf8(body)) else {
+            return;
+        };
+        let keys = SharedKeys {
+            jwks: jwks.to_owned(),
+            fetched_at: self.clock.wall_secs(),
+            fresh_for: self.ttl(max_age).as_secs(),
+            stale_for: self.policy.max_stale.as_secs(),
+        };
+        let (mirror, name) = (mirror.0.clone(), self.mirror_name());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { mirror.publish(name, keys).await });
+        }
+    }
+
+    /// A store that never loaded keys and cannot fetch them: the key set a
+    /// sibling published, checked as strictly as a fetched one and used
+    /// only within the same fresh + `max_stale` window from when the
+    /// sibling fetched it.
+    async fn warm_start(&self) -> Option<(KeySet, Instant)> {
+        let mirror = self.policy.mirror.as_ref()?;
+        let shared = tokio::time::timeout(
+            self.fetcher.limits.timeout,
+            mirror.0.lookup(self.mirror_name()),
+        )
+        .await
+        .ok()??;
+        let now_wall = self.clock.wall_secs();
+        // A key set from the future (a sibling's clock far ahead) is refused.
+        if shared.fetched_at > now_wall.saturating_add(60)
+            || shared.jwks.len() > self.fetcher.limits.max_bytes
+        {
+            return None;
+        }
+        let age = Duration::from_secs(now_wall.saturating_sub(shared.fetched_at));
+        // Never longer than this store's own policy allows.
+        let fresh = Duration::from_secs(shared.fresh_for).min(self.policy.max_ttl);
+        let stale = Duration::from_secs(shared.stale_for).min(self.policy.max_stale);
+        let left = (fresh + stale).checked_sub(age)?;
+        let set = parse_jwks(shared.jwks.as_bytes(), self.fetcher.limits.max_keys).ok()?;
+        Some((set, instant_after(self.clock.now(), left)))
     }
 
     async fn fetch_once(&self) -> Result<Arc<KeySet>, Arc<FetchError>> {
@@ -321,9 +448,58 @@ impl KeyStore {
             .catch_unwind()
             .await
             .unwrap_or(Err(FetchError::Panicked));
+        let warm = match &result {
+            Err(_)
+                if self
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys
+                    .is_none() =>
+            {
+                std::panic::AssertUnwindSafe(self.warm_start())
+                    .catch_unwind()
+                    .await
+                    .unwrap_or(None)
+            }
+            _ => None,
+        };
         // Past the last await: nothing can cancel the rest.
         unrecorded.0 = None;
-        self.record(result)
+        match result {
+            Ok((set, max_age, body)) => {
+                let recorded = self.record(Ok((set, max_age)));
+                if recorded.is_ok() {
+                    self.publish(&body, max_age);
+                }
+                recorded
+            }
+            Err(e) => {
+                let failed = self.record(Err(e));
+                match warm {
+                    Some((set, usable_until)) => Ok(self.record_warm(set, usable_until)),
+                    None => failed,
+                }
+            }
+        }
+    }
+
+    /// Use a sibling's key set until `usable_until`; fetches go on backing
+    /// off and replace it as soon as one succeeds.
+    fn record_warm(&self, set: KeySet, usable_until: Instant) -> Arc<KeySet> {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let set = Arc::new(set);
+        tracing::warn!(
+            target: "m2m_guard::keys",
+            source = %self.source,
+            keys = set.len(),
+            usable_for_secs = usable_until.saturating_duration_since(self.clock.now()).as_secs(),
+            "issuer unreachable: using the key set a sibling replica published"
+        );
+        st.keys = Some(set.clone());
+        st.usable_until = usable_until;
+        st.refresh_at = self.clock.now();
+        set
     }
 
     /// Record a fetch's outcome in the state.
@@ -338,9 +514,7 @@ impl KeyStore {
                 if let Some(prev) = &st.keys {
                     set.inherit_ids(prev);
                 }
-                let ttl = max_age
-                    .unwrap_or(self.policy.default_ttl)
-                    .clamp(self.policy.min_ttl, self.policy.max_ttl);
+                let ttl = self.ttl(max_age);
                 let set = Arc::new(set);
                 tracing::debug!(
                     target: "m2m_guard::keys",

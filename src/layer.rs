@@ -398,7 +398,8 @@ where
                 fut
             }
             Ok(Found::Token { token, dpop: false }) => match self.verifier.verify_cached(token) {
-                Some(principal) => {
+                Some(Err(rejection)) => self.reject(rejection.into(), &challenge),
+                Some(Ok(principal)) => {
                     // Hashed only for a certificate-bound token.
                     let certificate = principal.x5t_s256().and_then(|_| self.certificate(&req));
                     let binding = Binding {

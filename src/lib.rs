@@ -33,7 +33,11 @@
 //! - `axum` (default): axum extractors ([`Principal`], [`Tenant`], [`ClientId`],
 //!   [`Scopes`], [`Scoped`]) and [`RequireTenant::path_param`].
 //! - `client`: [`client::TokenProvider`] and [`client::BearerTokenLayer`], the
-//!   client-credentials side for outgoing calls.
+//!   client-credentials side for outgoing calls (secrets or `private_key_jwt`,
+//!   DPoP-bound tokens).
+//! - `mcp`: [`mcp::McpScopes`], per-tool scopes for MCP servers.
+//! - `redis`: [`fleet::Fleet`]: revocations across replicas, a shared DPoP
+//!   replay store, warm starts, on Redis or Valkey.
 //! - `test-util`: [`test_util::TestIssuer`], an issuer on loopback for tests and demos, and [`test_util::TestClock`], time under the test's control.
 //!
 //! # Module map
@@ -65,6 +69,9 @@
 //! | `context.rs` | the request-extension hand-off from the layer to guards and extractors |
 //! | `extract.rs` | axum extractors |
 //! | `principal.rs` | [`Principal`], [`Scopes`] |
+//! | `revocation.rs` | [`Revocations`], [`Revocation`]: the in-memory revocation list every request is checked against |
+//! | `fleet.rs` | the `redis` feature: [`fleet::Fleet`] keeps revocations, DPoP replays and key sets shared across replicas |
+//! | `dpop.rs`, `mtls.rs` | sender-constrained tokens: [`Dpop`] proofs and replay stores; [`Mtls`] certificate binding |
 //! | `metadata.rs` | [`ProtectedResource`]: RFC 9728 metadata |
 //! | `client/` | the `client` feature: token provider, outgoing layer |
 //! | `test_util/` | the `test-util` feature: [`test_util::TestIssuer`], [`test_util::TestClock`] |
@@ -108,6 +115,9 @@ mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod fetch;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 mod flight;
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -127,6 +137,7 @@ mod preset;
 mod principal;
 mod rejection;
 mod response;
+mod revocation;
 mod tenant;
 mod text;
 mod token;
@@ -159,6 +170,7 @@ pub use preset::Preset;
 pub use principal::{Principal, Scopes};
 pub use rejection::{Reason, Rejection};
 pub use response::{AuthError, AuthErrorKind, DefaultRejection, GrpcRejection, OnRejection};
+pub use revocation::{Revocation, Revocations, WhenStale};
 pub use token::Algorithm;
 pub use verifier::Verifier;
 

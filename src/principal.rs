@@ -4,6 +4,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::hierarchy::ScopeHierarchy;
@@ -29,6 +30,9 @@ struct Inner {
     jti: Option<String>,
     machine: bool,
     claims: Map<String, Value>,
+    /// The revocation list's generation at which this token was last found
+    /// not revoked (`u64::MAX`: never checked).
+    not_revoked_at: AtomicU64,
 }
 
 /// The fields of a [`Principal`], in the order the verifier extracts them.
@@ -59,6 +63,7 @@ impl Principal {
                 jti: p.jti,
                 machine: p.machine,
                 claims: p.claims,
+                not_revoked_at: AtomicU64::new(u64::MAX),
             }),
         }
     }
@@ -114,6 +119,26 @@ impl Principal {
         self.inner
             .issued_at
             .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    }
+
+    /// Found not revoked at the list's `generation`.
+    pub(crate) fn set_not_revoked_at(&self, generation: u64) {
+        self.inner
+            .not_revoked_at
+            .store(generation, Ordering::Relaxed);
+    }
+
+    /// Was it found not revoked at this `generation` of the list?
+    pub(crate) fn not_revoked_at(&self, generation: u64) -> bool {
+        self.inner.not_revoked_at.load(Ordering::Relaxed) == generation
+    }
+
+    pub(crate) fn issued_at_secs(&self) -> Option<u64> {
+        self.inner.issued_at
+    }
+
+    pub(crate) fn issuer_arc(&self) -> Arc<str> {
+        self.inner.issuer.clone()
     }
 
     /// The token identifier (`jti`), if stated.

@@ -104,8 +104,17 @@ reasons! {
     /// The token is bound to a client certificate (`cnf.x5t#S256`) other
     /// than the one presented, or none was presented.
     CertificateMismatch => "certificate_mismatch", "the token is bound to another client certificate";
+    /// The token was revoked before its expiry: its client or tenant (for
+    /// tokens issued before a moment) or its `jti` is on the revocation list.
+    Revoked => "revoked", "the token has been revoked";
     /// No usable keys: the issuer's key set could not be loaded, or is stale past `max_stale`.
     KeysUnavailable => "keys_unavailable", "the signing keys are temporarily unavailable";
+    /// The revocation list is not known yet (never synced from its shared
+    /// store), or is stale past its bound under `WhenStale::Refuse`.
+    RevocationsUnavailable => "revocations_unavailable", "the revocation list is temporarily unavailable";
+    /// The DPoP replay store could not answer (full, or unreachable): a
+    /// proof is refused rather than let through unchecked.
+    ReplayCheckUnavailable => "replay_check_unavailable", "the DPoP replay check is temporarily unavailable";
 }
 
 impl fmt::Display for Reason {
@@ -155,6 +164,16 @@ impl Rejection {
         }
     }
 
+    /// A fault on our side (503): `reason` is an unavailable one.
+    pub(crate) fn unavailable(reason: Reason, retry_after: Duration) -> Self {
+        Rejection {
+            reason,
+            claim: None,
+            retry_after: Some(retry_after.max(Duration::from_secs(1))),
+            issuer: None,
+        }
+    }
+
     pub(crate) fn with_issuer(mut self, issuer: Arc<str>) -> Self {
         self.issuer = Some(issuer);
         self
@@ -176,15 +195,19 @@ impl Rejection {
         self.claim.as_deref()
     }
 
-    /// For [`Reason::KeysUnavailable`]: a hint for when to retry.
+    /// For the unavailable reasons: a hint for when to retry.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 
-    /// `true` when the fault is on the server side (keys unavailable): the
-    /// client should retry later rather than get a new token.
+    /// `true` when the fault is on the server side (keys or the revocation
+    /// list unavailable): the client should retry later rather than get a
+    /// new token.
     pub fn is_unavailable(&self) -> bool {
-        self.reason == Reason::KeysUnavailable
+        matches!(
+            self.reason,
+            Reason::KeysUnavailable | Reason::RevocationsUnavailable
+        )
     }
 }
 
@@ -224,6 +247,6 @@ mod tests {
             );
             assert_eq!(r.to_string(), r.code());
         }
-        assert_eq!(Reason::ALL.len(), 28);
+        assert_eq!(Reason::ALL.len(), 31);
     }
 }

@@ -59,10 +59,16 @@ pub enum AuthErrorKind {
     /// The token belongs to another organization / tenant, or is global on a
     /// tenant route (403 `insufficient_scope`).
     WrongTenant,
-    /// The issuer's keys are unavailable (503 with `Retry-After`).
+    /// Something the decision needs is unavailable on our side: the
+    /// issuer's keys, the revocation list, the DPoP replay check (503 with
+    /// `Retry-After`; never the caller's fault).
     Unavailable {
         /// When to retry.
         retry_after: Duration,
+        /// What is unavailable: [`Reason::KeysUnavailable`],
+        /// [`Reason::RevocationsUnavailable`] or
+        /// [`Reason::ReplayCheckUnavailable`].
+        reason: Reason,
     },
     /// A [`Rule`](crate::Rule) of yours refused the token (403
     /// `insufficient_scope`, without a `scope` attribute).
@@ -89,9 +95,10 @@ impl From<Rejection> for AuthErrorKind {
     /// `Unavailable` for keys we cannot load (503), `InvalidToken` otherwise.
     fn from(rejection: Rejection) -> Self {
         match rejection.retry_after() {
-            Some(retry_after) if rejection.is_unavailable() => {
-                AuthErrorKind::Unavailable { retry_after }
-            }
+            Some(retry_after) if rejection.is_unavailable() => AuthErrorKind::Unavailable {
+                retry_after,
+                reason: rejection.reason(),
+            },
             _ => AuthErrorKind::InvalidToken(rejection),
         }
     }
@@ -148,11 +155,11 @@ impl AuthError {
                 "wrong_tenant",
                 "the token is not valid for this organization",
             ),
-            K::Unavailable { .. } => (
+            K::Unavailable { reason, .. } => (
                 503,
                 Some("temporarily_unavailable"),
-                Reason::KeysUnavailable.code(),
-                Reason::KeysUnavailable.description(),
+                reason.code(),
+                reason.description(),
             ),
             K::Forbidden {
                 reason,
@@ -276,7 +283,7 @@ impl AuthError {
         {
             h.insert(crate::bearer::DPOP_NONCE, v);
         }
-        if let AuthErrorKind::Unavailable { retry_after } = self.kind {
+        if let AuthErrorKind::Unavailable { retry_after, .. } = self.kind {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
@@ -373,7 +380,7 @@ impl<B: Default> OnRejection<B> for GrpcRejection {
         if let Some(v) = error.www_authenticate() {
             h.insert(WWW_AUTHENTICATE, v);
         }
-        if let AuthErrorKind::Unavailable { retry_after } = error.kind {
+        if let AuthErrorKind::Unavailable { retry_after, .. } = error.kind {
             h.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
         }
         resp
@@ -411,6 +418,7 @@ mod tests {
             (
                 AuthErrorKind::Unavailable {
                     retry_after: Duration::from_millis(200),
+                    reason: Reason::KeysUnavailable,
                 },
                 "14",
             ),

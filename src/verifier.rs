@@ -38,6 +38,7 @@ pub(crate) struct VerifierInner {
     pub(crate) max_token_bytes: usize,
     pub(crate) cache: Option<TokenCache>,
     pub(crate) clock: Clock,
+    pub(crate) revocations: Option<crate::revocation::Revocations>,
 }
 
 /// One trusted issuer: its algorithms, claim rules and keys.
@@ -236,7 +237,7 @@ impl Verifier {
     /// A [`Rejection`] saying why the token is not accepted; see [`Reason`].
     pub async fn verify(&self, token: &str) -> Result<Principal, Rejection> {
         match self.verify_cached(token) {
-            Some(p) => Ok(p),
+            Some(verdict) => verdict,
             None => self.verify_cache_miss(token).await,
         }
     }
@@ -246,10 +247,19 @@ impl Verifier {
     pub(crate) async fn verify_cache_miss(&self, token: &str) -> Result<Principal, Rejection> {
         let entry = self.verify_uncached(token).await?;
         let principal = entry.principal.clone();
+        self.not_revoked(&principal, self.inner.clock.wall_secs())?;
         if let Some(cache) = &self.inner.cache {
             cache.admit(token, entry);
         }
         Ok(principal)
+    }
+
+    /// The revocation check every accepted token passes, cached or not.
+    fn not_revoked(&self, principal: &Principal, now: u64) -> Result<(), Rejection> {
+        match &self.inner.revocations {
+            Some(r) => r.check(principal, now),
+            None => Ok(()),
+        }
     }
 
     /// Now, in seconds since the epoch, on the verifier's clock.
@@ -258,12 +268,21 @@ impl Verifier {
     }
 
     /// The cached verdict for `token`, if it was verified before and is
-    /// still valid. Never does I/O or signature work.
-    pub(crate) fn verify_cached(&self, token: &str) -> Option<Principal> {
-        self.inner
-            .cache
-            .as_ref()?
-            .get(token, self.inner.clock.wall_secs())
+    /// still valid, then checked against the revocation list (a revoked
+    /// token leaves the cache). Never does I/O or signature work.
+    pub(crate) fn verify_cached(&self, token: &str) -> Option<Result<Principal, Rejection>> {
+        let cache = self.inner.cache.as_ref()?;
+        let now = self.inner.clock.wall_secs();
+        let principal = cache.get(token, now)?;
+        Some(match self.not_revoked(&principal, now) {
+            Ok(()) => Ok(principal),
+            Err(r) => {
+                if r.reason() == Reason::Revoked {
+                    cache.invalidate(token);
+                }
+                Err(r)
+            }
+        })
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<CachedToken, Rejection> {

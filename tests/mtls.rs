@@ -60,11 +60,7 @@ async fn status(
         req.extensions_mut().insert(ClientCertificate(c.to_vec()));
     }
     let resp = app.clone().oneshot(req).await.unwrap();
-    let www = resp
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let www = support::challenge(resp.headers());
     (resp.status().as_u16(), www)
 }
 
@@ -280,11 +276,7 @@ async fn a_certificate_bound_token_over_a_real_tls_connection() {
                 .send()
                 .await
                 .unwrap();
-            let www = resp
-                .headers()
-                .get("www-authenticate")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
+            let www = support::challenge(resp.headers());
             (resp.status().as_u16(), www, resp.text().await.unwrap())
         }
     };

@@ -9,11 +9,15 @@ use std::process::ExitCode;
 pub(crate) struct Flags(HashMap<&'static str, String>);
 
 impl Flags {
-    /// Parse the command line against `spec` (flag, environment variable).
+    /// Parse the command line against `spec` (flag, environment variable;
+    /// no variable: `""`; a switch without a value: `"!"`).
     /// `Err("")` for `--help`, else the error to show with the usage.
     pub(crate) fn parse(spec: &[(&'static str, &'static str)]) -> Result<Flags, String> {
         let mut values = HashMap::new();
         for (flag, var) in spec {
+            if var.is_empty() || *var == "!" {
+                continue;
+            }
             if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
                 values.insert(*flag, v);
             }
@@ -23,9 +27,13 @@ impl Flags {
             if arg == "--help" || arg == "-h" {
                 return Err(String::new());
             }
-            let Some((flag, _)) = spec.iter().find(|(f, _)| *f == arg) else {
+            let Some((flag, var)) = spec.iter().find(|(f, _)| *f == arg) else {
                 return Err(format!("unknown flag {arg}"));
             };
+            if *var == "!" {
+                values.insert(*flag, "true".into());
+                continue;
+            }
             let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
             values.insert(*flag, value);
         }

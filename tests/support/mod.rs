@@ -267,6 +267,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
+/// The `WWW-Authenticate` of an answer, or `""`.
+pub fn challenge(headers: &HeaderMap) -> String {
+    headers
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
 /// The path of example `name`'s binary (`cargo test` builds the examples
 /// into `target/<profile>/examples`, next to the test binaries' `deps`).
 pub fn example_binary(name: &str) -> std::path::PathBuf {
@@ -344,3 +352,4 @@ pub async fn serve(app: Router) -> Served {
     });
     Served { addr }
 }
+pub mod redis_server;
