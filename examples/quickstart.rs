@@ -29,6 +29,9 @@ async fn main() -> ExitCode {
     // 1. An issuer shaped like Kinde, on loopback: discovery, JWKS, token minting.
     let issuer = TestIssuer::start().await;
 
+    // Metrics for `--serve` mode's /metrics, recorded from the start.
+    let metrics = if serve { common::prometheus() } else { None };
+
     // 2. A verifier that trusts it. Short refresh and stale windows so the
     //    walkthrough can show rotation and an outage in seconds.
     let verifier = Verifier::builder()
@@ -54,7 +57,8 @@ async fn main() -> ExitCode {
     let resource = ProtectedResource::new(m2m_guard::test_util::DEFAULT_AUDIENCE)
         .authorization_servers(verifier.issuers())
         .scopes_supported(["read:users", "write:flags"]);
-    let app = common::demo_router(verifier.clone(), &resource, None);
+    let app = common::demo_router(verifier.clone(), &resource, None)
+        .merge(common::ops_router(verifier.clone(), metrics));
     tokio::spawn(async move {
         axum::serve(listener, app).await.expect("serve");
     });
@@ -75,6 +79,8 @@ async fn main() -> ExitCode {
         println!("  curl -i {base}/orgs/org_123/users -H 'Authorization: Bearer {token}'");
         println!("  curl -i {base}/orgs/org_999/users -H 'Authorization: Bearer {token}'");
         println!("  curl -i {base}/whoami");
+        println!("  curl {base}/metrics    # Prometheus text: decisions, key set, cache");
+        println!("  curl -i {base}/readyz  # 200 while the keys are usable");
         println!();
         println!("Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;

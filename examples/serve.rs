@@ -8,7 +8,7 @@
 //! M2M_JWKS_URL, M2M_PRESET, M2M_LISTEN, M2M_LEEWAY, M2M_MAX_STALE,
 //! M2M_TENANT_CLAIM, M2M_ALLOWED_CLIENT_IDS, M2M_BIND_TO_CLIENT_IDS,
 //! M2M_ACCEPT_USER_TOKENS, M2M_ALLOWED_TENANTS, M2M_DPOP, M2M_PUBLIC_URL,
-//! M2M_REDIS.
+//! M2M_REDIS (and M2M_FLEET_SECRET for warm starts).
 //!
 //! `--redis redis://HOST:6379` joins a fleet: revocations made with the
 //! `revoke` example reach this server within a second, DPoP proofs are
@@ -19,6 +19,9 @@
 //! only as `Authorization: DPoP` with a proof for the request; plain bearer
 //! tokens work as before. `--dpop required` refuses bearer tokens, `--dpop
 //! off` accepts bearer tokens only (and refuses bound ones).
+//!
+//! `GET /readyz` answers 200 while the keys (and a fleet's revocation list)
+//! are usable, 503 otherwise; `GET /metrics` serves Prometheus text.
 //!
 //! A multi-tenant issuer is a template with `{tenantid}` plus the tenants it
 //! admits, e.g. Entra: `--issuer 'https://login.microsoftonline.com/{tenantid}/v2.0'
@@ -200,7 +203,17 @@ async fn main() -> ExitCode {
     if let Some(tenants) = &args.allowed_tenants {
         issuer = issuer.allowed_tenants(tenants);
     }
-    let fleet = match args.redis.as_deref().map(|url| Fleet::builder(url).build()) {
+    // Warm starts only with a secret every server shares (from the environment).
+    let fleet_secret = std::env::var("M2M_FLEET_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let fleet = match args.redis.as_deref().map(|url| {
+        let b = Fleet::builder(url);
+        match &fleet_secret {
+            Some(secret) => b.warm_start(secret).build(),
+            None => b.build(),
+        }
+    }) {
         None => None,
         Some(Ok(f)) => Some(f),
         Some(Err(e)) => {
@@ -208,6 +221,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the verifier: metrics recorded from the first fetch on.
+    let metrics = common::prometheus();
     let mut builder = Verifier::builder().issuer(issuer);
     if let Some(f) = &fleet {
         builder = builder.fleet(f);
@@ -241,7 +256,8 @@ async fn main() -> ExitCode {
         (Some(d), Some(f)) => Some(d.replay_store(f.replay_store())),
         (d, _) => d,
     };
-    let app = common::demo_router(verifier, &resource, dpop);
+    let app = common::demo_router(verifier.clone(), &resource, dpop)
+        .merge(common::ops_router(verifier, metrics));
     println!("listening on http://{addr}");
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())

@@ -195,6 +195,12 @@ impl TokenCache {
     /// the wall clock: when the wall clock jumps ahead (an NTP step, a VM
     /// resumed), an entry outlives its window, and this check refuses it.
     pub(crate) fn get(&self, token: &str, now: u64) -> Option<Principal> {
+        let found = self.get_inner(token, now);
+        crate::metrics::cache(if found.is_some() { "hit" } else { "miss" });
+        found
+    }
+
+    fn get_inner(&self, token: &str, now: u64) -> Option<Principal> {
         let hit = self.tokens.get(&TokenRef::new(token))?;
         if !hit.window.contains(now) {
             return None;
@@ -223,6 +229,7 @@ impl TokenCache {
                 token: token.into(),
             };
             self.tokens.insert(key, Arc::new(entry));
+            crate::metrics::cache("admission");
         }
     }
 
@@ -298,6 +305,8 @@ mod tests {
         move || CachedToken {
             principal: Principal::from_parts(PrincipalParts {
                 issuer: "https://issuer.example".into(),
+                configured_issuer: "https://issuer.example".into(),
+                metrics_tenant: false,
                 subject: None,
                 client_id: Some("c".into()),
                 tenant: None,

@@ -60,6 +60,8 @@ pub(crate) struct ClaimRules {
     pub(crate) id_token_jti_prefix: Option<&'static str>,
     /// The verifier's scope hierarchy, carried by every principal's scopes.
     pub(crate) hierarchy: Option<Arc<ScopeHierarchy>>,
+    /// Label decisions of this issuer's tokens with their tenant in metrics.
+    pub(crate) metrics_tenant: bool,
 }
 
 /// The whole seconds during which every time-based rule holds: valid while
@@ -211,6 +213,7 @@ impl ClaimRules {
             typ_claim: preset.typ_claim,
             id_token_jti_prefix: preset.id_token_jti_prefix,
             hierarchy: None,
+            metrics_tenant: false,
         }
     }
 
@@ -428,6 +431,8 @@ impl ClaimRules {
     pub(crate) fn principal(&self, claims: Object, pre: Checked) -> Principal {
         Principal::from_parts(PrincipalParts {
             issuer: pre.issuer.unwrap_or_else(|| self.issuer.clone()),
+            configured_issuer: self.issuer.clone(),
+            metrics_tenant: self.metrics_tenant,
             subject: pre.subject,
             client_id: pre.client_id,
             tenant: pre.tenant,
@@ -561,6 +566,7 @@ mod tests {
             typ_claim: None,
             id_token_jti_prefix: None,
             hierarchy: None,
+            metrics_tenant: false,
         }
     }
 

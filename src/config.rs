@@ -551,6 +551,7 @@ pub struct VerifierBuilder {
     hierarchy: Option<Arc<ScopeHierarchy>>,
     revocations: Option<crate::revocation::Revocations>,
     mirror: Option<crate::keystore::Mirror>,
+    metrics_tenant: bool,
 }
 
 /// Default maximum token size.
@@ -568,6 +569,7 @@ impl Default for VerifierBuilder {
             hierarchy: None,
             revocations: None,
             mirror: None,
+            metrics_tenant: false,
         }
     }
 }
@@ -634,6 +636,15 @@ impl VerifierBuilder {
     pub fn fleet(mut self, fleet: &crate::fleet::Fleet) -> Self {
         self.revocations = Some(fleet.revocations());
         self.mirror = fleet.key_mirror().map(crate::keystore::Mirror);
+        self
+    }
+
+    /// Label `m2m_guard_decisions_total` with the token's tenant too (feature
+    /// `metrics`). Off by default: every tenant is a time series of its
+    /// own, so turn it on only when your tenants are few (see the
+    /// [`metrics`](crate::metrics) module).
+    pub fn metrics_tenant_label(mut self, on: bool) -> Self {
+        self.metrics_tenant = on;
         self
     }
 
@@ -708,6 +719,7 @@ impl VerifierBuilder {
         crate::crypto::ensure_backend();
         for i in &mut self.issuers {
             i.policy.mirror.clone_from(&self.mirror);
+            i.policy.label = i.issuer.as_str().into();
         }
         if self.issuers.is_empty() {
             return Err(BuildError::Config("no issuer configured".into()));
@@ -761,10 +773,12 @@ impl VerifierBuilder {
         }
         if let Some(r) = &self.revocations {
             for i in &self.issuers {
-                if let Some(max) = i.max_lifetime.filter(|m| *m > r.retention()) {
+                // A token stays acceptable until `exp` + leeway.
+                if let Some(max) = i.max_lifetime.filter(|m| *m + i.leeway > r.retention()) {
                     return Err(BuildError::Config(format!(
-                        "issuer {}: max_token_lifetime {max:?} is longer than the revocation list's retention {:?}",
+                        "issuer {}: max_token_lifetime {max:?} plus leeway {:?} is longer than the revocation list's retention {:?}",
                         i.issuer,
+                        i.leeway,
                         r.retention()
                     )));
                 }
@@ -802,7 +816,10 @@ impl VerifierBuilder {
                     i.max_tenants,
                     matches!(i.tenants, Some(TenantPolicy::Filter(_))),
                     fetcher.clone(),
-                    i.policy.clone(),
+                    RefreshPolicy {
+                        gauges: false,
+                        ..i.policy.clone()
+                    },
                     self.clock.clone(),
                 ))),
             };
@@ -817,6 +834,7 @@ impl VerifierBuilder {
                     .unwrap_or_else(|| Algorithm::ALL.to_vec()),
                 rules: ClaimRules {
                     hierarchy: self.hierarchy.clone(),
+                    metrics_tenant: self.metrics_tenant,
                     ..ClaimRules::new(&i)
                 },
                 keys,

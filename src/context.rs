@@ -58,7 +58,7 @@ pub(crate) fn render<B: Default + 'static>(
     extensions: &http::Extensions,
     error: AuthError,
 ) -> Response<B> {
-    trace_rejection(&error);
+    trace_rejection(&error, extensions.get::<crate::Principal>());
     match extensions.get::<Renderer<B>>() {
         Some(r) => r.0.render(error),
         None => {

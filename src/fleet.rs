@@ -7,9 +7,10 @@
 //!   never wait on Redis.
 //! - **A shared DPoP replay store** ([`Fleet::replay_store`]): a proof
 //!   replayed against another replica is refused.
-//! - **Warm starts**: each replica publishes its last good key set per
-//!   issuer; a replica that starts while the issuer is down uses it, within
-//!   the same `max_stale` rules as keys of its own.
+//! - **Warm starts** (on with [`FleetBuilder::warm_start`] and a shared
+//!   secret): each replica publishes its last good key set per issuer,
+//!   authenticated; a replica that starts while the issuer is down uses it,
+//!   within the same `max_stale` rules as keys of its own.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,9 +40,9 @@
 //! |---|---|---|
 //! | `{prefix}:revocations` | hash | one field per revoked issuer + kind + value (a JSON array), the revocation as JSON: `kind`, `issuer`, `value`, `before`, `expires_at` (unix seconds) |
 //! | `{prefix}:revocations:expiry` | sorted set | the same fields, scored by `expires_at`; expired rows are removed with every revocation |
-//! | `{prefix}:revocations:log` | stream | one entry per change (field `revocation`), capped near 10,000 entries; replicas follow it with `XREAD BLOCK` |
+//! | `{prefix}:revocations:log` | stream | one entry per change (field `revocation`), capped near 100,000 entries; replicas follow it with `XREAD BLOCK` |
 //! | `{prefix}:dpop:{digest}` | string | a DPoP proof seen (`SET NX PX`), for its lifetime |
-//! | `{prefix}:keys:{digest}` | string | an issuer's last good key set as JSON (`jwks`, `fetched_at`, `fresh_for`), expiring with its `max_stale` |
+//! | `{prefix}:keys:{digest}` | string | with warm starts on: an issuer's last good key set (`doc`: JSON with `jwks`, `fetched_at`, `fresh_for`, `stale_for`; `mac`: its HMAC-SHA-256 under the fleet's secret), expiring with its `max_stale` |
 //!
 //! A revocation is written by one Lua script (hash, sorted set and stream
 //! together), so no replica sees one without the others. After any
@@ -67,20 +68,22 @@ use crate::revocation::{MAX_ENTRIES, Revocation, Revocations, WhenStale};
 /// The revocation write: newer `before` wins, expired rows go, the change
 /// is logged; refused past the bound (`-1`).
 const REVOKE: &str = r"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+for _, f in ipairs(expired) do redis.call('HDEL', KEYS[1], f) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
-  local o = cjson.decode(old)
-  if tonumber(o.before) >= tonumber(ARGV[5]) then return 0 end
+  local ok, o = pcall(cjson.decode, old)
+  if ok and type(o) == 'table' and tonumber(o.before) and tonumber(o.before) >= tonumber(ARGV[5]) then
+    return old
+  end
 elseif redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[6]) then
   return -1
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
-for _, f in ipairs(expired) do redis.call('HDEL', KEYS[1], f) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'revocation', ARGV[2])
-return 1
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100000', '*', 'revocation', ARGV[2])
+return ARGV[2]
 ";
 
 /// Something the fleet could not do. Never shows the Redis password.
@@ -103,8 +106,8 @@ fn unavailable(e: &redis::RedisError) -> FleetError {
     FleetError::Unavailable(crate::text::remote(&e.to_string(), 300))
 }
 
-/// Configures a [`Fleet`].
-#[derive(Debug, Clone)]
+/// Configures a [`Fleet`]. Its `Debug` never shows the Redis password.
+#[derive(Clone)]
 pub struct FleetBuilder {
     url: String,
     prefix: String,
@@ -112,7 +115,21 @@ pub struct FleetBuilder {
     max_staleness: Duration,
     when_stale: WhenStale,
     timeout: Duration,
-    warm_start: bool,
+    warm_start: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for FleetBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetBuilder")
+            .field("redis", &endpoint_of(&self.url))
+            .field("prefix", &self.prefix)
+            .field("retention", &self.retention)
+            .field("max_staleness", &self.max_staleness)
+            .field("when_stale", &self.when_stale)
+            .field("timeout", &self.timeout)
+            .field("warm_start", &self.warm_start.is_some())
+            .finish()
+    }
 }
 
 impl FleetBuilder {
@@ -152,9 +169,20 @@ impl FleetBuilder {
         self
     }
 
-    /// Publish and use key sets for warm starts (the default), or not.
-    pub fn warm_start(mut self, on: bool) -> Self {
-        self.warm_start = on;
+    /// Turn on warm starts: key sets this replica fetches are published,
+    /// and a replica that cannot reach an issuer and never loaded its keys
+    /// uses the set a sibling published. Off by default, and on only with
+    /// a secret every replica shares (at least 32 bytes, e.g. from your
+    /// secret store): published sets carry an HMAC under it, so write
+    /// access to Redis alone cannot make a replica trust someone else's
+    /// keys. A shorter secret fails [`FleetBuilder::build`].
+    pub fn warm_start(mut self, secret: impl AsRef<[u8]>) -> Self {
+        let secret = secret.as_ref();
+        self.warm_start = Some(if secret.len() < 32 {
+            [0; 32]
+        } else {
+            crate::dpop::sha256(secret)
+        });
         self
     }
 
@@ -196,8 +224,13 @@ impl FleetBuilder {
             7 * 24 * 3600 * SEC,
         )?;
         range("timeout", self.timeout, Duration::from_millis(10), 60 * SEC)?;
+        if self.warm_start == Some([0; 32]) {
+            return Err(FleetError::Config(
+                "the warm-start secret must be at least 32 bytes".into(),
+            ));
+        }
         let revocations = Revocations::synced(self.retention, self.max_staleness, self.when_stale);
-        let (stop, stopped) = tokio::sync::watch::channel(());
+        let (alive, stopped) = tokio::sync::watch::channel(());
         let inner = Arc::new(Inner {
             redis: Redis {
                 client,
@@ -211,11 +244,13 @@ impl FleetBuilder {
             revocations: revocations.clone(),
             retention: self.retention,
             warm_start: self.warm_start,
-            _stop: stop,
             endpoint: endpoint_of(&self.url),
         });
-        tokio::spawn(follow(Arc::downgrade(&inner), stopped));
-        Ok(Fleet { inner })
+        tokio::spawn(follow(inner.clone(), stopped));
+        Ok(Fleet {
+            inner,
+            _alive: Arc::new(alive),
+        })
     }
 }
 
@@ -321,10 +356,15 @@ impl Redis {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.connection().await?;
-        match tokio::time::timeout(self.timeout, f(conn)).await {
+        // One bound for the connection (waited for or made) and the command.
+        let call = async {
+            let conn = self.connection().await.map_err(Err)?;
+            f(conn).await.map_err(Ok)
+        };
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
+            Ok(Err(Err(not_connected))) => Err(not_connected),
+            Ok(Err(Ok(e))) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
@@ -346,9 +386,8 @@ struct Inner {
     keys: Keys,
     revocations: Revocations,
     retention: Duration,
-    warm_start: bool,
-    /// Dropped with the fleet: the follower stops.
-    _stop: tokio::sync::watch::Sender<()>,
+    /// The key of published key sets' HMAC, when warm starts are on.
+    warm_start: Option<[u8; 32]>,
     endpoint: String,
 }
 
@@ -357,6 +396,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct Fleet {
     inner: Arc<Inner>,
+    /// Dropped with the last handle (a verifier that joined holds one): the
+    /// follower stops and its connection closes.
+    _alive: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl fmt::Debug for Fleet {
@@ -371,7 +413,8 @@ impl fmt::Debug for Fleet {
 
 impl Fleet {
     /// Start configuring a fleet on the Redis at `url`
-    /// (`redis://[:password@]host[:port][/db]`, or `rediss://` for TLS).
+    /// (`redis://[:password@]host[:port][/db]`; this build has no TLS to
+    /// Redis: keep it on a private network, or use a TLS sidecar).
     pub fn builder(url: impl Into<String>) -> FleetBuilder {
         FleetBuilder {
             url: url.into(),
@@ -380,7 +423,7 @@ impl Fleet {
             max_staleness: Duration::from_secs(60),
             when_stale: WhenStale::KeepServing,
             timeout: Duration::from_millis(500),
-            warm_start: true,
+            warm_start: None,
         }
     }
 
@@ -394,8 +437,8 @@ impl Fleet {
     /// Revoke on every replica: written to Redis, applied here at once,
     /// followed by the others within a second. A later `before` for the
     /// same client, tenant or `jti` replaces an earlier one; an earlier one
-    /// changes nothing. Returns the revocation as recorded (with its
-    /// expiry).
+    /// changes nothing. Returns the revocation in force for that row (with
+    /// its expiry): this one, or the later one already stored.
     ///
     /// # Errors
     /// [`FleetError::Config`] for an invalid revocation,
@@ -408,7 +451,7 @@ impl Fleet {
         let keys = &self.inner.keys;
         let script = redis::Script::new(REVOKE);
         let (id, json) = (r.id(), r.to_json());
-        let outcome: i64 = self
+        let outcome: redis::Value = self
             .inner
             .redis
             .run(|mut c| async move {
@@ -426,22 +469,31 @@ impl Fleet {
                     .await
             })
             .await?;
-        if outcome < 0 {
-            return Err(FleetError::Full);
-        }
+        // The row in force: this one, or one with a later `before` already there.
+        let stored = match outcome {
+            redis::Value::Int(i) if i < 0 => return Err(FleetError::Full),
+            v => redis::from_redis_value::<String>(v)
+                .ok()
+                .and_then(|s| Revocation::from_json(&s))
+                .ok_or_else(|| {
+                    FleetError::Unavailable("an unexpected answer to a revocation".into())
+                })?,
+        };
+        let changed = stored == r;
         // Here at once (the follower will see it again: applying is idempotent).
-        if let Err(e) = self.inner.revocations.apply(r.clone(), now) {
+        if let Err(e) = self.inner.revocations.apply(stored.clone(), now) {
             tracing::warn!(target: "m2m_guard::fleet", error = %e, "revocation not applied locally");
         }
         tracing::info!(
             target: "m2m_guard::fleet",
-            kind = r.kind(),
-            issuer = %crate::text::remote(r.issuer(), 200),
-            value = %crate::text::remote(r.value(), 200),
-            before = r.before,
+            kind = stored.kind(),
+            issuer = %crate::text::remote(stored.issuer(), 200),
+            value = %crate::text::remote(stored.value(), 200),
+            before = stored.before,
+            changed,
             "revoked"
         );
-        Ok(r)
+        Ok(stored)
     }
 
     /// Every revocation stored in Redis and not yet expired, read from
@@ -482,7 +534,7 @@ impl Fleet {
     pub(crate) fn key_mirror(&self) -> Option<Arc<dyn KeyMirror>> {
         self.inner
             .warm_start
-            .then(|| Arc::new(self.clone()) as Arc<dyn KeyMirror>)
+            .map(|_| Arc::new(self.clone()) as Arc<dyn KeyMirror>)
     }
 }
 
@@ -533,9 +585,14 @@ impl KeyMirror for Fleet {
         keys: SharedKeys,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
+            let Some(secret) = self.inner.warm_start else {
+                return;
+            };
             let name = self.mirror_key(&source);
             let ttl = keys.fresh_for.saturating_add(keys.stale_for).max(1);
             let doc = keys.to_json();
+            let mac = crate::dpop::hmac_sha256(&secret, doc.as_bytes());
+            let doc = serde_json::json!({"doc": doc, "mac": hex(&mac)}).to_string();
             let result = self
                 .inner
                 .redis
@@ -563,7 +620,26 @@ impl KeyMirror for Fleet {
                 })
                 .ok()
                 .flatten();
-            doc.and_then(|d| SharedKeys::from_json(&d))
+            let secret = self.inner.warm_start?;
+            let outer = crate::json::parse_object(doc?.as_bytes())?;
+            let (Some(serde_json::Value::String(inner)), Some(serde_json::Value::String(mac))) =
+                (outer.get("doc"), outer.get("mac"))
+            else {
+                return None;
+            };
+            let expected = hex(&crate::dpop::hmac_sha256(&secret, inner.as_bytes()));
+            // Compared in full, whatever differs first.
+            let same = expected.len() == mac.len()
+                && expected
+                    .bytes()
+                    .zip(mac.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if !same {
+                tracing::warn!(target: "m2m_guard::fleet", "a published key set failed its HMAC: not used");
+                return None;
+            }
+            SharedKeys::from_json(inner)
         })
     }
 }
@@ -578,15 +654,12 @@ impl Fleet {
     }
 }
 
-/// Follow the revocation list until the fleet is dropped: load it whole,
-/// follow the stream, and after any failure reconnect (with backoff) and
-/// load it whole again.
-async fn follow(fleet: std::sync::Weak<Inner>, mut stopped: tokio::sync::watch::Receiver<()>) {
+/// Follow the revocation list until every handle is dropped: load it
+/// whole, follow the stream, and after any failure reconnect (with
+/// backoff) and load it whole again.
+async fn follow(inner: Arc<Inner>, mut stopped: tokio::sync::watch::Receiver<()>) {
     let mut failures = 0u32;
     loop {
-        let Some(inner) = fleet.upgrade() else {
-            return;
-        };
         let (error, loaded) = {
             let run = std::panic::AssertUnwindSafe(follow_once(&inner)).catch_unwind();
             let stop = stopped.changed();
@@ -596,11 +669,10 @@ async fn follow(fleet: std::sync::Weak<Inner>, mut stopped: tokio::sync::watch::
                 futures_util::future::Either::Left((Err(_), _)) => {
                     ("the follower panicked".to_owned(), false)
                 }
-                // The fleet was dropped.
+                // Every handle was dropped.
                 futures_util::future::Either::Right(_) => return,
             }
         };
-        drop(inner);
         failures = if loaded {
             1
         } else {
@@ -613,7 +685,14 @@ async fn follow(fleet: std::sync::Weak<Inner>, mut stopped: tokio::sync::watch::
             retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             "revocation list: lost Redis, will reload"
         );
-        tokio::time::sleep(wait).await;
+        let sleep = tokio::time::sleep(wait);
+        let stop = stopped.changed();
+        futures_util::pin_mut!(sleep, stop);
+        if let futures_util::future::Either::Right(_) =
+            futures_util::future::select(sleep, stop).await
+        {
+            return;
+        }
     }
 }
 
@@ -642,7 +721,7 @@ async fn follow_connection(inner: &Inner) -> Result<Never, (String, bool)> {
         .client
         .get_multiplexed_async_connection_with_config(
             &redis
-                .config(Some(Duration::from_secs(5)))
+                .config(Some(Duration::from_secs(30)))
                 .set_connection_timeout(Some(redis.timeout.max(Duration::from_secs(1)))),
         )
         .await

@@ -36,6 +36,11 @@ pub(crate) struct RefreshPolicy {
     pub(crate) backoff: Backoff,
     /// Where good key sets are shared with sibling replicas (warm starts).
     pub(crate) mirror: Option<Mirror>,
+    /// The configured issuer: the `issuer` label of metrics and health.
+    pub(crate) label: Arc<str>,
+    /// Whether this store sets the issuer's key-set gauges (not when the
+    /// issuer has a key set per tenant: they would overwrite each other).
+    pub(crate) gauges: bool,
 }
 
 /// A key set as shared between replicas: the JWKS document as fetched, when
@@ -112,6 +117,8 @@ impl Default for RefreshPolicy {
                 max: Duration::from_secs(30),
             },
             mirror: None,
+            label: Arc::from(""),
+            gauges: true,
         }
     }
 }
@@ -144,6 +151,12 @@ struct State {
     last_kid_refetch: Option<Instant>,
     /// When a fetch last succeeded.
     last_ok: Option<Instant>,
+    /// When the keys in use were fetched (here, or by a sibling).
+    fetched: Option<Instant>,
+    /// The keys in use are fresh until this, then stale until `usable_until`.
+    fresh_until: Instant,
+    /// The last failure, sanitised, for health.
+    last_error: Option<String>,
 }
 
 /// What a token whose `kid` is not in the current keys should get.
@@ -185,6 +198,20 @@ pub(crate) struct KeyStore {
     flight: SingleFlight<Arc<KeySet>, Arc<FetchError>>,
     fetches: AtomicU64,
     clock: Clock,
+    /// When the gauges were last set from a read (ms on the store's clock).
+    gauges_at: AtomicU64,
+}
+
+/// One key store's state, for [`Verifier::health`](crate::Verifier::health).
+#[derive(Debug, Clone)]
+pub(crate) struct StoreHealth {
+    pub(crate) loaded: bool,
+    pub(crate) ever_loaded: bool,
+    pub(crate) age: Option<Duration>,
+    pub(crate) stale: bool,
+    pub(crate) usable_for: Duration,
+    pub(crate) last_error: Option<String>,
+    pub(crate) next_attempt_in: Duration,
 }
 
 impl KeyStore {
@@ -213,7 +240,11 @@ impl KeyStore {
                 failures: 0,
                 last_kid_refetch: None,
                 last_ok: None,
+                fetched: None,
+                fresh_until: now,
+                last_error: None,
             }),
+            gauges_at: AtomicU64::new(0),
             flight: SingleFlight::default(),
             fetches: AtomicU64::new(0),
             clock,
@@ -254,9 +285,40 @@ impl KeyStore {
         self.fetches.load(Ordering::Relaxed)
     }
 
+    /// The store's state now.
+    pub(crate) fn health(&self) -> StoreHealth {
+        let now = self.clock.now();
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let usable = st.keys.is_some() && now < st.usable_until;
+        StoreHealth {
+            loaded: usable,
+            ever_loaded: st.keys.is_some(),
+            age: st.fetched.map(|f| now.saturating_duration_since(f)),
+            stale: usable && now >= st.fresh_until,
+            usable_for: if usable {
+                st.usable_until.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            },
+            last_error: st.last_error.clone(),
+            next_attempt_in: st.next_attempt.saturating_duration_since(now),
+        }
+    }
+
+    /// Set the issuer's key-set gauges from the state.
+    fn set_gauges(&self) {
+        if self.policy.gauges {
+            let h = self.health();
+            crate::metrics::key_state(&self.policy.label, h.age, h.stale, h.usable_for);
+        }
+    }
+
     /// The keys a request may use now; starts a background refresh when due.
     pub(crate) fn snapshot(self: &Arc<Self>) -> Snapshot {
         let now = self.clock.now();
+        if self.policy.gauges && crate::metrics::due(&self.gauges_at, crate::metrics::millis(now)) {
+            self.set_gauges();
+        }
         let (snap, refresh) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.keys {
@@ -305,6 +367,7 @@ impl KeyStore {
                 return KidMiss::Unavailable(st.next_attempt.saturating_duration_since(now));
             }
             st.last_kid_refetch = Some(now);
+            crate::metrics::unknown_kid(&self.policy.label, "refetch");
             return KidMiss::Refetch(self.refresh());
         }
         if self.flight.is_running() {
@@ -319,10 +382,12 @@ impl KeyStore {
                 if now.saturating_duration_since(t) < self.policy.unknown_kid_cooldown
                     && st.last_ok.is_some_and(|ok| ok >= t) =>
             {
+                crate::metrics::unknown_kid(&self.policy.label, "refused_cooldown");
                 KidMiss::Fresh
             }
             _ => {
                 st.last_kid_refetch = Some(now);
+                crate::metrics::unknown_kid(&self.policy.label, "refetch");
                 KidMiss::Refetch(self.refresh())
             }
         }
@@ -412,7 +477,7 @@ impl KeyStore {
     /// sibling published, checked as strictly as a fetched one and used
     /// only within the same fresh + `max_stale` window from when the
     /// sibling fetched it.
-    async fn warm_start(&self) -> Option<(KeySet, Instant)> {
+    async fn warm_start(&self) -> Option<(KeySet, Instant, Instant, Instant)> {
         let mirror = self.policy.mirror.as_ref()?;
         let shared = tokio::time::timeout(
             self.fetcher.limits.timeout,
@@ -433,7 +498,10 @@ impl KeyStore {
         let stale = Duration::from_secs(shared.stale_for).min(self.policy.max_stale);
         let left = (fresh + stale).checked_sub(age)?;
         let set = parse_jwks(shared.jwks.as_bytes(), self.fetcher.limits.max_keys).ok()?;
-        Some((set, instant_after(self.clock.now(), left)))
+        let now = self.clock.now();
+        let fetched = now.checked_sub(age).unwrap_or(now);
+        let fresh_until = instant_after(now, fresh.saturating_sub(age));
+        Some((set, instant_after(now, left), fetched, fresh_until))
     }
 
     async fn fetch_once(&self) -> Result<Arc<KeySet>, Arc<FetchError>> {
@@ -442,6 +510,7 @@ impl KeyStore {
         // counts as a failed fetch: it backs off, and an unknown-kid refetch
         // that never landed cannot make the cooldown answer 401.
         let mut unrecorded = Unrecorded(Some(self));
+        let started = std::time::Instant::now();
         // A panic while loading is a failed fetch like any other: it backs
         // off, so a panic that repeats cannot cost a fetch per request.
         let result = std::panic::AssertUnwindSafe(self.load())
@@ -466,8 +535,10 @@ impl KeyStore {
         };
         // Past the last await: nothing can cancel the rest.
         unrecorded.0 = None;
-        match result {
+        let took = Some(started.elapsed());
+        let outcome = match result {
             Ok((set, max_age, body)) => {
+                crate::metrics::key_fetch(&self.policy.label, "ok", took);
                 let recorded = self.record(Ok((set, max_age)));
                 if recorded.is_ok() {
                     self.publish(&body, max_age);
@@ -475,18 +546,30 @@ impl KeyStore {
                 recorded
             }
             Err(e) => {
+                crate::metrics::key_fetch(&self.policy.label, "error", took);
                 let failed = self.record(Err(e));
                 match warm {
-                    Some((set, usable_until)) => Ok(self.record_warm(set, usable_until)),
+                    Some((set, usable_until, fetched, fresh_until)) => {
+                        crate::metrics::key_fetch(&self.policy.label, "warm_start", None);
+                        Ok(self.record_warm(set, usable_until, fetched, fresh_until))
+                    }
                     None => failed,
                 }
             }
-        }
+        };
+        self.set_gauges();
+        outcome
     }
 
     /// Use a sibling's key set until `usable_until`; fetches go on backing
     /// off and replace it as soon as one succeeds.
-    fn record_warm(&self, set: KeySet, usable_until: Instant) -> Arc<KeySet> {
+    fn record_warm(
+        &self,
+        set: KeySet,
+        usable_until: Instant,
+        fetched: Instant,
+        fresh_until: Instant,
+    ) -> Arc<KeySet> {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         let set = Arc::new(set);
         tracing::warn!(
@@ -498,6 +581,8 @@ impl KeyStore {
         );
         st.keys = Some(set.clone());
         st.usable_until = usable_until;
+        st.fetched = Some(fetched);
+        st.fresh_until = fresh_until;
         st.refresh_at = self.clock.now();
         set
     }
@@ -530,6 +615,9 @@ impl KeyStore {
                 st.failures = 0;
                 st.next_attempt = now;
                 st.last_ok = Some(now);
+                st.fetched = Some(now);
+                st.fresh_until = instant_after(now, ttl);
+                st.last_error = None;
                 Ok(set)
             }
             Err(e) => {
@@ -538,6 +626,7 @@ impl KeyStore {
                     self.rediscover.store(true, Ordering::Relaxed);
                 }
                 st.failures = st.failures.saturating_add(1);
+                st.last_error = Some(crate::text::remote(&error_chain(&e), 300));
                 let backoff = self.policy.backoff.delay(st.failures);
                 st.next_attempt = instant_after(now, backoff);
                 tracing::warn!(

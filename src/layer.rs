@@ -499,6 +499,9 @@ fn take_ready<S: Clone>(inner: &mut S) -> S {
 }
 
 fn trace_decision(outcome: &'static str, p: Option<&Principal>) {
+    if let ("accepted", Some(p)) = (outcome, p) {
+        crate::metrics::decision("accepted", "ok", &p.configured_issuer(), p.metrics_tenant());
+    }
     tracing::debug!(
         target: "m2m_guard",
         outcome,
@@ -510,11 +513,20 @@ fn trace_decision(outcome: &'static str, p: Option<&Principal>) {
     );
 }
 
-pub(crate) fn trace_rejection(error: &AuthError) {
+/// Log and count a refusal; `principal` is the verified caller a guard
+/// refused, if any.
+pub(crate) fn trace_rejection(error: &AuthError, principal: Option<&Principal>) {
+    let configured = principal.map(Principal::configured_issuer);
     let issuer = match error.kind() {
         AuthErrorKind::InvalidToken(r) => r.issuer(),
-        _ => None,
+        _ => configured.as_deref(),
     };
+    crate::metrics::decision(
+        "rejected",
+        error.reason_code(),
+        issuer.unwrap_or(""),
+        principal.and_then(Principal::metrics_tenant),
+    );
     tracing::debug!(
         target: "m2m_guard",
         outcome = "rejected",
@@ -653,7 +665,7 @@ where
                     let error = error
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    trace_rejection(&error);
+                    trace_rejection(&error, None);
                     return Poll::Ready(Ok(this.on_rejection.on_rejection(error)));
                 }
             }

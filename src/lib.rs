@@ -123,6 +123,7 @@ mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+mod health;
 mod hierarchy;
 mod json;
 mod jwks;
@@ -132,6 +133,7 @@ mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
 pub mod mcp;
 mod metadata;
+pub mod metrics;
 mod mtls;
 mod preset;
 mod principal;
@@ -149,6 +151,7 @@ pub use error::{BuildError, FetchError};
 #[cfg(feature = "axum")]
 pub use extract::{ClientId, ScopeSet, Scoped, Tenant};
 pub use guard::{Check, Denial, RequireScope, RequireTenant, Rule};
+pub use health::{Health, IssuerHealth, RevocationHealth};
 pub use hierarchy::ScopeHierarchy;
 pub use layer::M2mAuthLayer;
 pub use metadata::ProtectedResource;

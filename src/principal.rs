@@ -21,6 +21,10 @@ pub struct Principal {
 
 struct Inner {
     issuer: Arc<str>,
+    /// The configured issuer that verified it (a template for a tenant's
+    /// `iss`): the bounded `issuer` label of metrics.
+    configured_issuer: Arc<str>,
+    metrics_tenant: bool,
     subject: Option<String>,
     client_id: Option<String>,
     tenant: Option<String>,
@@ -38,6 +42,8 @@ struct Inner {
 /// The fields of a [`Principal`], in the order the verifier extracts them.
 pub(crate) struct PrincipalParts {
     pub(crate) issuer: Arc<str>,
+    pub(crate) configured_issuer: Arc<str>,
+    pub(crate) metrics_tenant: bool,
     pub(crate) subject: Option<String>,
     pub(crate) client_id: Option<String>,
     pub(crate) tenant: Option<String>,
@@ -54,6 +60,8 @@ impl Principal {
         Principal {
             inner: Arc::new(Inner {
                 issuer: p.issuer,
+                configured_issuer: p.configured_issuer,
+                metrics_tenant: p.metrics_tenant,
                 subject: p.subject,
                 client_id: p.client_id,
                 tenant: p.tenant,
@@ -137,8 +145,14 @@ impl Principal {
         self.inner.issued_at
     }
 
-    pub(crate) fn issuer_arc(&self) -> Arc<str> {
-        self.inner.issuer.clone()
+    /// The configured issuer that verified it.
+    pub(crate) fn configured_issuer(&self) -> Arc<str> {
+        self.inner.configured_issuer.clone()
+    }
+
+    /// The tenant, when metrics may be labelled with it.
+    pub(crate) fn metrics_tenant(&self) -> Option<&str> {
+        self.inner.metrics_tenant.then(|| self.tenant()).flatten()
     }
 
     /// The token identifier (`jti`), if stated.

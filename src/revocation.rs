@@ -22,6 +22,10 @@ pub(crate) const MAX_FIELD_BYTES: usize = 1024;
 /// How many revocations a list holds at most.
 pub(crate) const MAX_ENTRIES: usize = 1_000_000;
 
+/// The latest moment a revocation may name (9999-12-31): stored values
+/// come from the network, and `SystemTime` arithmetic must not overflow.
+const MAX_TIME: u64 = 253_402_300_799;
+
 /// What a revocation matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Target {
@@ -50,9 +54,10 @@ impl Target {
 }
 
 /// One revocation: the tokens of an issuer's client, or tenant, issued
-/// before a moment (`iat` earlier than it; a token without `iat` cannot show
-/// it was issued after, so it is revoked too), or the one token with a
-/// `jti`.
+/// before a moment (`iat` at or before it, to the second: a token issued in
+/// the very second of a revocation is revoked too; a token without `iat`
+/// cannot show it was issued after, so it is revoked too), or the one token
+/// with a `jti`.
 ///
 /// ```
 /// use m2m_guard::Revocation;
@@ -86,6 +91,12 @@ impl fmt::Debug for Revocation {
             .field("expires_at", &self.expires_at)
             .finish()
     }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -124,7 +135,7 @@ impl Revocation {
     /// `jti`.
     #[must_use]
     pub fn issued_before(mut self, moment: SystemTime) -> Self {
-        self.before = unix_secs(moment);
+        self.before = unix_secs(moment).min(MAX_TIME);
         self
     }
 
@@ -173,7 +184,7 @@ impl Revocation {
             Target::Jti => now.max(self.before),
             _ => self.before,
         };
-        self.expires_at = from.saturating_add(retention.as_secs());
+        self.expires_at = from.saturating_add(retention.as_secs()).min(MAX_TIME);
         self
     }
 
@@ -203,12 +214,13 @@ impl Revocation {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         };
+        let time = |k: &str| doc.get(k)?.as_u64().filter(|t| *t <= MAX_TIME);
         let r = Revocation {
             target: Target::parse(&str_of("kind")?)?,
             issuer: str_of("issuer")?,
             value: str_of("value")?,
-            before: doc.get("before")?.as_u64()?,
-            expires_at: doc.get("expires_at")?.as_u64()?,
+            before: time("before")?,
+            expires_at: time("expires_at")?,
         };
         r.validate().ok()?;
         Some(r)
@@ -267,7 +279,6 @@ struct Sync {
     when_stale: WhenStale,
 }
 
-#[derive(Debug)]
 struct Shared {
     entries: RwLock<HashMap<String, IssuerEntries>>,
     /// Entries held, for the empty fast path and the bound.
@@ -277,6 +288,8 @@ struct Shared {
     generation: AtomicU64,
     /// When a local list was last pruned (unix seconds).
     pruned_at: AtomicU64,
+    /// When its gauges were last set (unix milliseconds).
+    metrics_at: AtomicU64,
     retention: Duration,
     sync: Option<Sync>,
 }
@@ -299,9 +312,19 @@ struct Shared {
 /// // Verifier::builder().revocations(revocations.clone()) ...
 /// # Ok::<(), m2m_guard::BuildError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Revocations {
     shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Revocations")
+            .field("held", &self.len())
+            .field("retention", &self.shared.retention)
+            .field("synced", &self.shared.sync.is_some())
+            .finish()
+    }
 }
 
 impl Default for Revocations {
@@ -324,6 +347,7 @@ impl Revocations {
                 len: AtomicUsize::new(0),
                 generation: AtomicU64::new(0),
                 pruned_at: AtomicU64::new(0),
+                metrics_at: AtomicU64::new(0),
                 retention,
                 sync,
             }),
@@ -374,8 +398,15 @@ impl Revocations {
     ///
     /// # Errors
     /// [`BuildError::Config`](crate::BuildError) for an empty or oversized
-    /// field, or a full list (1,000,000 revocations).
+    /// field, a full list (1,000,000 revocations), or a fleet's list (its
+    /// next reload would drop a revocation made here: use
+    /// [`Fleet::revoke`](crate::fleet::Fleet::revoke)).
     pub fn revoke(&self, revocation: Revocation) -> Result<(), crate::BuildError> {
+        if self.shared.sync.is_some() {
+            return Err(crate::BuildError::Config(
+                "this list follows a fleet: revoke with Fleet::revoke".into(),
+            ));
+        }
         revocation.validate().map_err(crate::BuildError::Config)?;
         let now = crate::claims::now_secs();
         // Expired rows go at most once a minute (pruning walks the list).
@@ -436,7 +467,12 @@ impl Revocations {
     /// Add one recorded revocation (a later `before` wins over an earlier
     /// one for the same row). Expired rows are pruned separately
     /// ([`Revocations::prune`]): pruning walks the whole list.
-    pub(crate) fn apply(&self, r: Revocation, now: u64) -> Result<(), String> {
+    pub(crate) fn apply(&self, mut r: Revocation, now: u64) -> Result<(), String> {
+        // Kept at least this list's own retention, whoever wrote it.
+        r.expires_at = r
+            .expires_at
+            .max(r.before.saturating_add(self.shared.retention.as_secs()))
+            .min(MAX_TIME);
         let mut entries = self
             .shared
             .entries
@@ -489,7 +525,7 @@ impl Revocations {
                 all.len()
             ));
         }
-        let fresh = Revocations::new();
+        let fresh = Revocations::with_retention(self.shared.retention);
         for r in all {
             fresh.apply(r, now)?;
         }
@@ -517,8 +553,12 @@ impl Revocations {
             .entries
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        let before = self.shared.len.load(Ordering::Relaxed);
         prune(&mut entries, now);
-        self.changed(&entries);
+        // Pruning only ever un-revokes: memos stay right, but the count moves.
+        if entries.values().map(IssuerEntries::len).sum::<usize>() != before {
+            self.changed(&entries);
+        }
     }
 
     /// The list is current as of `now_ms` (unix milliseconds).
@@ -539,9 +579,14 @@ impl Revocations {
         (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
     }
 
+    /// For health: whether verification may use the list now.
+    pub(crate) fn usable_now(&self) -> bool {
+        self.usable().is_ok()
+    }
+
     /// Whether the list may be used now: `Err` (503) before a synced list's
     /// first sync, and past its staleness bound under [`WhenStale::Refuse`].
-    fn usable(&self, now: u64) -> Result<(), Rejection> {
+    fn usable(&self) -> Result<(), Rejection> {
         let Some(sync) = &self.shared.sync else {
             return Ok(());
         };
@@ -552,8 +597,11 @@ impl Revocations {
                 Duration::from_secs(1),
             ));
         }
-        let age = now.saturating_sub(at_ms / 1000);
-        if sync.when_stale == WhenStale::Refuse && age > sync.max_staleness.as_secs() {
+        // Real time in milliseconds, as the sync marks are (never a test clock).
+        let age_ms = unix_millis().saturating_sub(at_ms);
+        if sync.when_stale == WhenStale::Refuse
+            && u128::from(age_ms) > sync.max_staleness.as_millis()
+        {
             return Err(Rejection::unavailable(
                 Reason::RevocationsUnavailable,
                 Duration::from_secs(1),
@@ -569,7 +617,13 @@ impl Revocations {
     /// atomic loads. Entries only ever expire into "not revoked", so time
     /// passing cannot make that memo wrong.
     pub(crate) fn check(&self, p: &Principal, now: u64) -> Result<(), Rejection> {
-        self.usable(now)?;
+        if crate::metrics::due(&self.shared.metrics_at, now.saturating_mul(1000)) {
+            let sync_age = self
+                .synced_at()
+                .map(|t| SystemTime::now().duration_since(t).unwrap_or_default());
+            crate::metrics::revocations(self.len(), sync_age);
+        }
+        self.usable()?;
         // Read before the entries: a change after this bumps it again, so a
         // memo of this generation is never newer than what was looked at.
         let generation = self.shared.generation.load(Ordering::Acquire);
@@ -592,7 +646,7 @@ impl Revocations {
         let live = |e: &Entry| e.expires_at > now;
         // A token without `iat` cannot show it was issued after `before`.
         let issued_before =
-            |e: &Entry| live(e) && p.issued_at_secs().is_none_or(|iat| iat < e.before);
+            |e: &Entry| live(e) && p.issued_at_secs().is_none_or(|iat| iat <= e.before);
         let revoked = p
             .client_id()
             .and_then(|c| set.clients.get(c))
@@ -602,7 +656,7 @@ impl Revocations {
                 .is_some_and(issued_before)
             || p.jti().and_then(|j| set.jtis.get(j)).is_some_and(live);
         if revoked {
-            return Err(Rejection::new(Reason::Revoked).with_issuer(p.issuer_arc()));
+            return Err(Rejection::new(Reason::Revoked).with_issuer(p.configured_issuer()));
         }
         p.set_not_revoked_at(generation);
         Ok(())
@@ -649,8 +703,23 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_keeps_a_revocation_its_own_retention_whoever_wrote_it() {
+        let t0 = crate::claims::now_secs();
+        let list = Revocations::with_retention(Duration::from_secs(3600));
+        // Written by a replica keeping revocations only a minute.
+        let short = Revocation::client("i", "c")
+            .issued_before(UNIX_EPOCH + Duration::from_secs(t0))
+            .recorded(t0, Duration::from_secs(60));
+        list.apply(short, t0).unwrap();
+        assert_eq!(list.list()[0].expires_at, t0 + 3600);
+        // And a stored time past year 9999 is refused, not a panic later.
+        let far = r#"{"kind":"jti","issuer":"i","value":"v","before":18446744073709551615,"expires_at":1}"#;
+        assert_eq!(Revocation::from_json(far), None);
+    }
+
+    #[test]
     fn a_later_before_wins_and_expired_rows_go() {
-        let list = Revocations::new();
+        let list = Revocations::with_retention(Duration::from_secs(100));
         let t0 = crate::claims::now_secs();
         let at = |t: u64| {
             Revocation::client("i", "c")

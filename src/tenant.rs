@@ -253,6 +253,17 @@ impl TenantStores {
         Some(slot.store.clone())
     }
 
+    /// Every store with its tenant, for health.
+    pub(crate) fn named(&self) -> Vec<(String, Arc<KeyStore>)> {
+        let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = stores
+            .iter()
+            .map(|(t, s)| (t.clone(), s.store.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Every store, for refreshes and metrics.
     pub(crate) fn all(&self) -> Vec<Arc<KeyStore>> {
         self.stores

@@ -105,6 +105,43 @@ impl Verifier {
         self.inner.issuers.keys().map(String::as_str)
     }
 
+    /// Every issuer's keys and the revocation list, now: for a health
+    /// endpoint, and [`Health::is_ready`](crate::Health::is_ready) for a
+    /// readiness probe. Cheap (no I/O).
+    pub fn health(&self) -> crate::Health {
+        let mut names: Vec<&String> = self.inner.issuers.keys().collect();
+        names.sort();
+        let mut issuers = Vec::new();
+        for name in names {
+            match &self.inner.issuers[name].keys {
+                Keys::One(store) => {
+                    issuers.push(crate::health::IssuerHealth::new(name, None, store.health()));
+                }
+                Keys::PerTenant(stores) => {
+                    for (tenant, store) in stores.named() {
+                        issuers.push(crate::health::IssuerHealth::new(
+                            name,
+                            Some(tenant),
+                            store.health(),
+                        ));
+                    }
+                }
+            }
+        }
+        crate::Health {
+            issuers,
+            revocations: self
+                .inner
+                .revocations
+                .as_ref()
+                .map(|r| crate::health::RevocationHealth {
+                    held: r.len(),
+                    synced_at: r.synced_at(),
+                    usable: r.usable_now(),
+                }),
+        }
+    }
+
     /// How many key-set fetches were started for `issuer` so far (for
     /// metrics and tests): a configured issuer (for an issuer template with a
     /// key set per tenant, the sum over its tenants), or one tenant's issuer

@@ -4,7 +4,9 @@
 //! Needs Node.js and Python 3: the pinned servers are installed by the run
 //! when missing (tests/interop/setup.rs); `M2M_INTEROP=skip` skips these tests.
 
+// (Only the demo router is used here.)
 #[path = "../examples/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 #[path = "interop/setup.rs"]
 mod setup;

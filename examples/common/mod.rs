@@ -40,6 +40,56 @@ pub(crate) fn demo_router(
         .merge(protected)
 }
 
+/// `GET /readyz` (200 while [`m2m_guard::Health::is_ready`], else 503; the
+/// health as JSON either way) and `GET /metrics` (Prometheus text, when a
+/// recorder is installed): for operators, outside the auth layer.
+pub(crate) fn ops_router(
+    verifier: Verifier,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Router {
+    let readyz = get(move || {
+        let verifier = verifier.clone();
+        async move {
+            let health = verifier.health();
+            let status = if health.is_ready() {
+                axum::http::StatusCode::OK
+            } else {
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, Json(health.to_json()))
+        }
+    });
+    let router = Router::new().route("/readyz", readyz);
+    match metrics {
+        Some(handle) => router.route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move {
+                    handle.run_upkeep();
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        handle.render(),
+                    )
+                }
+            }),
+        ),
+        None => router,
+    }
+}
+
+/// Install the Prometheus recorder for m2m-guard's metrics (before the
+/// verifier is built); `None` if another recorder is installed already.
+pub(crate) fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| eprintln!("warning: no /metrics: {e}"))
+        .ok()
+}
+
 async fn whoami(p: Principal) -> Json<Value> {
     Json(json!({
         "issuer": p.issuer(),

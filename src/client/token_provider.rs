@@ -88,6 +88,7 @@ impl From<SigningKey> for ClientCredential {
 #[derive(Clone)]
 pub struct AccessToken {
     value: Arc<str>,
+    obtained: Instant,
     expires_at: Instant,
     scope: Option<Arc<str>>,
     dpop: bool,
@@ -445,6 +446,12 @@ impl TokenProvider {
         let refresh = {
             let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
             let backing_off = now < st.next_attempt;
+            if let Some(c) = &st.cached {
+                crate::metrics::client_token_age(
+                    &self.inner.client_id,
+                    now.saturating_duration_since(c.token.obtained),
+                );
+            }
             match st.cached.as_ref().filter(|c| now < c.usable_until) {
                 Some(c) if now < c.refresh_at || backing_off => return Ok(c.token.clone()),
                 Some(c) => Some(c.token.clone()),
@@ -593,6 +600,15 @@ impl TokenProvider {
 /// Cache a new token, or start (or extend) the backoff after a failure.
 fn record(inner: &Inner, result: &Result<AccessToken, ClientError>) {
     let now = Instant::now();
+    crate::metrics::client_token_request(
+        &inner.client_id,
+        match result {
+            Ok(_) => "ok",
+            Err(ClientError::OAuth { .. }) => "oauth_error",
+            Err(e) if e.is_transient() => "unavailable",
+            Err(_) => "error",
+        },
+    );
     let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok(token) => {
@@ -907,6 +923,7 @@ async fn exchange(
     };
     Ok(AccessToken {
         value: value.into(),
+        obtained: sent,
         // Counted from when the request was sent: never later than the issuer's clock.
         expires_at: sent + lifetime,
         scope,

@@ -1,0 +1,151 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature
+//! `metrics`): m2m-guard records, your exporter (Prometheus, StatsD,
+//! OpenTelemetry, ...) exports. Without a recorder installed every call is
+//! a no-op; without the feature they compile to nothing.
+//!
+//! Every label value comes from the configuration or from a closed set:
+//! `issuer` is the configured issuer (an issuer template, not a tenant's
+//! `iss`), `reason` a stable reason code, `outcome` one of a few words;
+//! `tenant` only when turned on ([`VerifierBuilder::metrics_tenant_label`](crate::VerifierBuilder::metrics_tenant_label)).
+//! Never a value a caller sends.
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `m2m_guard_decisions_total` | counter | `outcome` (`accepted`, `rejected`), `reason`, `issuer` (+ `tenant`) | every decision of the layer and of the guards; `reason` is `ok` when accepted, else the stable reason code (`expired`, `invalid_audience`, `missing_token`, `insufficient_scope`, `keys_unavailable`, `revoked`, ...) |
+//! | `m2m_guard_token_cache_hits_total` / `_misses_total` / `_admissions_total` | counter | – | the verified-token cache |
+//! | `m2m_guard_key_set_fetches_total` | counter | `issuer`, `outcome` (`ok`, `error`, `warm_start`) | key-set fetches (with discovery) |
+//! | `m2m_guard_key_set_fetch_duration_seconds` | histogram | `issuer` | how long each took |
+//! | `m2m_guard_key_set_age_seconds` | gauge | `issuer` | age of the key set in use (since it was fetched) |
+//! | `m2m_guard_key_set_stale` | gauge | `issuer` | 1 while the keys are past their TTL and used within `max_stale` |
+//! | `m2m_guard_key_set_usable_seconds` | gauge | `issuer` | seconds until the keys become unusable (0: none usable) |
+//! | `m2m_guard_unknown_kid_total` | counter | `issuer`, `action` (`refetch`, `refused_cooldown`) | tokens naming a `kid` the keys lack |
+//! | `m2m_guard_revocations` | gauge | – | revocations held |
+//! | `m2m_guard_revocations_sync_age_seconds` | gauge | – | since the fleet's list was last confirmed current |
+//! | `m2m_guard_client_token_requests_total` | counter | `client_id`, `outcome` (`ok`, `oauth_error`, `unavailable`, `error`) | the client side's token requests |
+//! | `m2m_guard_client_token_age_seconds` | gauge | `client_id` | age of the cached token handed out |
+//!
+//! Key-set gauges are per issuer with one key set; they are set after
+//! every fetch and, at most once a second, when a request reads the keys.
+
+#[cfg(feature = "metrics")]
+mod on {
+    use std::time::Duration;
+
+    pub(crate) fn decision(
+        outcome: &'static str,
+        reason: &'static str,
+        issuer: &str,
+        tenant: Option<&str>,
+    ) {
+        match tenant {
+            Some(t) => metrics::counter!(
+                "m2m_guard_decisions_total",
+                "outcome" => outcome, "reason" => reason, "issuer" => issuer.to_owned(), "tenant" => t.to_owned()
+            )
+            .increment(1),
+            None => metrics::counter!(
+                "m2m_guard_decisions_total",
+                "outcome" => outcome, "reason" => reason, "issuer" => issuer.to_owned()
+            )
+            .increment(1),
+        }
+    }
+
+    pub(crate) fn cache(event: &'static str) {
+        match event {
+            "hit" => metrics::counter!("m2m_guard_token_cache_hits_total").increment(1),
+            "miss" => metrics::counter!("m2m_guard_token_cache_misses_total").increment(1),
+            _ => metrics::counter!("m2m_guard_token_cache_admissions_total").increment(1),
+        }
+    }
+
+    pub(crate) fn key_fetch(issuer: &str, outcome: &'static str, took: Option<Duration>) {
+        metrics::counter!("m2m_guard_key_set_fetches_total", "issuer" => issuer.to_owned(), "outcome" => outcome)
+            .increment(1);
+        if let Some(took) = took {
+            metrics::histogram!("m2m_guard_key_set_fetch_duration_seconds", "issuer" => issuer.to_owned())
+                .record(took.as_secs_f64());
+        }
+    }
+
+    pub(crate) fn key_state(issuer: &str, age: Option<Duration>, stale: bool, usable: Duration) {
+        let issuer = issuer.to_owned();
+        if let Some(age) = age {
+            metrics::gauge!("m2m_guard_key_set_age_seconds", "issuer" => issuer.clone())
+                .set(age.as_secs_f64());
+        }
+        metrics::gauge!("m2m_guard_key_set_stale", "issuer" => issuer.clone()).set(if stale {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!("m2m_guard_key_set_usable_seconds", "issuer" => issuer)
+            .set(usable.as_secs_f64());
+    }
+
+    pub(crate) fn unknown_kid(issuer: &str, action: &'static str) {
+        metrics::counter!("m2m_guard_unknown_kid_total", "issuer" => issuer.to_owned(), "action" => action)
+            .increment(1);
+    }
+
+    pub(crate) fn revocations(held: usize, sync_age: Option<Duration>) {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("m2m_guard_revocations").set(held as f64);
+        if let Some(age) = sync_age {
+            metrics::gauge!("m2m_guard_revocations_sync_age_seconds").set(age.as_secs_f64());
+        }
+    }
+
+    pub(crate) fn client_token_request(client_id: &str, outcome: &'static str) {
+        metrics::counter!("m2m_guard_client_token_requests_total", "client_id" => client_id.to_owned(), "outcome" => outcome)
+            .increment(1);
+    }
+
+    pub(crate) fn client_token_age(client_id: &str, age: Duration) {
+        metrics::gauge!("m2m_guard_client_token_age_seconds", "client_id" => client_id.to_owned())
+            .set(age.as_secs_f64());
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+#[allow(clippy::unnecessary_wraps, unused_variables)]
+mod on {
+    use std::time::Duration;
+    pub(crate) fn decision(
+        outcome: &'static str,
+        reason: &'static str,
+        issuer: &str,
+        tenant: Option<&str>,
+    ) {
+    }
+    pub(crate) fn cache(event: &'static str) {}
+    pub(crate) fn key_fetch(issuer: &str, outcome: &'static str, took: Option<Duration>) {}
+    pub(crate) fn key_state(issuer: &str, age: Option<Duration>, stale: bool, usable: Duration) {}
+    pub(crate) fn unknown_kid(issuer: &str, action: &'static str) {}
+    pub(crate) fn revocations(held: usize, sync_age: Option<Duration>) {}
+    pub(crate) fn client_token_request(client_id: &str, outcome: &'static str) {}
+    pub(crate) fn client_token_age(client_id: &str, age: Duration) {}
+}
+
+pub(crate) use on::*;
+
+/// Whether gauges that are refreshed on reads are due: at most once per
+/// second per holder of `last` (unix milliseconds of the last refresh).
+pub(crate) fn due(last: &std::sync::atomic::AtomicU64, now_ms: u64) -> bool {
+    use std::sync::atomic::Ordering;
+    let prev = last.load(Ordering::Relaxed);
+    now_ms >= prev.saturating_add(1000)
+        && last
+            .compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// `now` as whole milliseconds since the first call, for [`due`].
+pub(crate) fn millis(now: std::time::Instant) -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(|| now);
+    u64::try_from(now.saturating_duration_since(origin).as_millis())
+        .unwrap_or(u64::MAX)
+        // 0 means "never" to `due`.
+        .saturating_add(1000)
+}
