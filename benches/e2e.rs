@@ -83,6 +83,34 @@ fn main() {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (issuer, addr)
     });
+    // The same protected route on a second server whose one worker thread
+    // records m2m-guard's metrics into a Prometheus recorder (thread-local:
+    // the first server records nothing): metrics on vs off in one run.
+    let recorder: &'static metrics_exporter_prometheus::PrometheusRecorder = Box::leak(Box::new(
+        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    ));
+    let rt_metrics = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(move || std::mem::forget(metrics::set_default_local_recorder(recorder)))
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr_metrics = rt_metrics.block_on(async {
+        let verifier = m2m_guard::Verifier::builder()
+            .issuer(issuer.config())
+            .token_cache(25_000, 128 * 1024 * 1024)
+            .build()
+            .await
+            .unwrap();
+        let app = Router::new()
+            .route("/protected", get(handler))
+            .route_layer(M2mAuthLayer::new(verifier));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    });
+    let metrics_url = format!("http://{addr_metrics}/protected");
     let mint = |i: usize| {
         issuer
             .token()
@@ -148,7 +176,12 @@ fn main() {
             }
             None => {}
         }
-        c.arg(format!("{base}{path}"));
+        // A full URL names the other server.
+        if path.starts_with("http") {
+            c.arg(path);
+        } else {
+            c.arg(format!("{base}{path}"));
+        }
         let cpu_before = server_cpu_secs();
         let out = String::from_utf8(c.output().unwrap().stdout).unwrap();
         let cpu = server_cpu_secs() - cpu_before;
@@ -259,10 +292,27 @@ fn main() {
         true,
         Some(&files[2].1),
     );
-    compare(open_bare, open);
-    compare(open, one);
-    compare(script1, c2k);
-    compare(script1, c20k);
+    let with_metrics: Case = (
+        "`/protected`, one repeated token, metrics recorded",
+        &metrics_url,
+        true,
+        None,
+    );
+    if std::env::var("M2M_E2E_ONLY").as_deref() == Ok("metrics") {
+        run(&metrics_url, true, None);
+        compare(one, with_metrics);
+    } else {
+        compare(open_bare, open);
+        compare(open, one);
+        compare(script1, c2k);
+        compare(script1, c20k);
+        compare(one, with_metrics);
+    }
+    let rendered = recorder.handle().render();
+    assert!(
+        rendered.contains("m2m_guard_decisions_total"),
+        "the metrics server recorded its decisions"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

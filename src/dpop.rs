@@ -402,6 +402,8 @@ pub(crate) fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
 
 /// base64url(SHA-256(`bytes`)).
 /// SHA-256(`bytes`).
+// Used by the fleet.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -487,6 +489,7 @@ pub(crate) async fn check_request(
             tracing::warn!(target: "m2m_guard", "m2m-guard: DPoP replay store: {e}");
             Err(K::Unavailable {
                 retry_after: Duration::from_secs(1),
+                issuer: None,
                 reason: crate::Reason::ReplayCheckUnavailable,
             })
         }

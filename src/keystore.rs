@@ -53,6 +53,8 @@ pub(crate) struct SharedKeys {
     pub(crate) stale_for: u64,
 }
 
+// Used by the fleet.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl SharedKeys {
     pub(crate) fn to_json(&self) -> String {
         json!({
@@ -306,7 +308,7 @@ impl KeyStore {
     }
 
     /// Set the issuer's key-set gauges from the state.
-    fn set_gauges(&self) {
+    pub(crate) fn set_gauges(&self) {
         if self.policy.gauges {
             let h = self.health();
             crate::metrics::key_state(&self.policy.label, h.age, h.stale, h.usable_for);

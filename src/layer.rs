@@ -519,6 +519,7 @@ pub(crate) fn trace_rejection(error: &AuthError, principal: Option<&Principal>) 
     let configured = principal.map(Principal::configured_issuer);
     let issuer = match error.kind() {
         AuthErrorKind::InvalidToken(r) => r.issuer(),
+        AuthErrorKind::Unavailable { issuer, .. } => issuer.as_deref(),
         _ => configured.as_deref(),
     };
     crate::metrics::decision(

@@ -38,6 +38,8 @@
 //! - `mcp`: [`mcp::McpScopes`], per-tool scopes for MCP servers.
 //! - `redis`: [`fleet::Fleet`]: revocations across replicas, a shared DPoP
 //!   replay store, warm starts, on Redis or Valkey.
+//! - `metrics`: counters and gauges through the `metrics` facade (see
+//!   [`metrics`]); [`Verifier::health`] and the readiness rule need no feature.
 //! - `test-util`: [`test_util::TestIssuer`], an issuer on loopback for tests and demos, and [`test_util::TestClock`], time under the test's control.
 //!
 //! # Module map
@@ -69,6 +71,7 @@
 //! | `context.rs` | the request-extension hand-off from the layer to guards and extractors |
 //! | `extract.rs` | axum extractors |
 //! | `principal.rs` | [`Principal`], [`Scopes`] |
+//! | `metrics.rs`, `health.rs` | the `metrics` feature's counters and gauges; [`Health`] and the readiness rule |
 //! | `revocation.rs` | [`Revocations`], [`Revocation`]: the in-memory revocation list every request is checked against |
 //! | `fleet.rs` | the `redis` feature: [`fleet::Fleet`] keeps revocations, DPoP replays and key sets shared across replicas |
 //! | `dpop.rs`, `mtls.rs` | sender-constrained tokens: [`Dpop`] proofs and replay stores; [`Mtls`] certificate binding |

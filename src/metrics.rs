@@ -25,7 +25,20 @@
 //! | `m2m_guard_client_token_age_seconds` | gauge | `client_id` | age of the cached token handed out |
 //!
 //! Key-set gauges are per issuer with one key set; they are set after
-//! every fetch and, at most once a second, when a request reads the keys.
+//! every fetch, at most once a second when a request reads the keys, and by
+//! every [`Verifier::health`](crate::Verifier::health) call: call it before
+//! each scrape so an idle replica's gauges do not stand still (the `serve`
+//! example's `/metrics` does).
+//!
+//! A request the layer accepts and a guard then refuses (403) counts twice:
+//! `accepted` by the layer, `rejected` with the guard's reason.
+//!
+//! Why the `metrics` facade rather than the OpenTelemetry API: it is to
+//! metrics what `log` is to logging, a small, stable facade with no exporter
+//! in it, so a library can record without choosing one for you; exporters
+//! exist for Prometheus, StatsD, and OpenTelemetry itself
+//! (`metrics-exporter-*`). Its handles cost an atomic add when a recorder is
+//! installed and nothing when none is.
 
 #[cfg(feature = "metrics")]
 mod on {
@@ -96,11 +109,13 @@ mod on {
         }
     }
 
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
     pub(crate) fn client_token_request(client_id: &str, outcome: &'static str) {
         metrics::counter!("m2m_guard_client_token_requests_total", "client_id" => client_id.to_owned(), "outcome" => outcome)
             .increment(1);
     }
 
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
     pub(crate) fn client_token_age(client_id: &str, age: Duration) {
         metrics::gauge!("m2m_guard_client_token_age_seconds", "client_id" => client_id.to_owned())
             .set(age.as_secs_f64());
@@ -108,7 +123,7 @@ mod on {
 }
 
 #[cfg(not(feature = "metrics"))]
-#[allow(clippy::unnecessary_wraps, unused_variables)]
+#[allow(clippy::unnecessary_wraps, unused_variables, dead_code)]
 mod on {
     use std::time::Duration;
     pub(crate) fn decision(

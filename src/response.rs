@@ -62,9 +62,12 @@ pub enum AuthErrorKind {
     /// Something the decision needs is unavailable on our side: the
     /// issuer's keys, the revocation list, the DPoP replay check (503 with
     /// `Retry-After`; never the caller's fault).
+    #[non_exhaustive]
     Unavailable {
         /// When to retry.
         retry_after: Duration,
+        /// The configured issuer whose keys are unavailable, when known.
+        issuer: Option<String>,
         /// What is unavailable: [`Reason::KeysUnavailable`],
         /// [`Reason::RevocationsUnavailable`] or
         /// [`Reason::ReplayCheckUnavailable`].
@@ -97,6 +100,7 @@ impl From<Rejection> for AuthErrorKind {
         match rejection.retry_after() {
             Some(retry_after) if rejection.is_unavailable() => AuthErrorKind::Unavailable {
                 retry_after,
+                issuer: rejection.issuer().map(str::to_owned),
                 reason: rejection.reason(),
             },
             _ => AuthErrorKind::InvalidToken(rejection),
@@ -418,6 +422,7 @@ mod tests {
             (
                 AuthErrorKind::Unavailable {
                     retry_after: Duration::from_millis(200),
+                    issuer: None,
                     reason: Reason::KeysUnavailable,
                 },
                 "14",

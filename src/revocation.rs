@@ -43,6 +43,7 @@ impl Target {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn parse(s: &str) -> Option<Target> {
         match s {
             "client" => Some(Target::Client),
@@ -189,10 +190,12 @@ impl Revocation {
     }
 
     /// The key of its row: one row per issuer, kind and value.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn id(&self) -> String {
         json!([self.target.as_str(), self.issuer, self.value]).to_string()
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn to_json(&self) -> String {
         json!({
             "kind": self.target.as_str(),
@@ -205,6 +208,7 @@ impl Revocation {
     }
 
     /// Parse a stored revocation strictly (it comes from the network).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn from_json(text: &str) -> Option<Revocation> {
         if text.len() > 4 * MAX_FIELD_BYTES {
             return None;
@@ -373,6 +377,7 @@ impl Revocations {
     /// A list kept in step with a shared store: not usable (503) before its
     /// first sync, and past `max_staleness` without one as `when_stale`
     /// says.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn synced(
         retention: Duration,
         max_staleness: Duration,
@@ -518,6 +523,7 @@ impl Revocations {
     }
 
     /// Replace the whole list (a full load from the shared store).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn replace_all(&self, all: Vec<Revocation>, now: u64) -> Result<(), String> {
         if all.len() > MAX_ENTRIES {
             return Err(format!(
@@ -562,6 +568,7 @@ impl Revocations {
     }
 
     /// The list is current as of `now_ms` (unix milliseconds).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn mark_synced(&self, now_ms: u64) {
         if let Some(sync) = &self.shared.sync {
             sync.synced_at_ms.store(now_ms.max(1), Ordering::Relaxed);

@@ -107,7 +107,10 @@ impl Verifier {
 
     /// Every issuer's keys and the revocation list, now: for a health
     /// endpoint, and [`Health::is_ready`](crate::Health::is_ready) for a
-    /// readiness probe. Cheap (no I/O).
+    /// readiness probe. Cheap (no I/O). With the `metrics` feature it also
+    /// brings the key-set and revocation gauges up to date: call it before
+    /// each scrape (requests refresh them too, at most once a second, but
+    /// an idle replica's gauges would otherwise stand still).
     pub fn health(&self) -> crate::Health {
         let mut names: Vec<&String> = self.inner.issuers.keys().collect();
         names.sort();
@@ -115,6 +118,7 @@ impl Verifier {
         for name in names {
             match &self.inner.issuers[name].keys {
                 Keys::One(store) => {
+                    store.set_gauges();
                     issuers.push(crate::health::IssuerHealth::new(name, None, store.health()));
                 }
                 Keys::PerTenant(stores) => {
@@ -127,6 +131,14 @@ impl Verifier {
                     }
                 }
             }
+        }
+        if let Some(r) = &self.inner.revocations {
+            let age = r.synced_at().map(|t| {
+                std::time::SystemTime::now()
+                    .duration_since(t)
+                    .unwrap_or_default()
+            });
+            crate::metrics::revocations(r.len(), age);
         }
         crate::Health {
             issuers,

@@ -47,6 +47,7 @@ pub(crate) fn ops_router(
     verifier: Verifier,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Router {
+    let scraped = verifier.clone();
     let readyz = get(move || {
         let verifier = verifier.clone();
         async move {
@@ -65,6 +66,8 @@ pub(crate) fn ops_router(
             "/metrics",
             get(move || {
                 let handle = handle.clone();
+                // Gauges brought up to date for this scrape.
+                drop(scraped.health());
                 async move {
                     handle.run_upkeep();
                     (

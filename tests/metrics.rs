@@ -1,0 +1,345 @@
+//! Metrics and readiness an on-call engineer can act on: after a scripted
+//! run (valid, expired, wrong audience, unknown kid, revoked, no token, an
+//! issuer outage) every counter and gauge holds exactly what happened; and
+//! `/readyz` follows the readiness rule through an outage.
+
+// (The ops router of the examples is what is tested; the rest is unused.)
+#[path = "../examples/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+mod support;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use m2m_guard::test_util::{Outage, TestIssuer};
+use m2m_guard::{M2mAuthLayer, Principal, Revocation, Revocations, Verifier};
+use std::time::{Duration, Instant};
+use tower::ServiceExt as _;
+
+const TTL: Duration = Duration::from_secs(600);
+const STALE: Duration = Duration::from_secs(300);
+
+/// Metrics as an exporter would show them: m2m-guard records into a
+/// Prometheus recorder (this test's thread only), read back from its text.
+struct Recorded {
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// One series: its name, its labels (sorted) and its value.
+type Series = (String, Vec<(String, String)>, f64);
+
+/// `name{a="1",b="2"} value` lines.
+fn parse(text: &str) -> Vec<Series> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut labels: Vec<(String, String)> = if labels.is_empty() {
+            Vec::new()
+        } else {
+            labels
+                .split("\",")
+                .map(|kv| {
+                    let (k, v) = kv.split_once("=\"").unwrap();
+                    (k.to_owned(), v.trim_end_matches('"').to_owned())
+                })
+                .collect()
+        };
+        labels.sort();
+        out.push((name.to_owned(), labels, value.parse().unwrap()));
+    }
+    out
+}
+
+impl Recorded {
+    /// The value of metric `name` with exactly these labels, if recorded
+    /// (a histogram: how many observations).
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut want: Vec<(String, String)> = labels
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        want.sort();
+        let count = format!("{name}_count");
+        parse(&self.handle.render())
+            .into_iter()
+            .find(|(n, l, _)| (n == name || *n == count) && *l == want)
+            .map(|(_, _, v)| v)
+    }
+
+    /// Every label name recorded (histogram quantiles aside).
+    fn label_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = parse(&self.handle.render())
+            .into_iter()
+            .flat_map(|(_, l, _)| l.into_iter().map(|(k, _)| k))
+            .filter(|k| k != "quantile")
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+async fn call(app: &Router, token: Option<&str>) -> StatusCode {
+    let mut req = Request::builder().uri("/whoami");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    app.clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_scripted_run_leaves_exactly_the_expected_counters_and_gauges() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let snap = Recorded {
+        handle: recorder.handle(),
+    };
+    // This test's thread only: the runtime is single-threaded, so every
+    // task (fetches included) records here.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let issuer = TestIssuer::start().await;
+    let iss = issuer.issuer().to_owned();
+    let revocations = Revocations::new();
+    let verifier = Verifier::builder()
+        .issuer(issuer.config().refresh_interval(TTL).max_stale(STALE))
+        .clock(issuer.clock())
+        .revocations(revocations.clone())
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/whoami",
+            get(|p: Principal| async move { p.client_id().unwrap_or("-").to_owned() }),
+        )
+        .layer(M2mAuthLayer::new(verifier.clone()));
+
+    let valid = issuer.token().sign();
+    for _ in 0..3 {
+        assert_eq!(call(&app, Some(&valid)).await, StatusCode::OK);
+    }
+    let expired = issuer.token().expired().sign();
+    assert_eq!(call(&app, Some(&expired)).await, StatusCode::UNAUTHORIZED);
+    let other_api = issuer.token().audience("https://other.example.test").sign();
+    assert_eq!(call(&app, Some(&other_api)).await, StatusCode::UNAUTHORIZED);
+    let unknown_kid = issuer.token().kid("no-such-key").sign();
+    assert_eq!(
+        call(&app, Some(&unknown_kid)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    revocations
+        .revoke(Revocation::client(&iss, "leaked-client"))
+        .unwrap();
+    let revoked = issuer
+        .token()
+        .client_id("leaked-client")
+        .issued_ago(Duration::from_secs(60))
+        .sign();
+    assert_eq!(call(&app, Some(&revoked)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, None).await, StatusCode::UNAUTHORIZED);
+
+    let fetches = |outcome: &str| {
+        snap.value(
+            "m2m_guard_key_set_fetches_total",
+            &[("issuer", &iss), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        fetches("ok"),
+        Some(2.0),
+        "the first load and the unknown-kid refetch"
+    );
+    assert_eq!(
+        snap.value(
+            "m2m_guard_unknown_kid_total",
+            &[("issuer", &iss), ("action", "refetch")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        snap.value(
+            "m2m_guard_key_set_fetch_duration_seconds",
+            &[("issuer", &iss)]
+        ),
+        Some(2.0),
+        "one duration per fetch"
+    );
+
+    // The issuer goes down; 610 s later the keys are past their TTL, used
+    // within max_stale: a request is served, and a refresh fails.
+    issuer.set_outage(Outage::Status(503));
+    issuer.clock().advance(TTL + Duration::from_secs(10));
+    let later = issuer.token().sign();
+    assert_eq!(call(&app, Some(&later)).await, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetches("error").is_none() {
+        assert!(Instant::now() < deadline, "the background refresh fails");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let gauge = |name: &str| snap.value(name, &[("issuer", &iss)]).unwrap();
+    assert_eq!(gauge("m2m_guard_key_set_stale"), 1.0);
+    let age = gauge("m2m_guard_key_set_age_seconds");
+    assert!((610.0..615.0).contains(&age), "age {age}");
+    let usable = gauge("m2m_guard_key_set_usable_seconds");
+    assert!((285.0..=290.0).contains(&usable), "usable for {usable}");
+
+    // Past max_stale: no keys, 503, and the gauges say so.
+    issuer.clock().advance(STALE);
+    let last = issuer.token().sign();
+    assert_eq!(
+        call(&app, Some(&last)).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(fetches("error"), Some(2.0));
+    assert_eq!(gauge("m2m_guard_key_set_usable_seconds"), 0.0);
+    assert_eq!(gauge("m2m_guard_key_set_stale"), 0.0);
+
+    let decisions = |outcome: &str, reason: &str, issuer: &str| {
+        snap.value(
+            "m2m_guard_decisions_total",
+            &[("outcome", outcome), ("reason", reason), ("issuer", issuer)],
+        )
+    };
+    assert_eq!(decisions("accepted", "ok", &iss), Some(4.0));
+    for reason in [
+        "expired",
+        "invalid_audience",
+        "unknown_key",
+        "revoked",
+        "keys_unavailable",
+    ] {
+        assert_eq!(decisions("rejected", reason, &iss), Some(1.0), "{reason}");
+    }
+    assert_eq!(decisions("rejected", "missing_token", ""), Some(1.0));
+    // Hits, misses and admissions of the token cache: the valid token
+    // missed twice (admitted on its second sighting) and hit once; every
+    // other token missed once.
+    assert_eq!(
+        snap.value("m2m_guard_token_cache_hits_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        snap.value("m2m_guard_token_cache_misses_total", &[]),
+        Some(8.0)
+    );
+    assert_eq!(
+        snap.value("m2m_guard_token_cache_admissions_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(snap.value("m2m_guard_revocations", &[]), Some(1.0));
+    // No label carries a token, a tenant or a client id.
+    assert_eq!(
+        snap.label_names(),
+        ["action", "issuer", "outcome", "reason"]
+    );
+}
+
+#[tokio::test]
+async fn the_tenant_label_is_opt_in() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let snap = Recorded {
+        handle: recorder.handle(),
+    };
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let issuer = TestIssuer::start().await;
+    let iss = issuer.issuer().to_owned();
+    let token = issuer.token().org("org_acme").sign();
+    for with_tenant in [false, true] {
+        let verifier = Verifier::builder()
+            .issuer(issuer.config())
+            .metrics_tenant_label(with_tenant)
+            .build()
+            .await
+            .unwrap();
+        let app = Router::new()
+            .route("/whoami", get(|| async { "ok" }))
+            .layer(M2mAuthLayer::new(verifier));
+        assert_eq!(call(&app, Some(&token)).await, StatusCode::OK);
+    }
+    let base = [
+        ("outcome", "accepted"),
+        ("reason", "ok"),
+        ("issuer", iss.as_str()),
+    ];
+    assert_eq!(snap.value("m2m_guard_decisions_total", &base), Some(1.0));
+    let mut with_tenant = base.to_vec();
+    with_tenant.push(("tenant", "org_acme"));
+    assert_eq!(
+        snap.value("m2m_guard_decisions_total", &with_tenant),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn readyz_follows_the_readiness_rule_through_an_outage() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_outage(Outage::Status(503));
+    let verifier = Verifier::builder()
+        .issuer(issuer.config().refresh_interval(TTL).max_stale(STALE))
+        .clock(issuer.clock())
+        .build()
+        .await
+        .unwrap();
+    let ops = common::ops_router(verifier.clone(), None);
+    let readyz = || async {
+        let resp = ops
+            .clone()
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    // Before the keys ever load (the issuer is down): not ready.
+    assert!(verifier.preload().await.is_err());
+    let (status, body) = readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["issuers"][0]["keys_loaded"], false);
+    assert!(
+        body["issuers"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{body}"
+    );
+    // Loaded: ready.
+    issuer.set_outage(Outage::None);
+    issuer.clock().advance(Duration::from_secs(60));
+    verifier.preload().await.unwrap();
+    let (status, body) = readyz().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["issuers"][0]["stale"], false);
+    assert_eq!(body["issuers"][0]["last_error"], serde_json::Value::Null);
+    // An outage within the stale window: still ready (it still verifies).
+    issuer.set_outage(Outage::Status(503));
+    issuer.clock().advance(TTL + Duration::from_secs(10));
+    let _ = verifier.refresh_now().await;
+    let (status, body) = readyz().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["issuers"][0]["stale"], true);
+    assert!(verifier.health().is_ready());
+    // Past it: not ready.
+    issuer.clock().advance(STALE);
+    let (status, body) = readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(!verifier.health().is_ready());
+}
