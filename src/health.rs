@@ -30,7 +30,9 @@ pub struct IssuerHealth {
     /// When the keys in use were fetched (by this replica, or by a sibling
     /// for a warm start).
     pub fetched_at: Option<SystemTime>,
-    /// Past their TTL, used within `max_stale` because refreshes fail.
+    /// Past their TTL, still used within `max_stale`: a refresh is due (an
+    /// idle replica refreshes on its next request or health check) or
+    /// failing (see `last_error`).
     pub stale: bool,
     /// When the keys stop being used if no refresh succeeds.
     pub usable_until: Option<SystemTime>,
@@ -69,11 +71,12 @@ impl IssuerHealth {
         }
     }
 
-    /// Counts for readiness: a single key set must be usable; one tenant's
-    /// key set only once it was ever loaded (tenants appear as their tokens
-    /// do, so a tenant not seen yet holds nothing up).
+    /// Counts for readiness: an issuer's single key set must be usable. A
+    /// tenant's key set (an issuer with one per tenant) is reported, never
+    /// counted: tenants come and go with their tokens, and one tenant's
+    /// outage must not take every replica out of service.
     fn ready(&self) -> bool {
-        self.keys_loaded || (self.tenant.is_some() && !self.ever_loaded)
+        self.tenant.is_some() || self.keys_loaded
     }
 }
 
@@ -98,9 +101,14 @@ impl Health {
     /// or stale within `max_stale`) and the revocation list, if any, may be
     /// used. So an issuer outage within `max_stale` keeps the replica ready
     /// (it still verifies), and a replica whose keys never loaded is not
-    /// ready: a rollout during an outage keeps the old pods serving. For an
-    /// issuer with a key set per tenant, only the tenants whose keys were
-    /// loaded count.
+    /// ready: a rollout during an outage keeps the old pods serving. An
+    /// issuer with a key set per tenant does not count (its tenants are
+    /// reported): one tenant's outage is not the replica's.
+    ///
+    /// A replica out of rotation gets no requests, so
+    /// [`Verifier::health`](crate::Verifier::health) itself starts the fetch
+    /// an unready issuer needs (in the background, within its backoff): the
+    /// probe alone brings a replica back once the issuer is.
     ///
     /// Kubernetes: serve it as the readiness probe (`/readyz`), not the
     /// liveness probe: a replica that cannot reach its issuer is not broken,

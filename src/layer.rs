@@ -518,8 +518,8 @@ fn trace_decision(outcome: &'static str, p: Option<&Principal>) {
 pub(crate) fn trace_rejection(error: &AuthError, principal: Option<&Principal>) {
     let configured = principal.map(Principal::configured_issuer);
     let issuer = match error.kind() {
-        AuthErrorKind::InvalidToken(r) => r.issuer(),
-        AuthErrorKind::Unavailable { issuer, .. } => issuer.as_deref(),
+        AuthErrorKind::InvalidToken(r) => r.issuer().or(configured.as_deref()),
+        AuthErrorKind::Unavailable { issuer, .. } => issuer.as_deref().or(configured.as_deref()),
         _ => configured.as_deref(),
     };
     crate::metrics::decision(

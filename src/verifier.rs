@@ -118,6 +118,12 @@ impl Verifier {
         for name in names {
             match &self.inner.issuers[name].keys {
                 Keys::One(store) => {
+                    // No usable keys: a replica out of rotation gets no
+                    // requests to fetch them, so the probe starts the fetch
+                    // (single-flight, within the backoff).
+                    if let Snapshot::NeedFetch = store.snapshot() {
+                        drop(store.refresh());
+                    }
                     store.set_gauges();
                     issuers.push(crate::health::IssuerHealth::new(name, None, store.health()));
                 }
