@@ -710,6 +710,50 @@ mod tests {
     }
 
     #[test]
+    fn the_size_bounds_are_exact() {
+        // A field of exactly the maximum is fine; one byte more is not.
+        let max = "x".repeat(MAX_FIELD_BYTES);
+        assert!(Revocation::jti("i", max.clone()).validate().is_ok());
+        assert!(Revocation::jti("i", format!("{max}x")).validate().is_err());
+        // The longest revocation round-trips through its stored form.
+        let r = Revocation::client(max.clone(), max.clone()).recorded(1, Duration::from_secs(60));
+        assert!(r.to_json().len() > 2 * MAX_FIELD_BYTES);
+        assert_eq!(Revocation::from_json(&r.to_json()), Some(r.clone()));
+        // A stored text is bounded as a whole, whatever it pads with.
+        let short = Revocation::jti("i", "j")
+            .recorded(1, Duration::from_secs(60))
+            .to_json();
+        let padded = |to: usize| {
+            let pad = to - short.len() - r#","pad":"""#.len();
+            format!(
+                "{},\"pad\":\"{}\"}}",
+                &short[..short.len() - 1],
+                "p".repeat(pad)
+            )
+        };
+        let at_limit = padded(4 * MAX_FIELD_BYTES);
+        assert_eq!(at_limit.len(), 4 * MAX_FIELD_BYTES);
+        assert!(Revocation::from_json(&at_limit).is_some());
+        assert_eq!(
+            Revocation::from_json(&padded(4 * MAX_FIELD_BYTES + 1)),
+            None
+        );
+        assert_eq!(Revocation::from_json(&padded(10 * MAX_FIELD_BYTES)), None);
+    }
+
+    #[test]
+    fn a_full_load_past_the_bound_is_refused_as_a_whole() {
+        let now = crate::claims::now_secs();
+        let all: Vec<Revocation> = (0..=MAX_ENTRIES)
+            .map(|i| Revocation::jti("i", i.to_string()).recorded(now, Duration::from_secs(60)))
+            .collect();
+        let list = Revocations::new();
+        let err = list.replace_all(all, now).unwrap_err();
+        assert!(err.contains("more than the 1000000 a list holds"), "{err}");
+        assert!(list.is_empty());
+    }
+
+    #[test]
     fn a_reader_keeps_a_revocation_its_own_retention_whoever_wrote_it() {
         let t0 = crate::claims::now_secs();
         let list = Revocations::with_retention(Duration::from_secs(3600));
