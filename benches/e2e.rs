@@ -66,22 +66,10 @@ fn main() {
         .unwrap();
     let (issuer, addr) = rt.block_on(async {
         let issuer = TestIssuer::start().await;
-        // Sized for the largest working set below (20,000 tokens of ~4 KiB each);
-        // the default (10,000 tokens, 32 MiB) holds the 2,000-token case.
-        let verifier = m2m_guard::Verifier::builder()
-            .issuer(issuer.config())
-            .token_cache(25_000, 128 * 1024 * 1024)
-            .build()
-            .await
-            .unwrap();
-        let protected = Router::new()
-            .route("/protected", get(handler))
-            .route_layer(M2mAuthLayer::new(verifier));
-        let app = Router::new().route("/open", get(handler)).merge(protected);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (issuer, addr)
+        let app = Router::new()
+            .route("/open", get(handler))
+            .merge(protected(&issuer).await);
+        (issuer, serve(app).await)
     });
     // The same protected route on a second server whose one worker thread
     // records m2m-guard's metrics into a Prometheus recorder (thread-local:
@@ -95,21 +83,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let addr_metrics = rt_metrics.block_on(async {
-        let verifier = m2m_guard::Verifier::builder()
-            .issuer(issuer.config())
-            .token_cache(25_000, 128 * 1024 * 1024)
-            .build()
-            .await
-            .unwrap();
-        let app = Router::new()
-            .route("/protected", get(handler))
-            .route_layer(M2mAuthLayer::new(verifier));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        addr
-    });
+    let addr_metrics = rt_metrics.block_on(async { serve(protected(&issuer).await).await });
     let metrics_url = format!("http://{addr_metrics}/protected");
     let mint = |i: usize| {
         issuer
@@ -314,6 +288,29 @@ fn main() {
         "the metrics server recorded its decisions"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `GET /protected` behind m2m-guard, trusting `issuer`.
+async fn protected(issuer: &TestIssuer) -> Router {
+    // Sized for the largest working set (20,000 tokens of ~4 KiB each);
+    // the default (10,000 tokens, 32 MiB) holds the 2,000-token case.
+    let verifier = m2m_guard::Verifier::builder()
+        .issuer(issuer.config())
+        .token_cache(25_000, 128 * 1024 * 1024)
+        .build()
+        .await
+        .unwrap();
+    Router::new()
+        .route("/protected", get(handler))
+        .route_layer(M2mAuthLayer::new(verifier))
+}
+
+/// Serve `app` on a loopback port, on the current runtime.
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
 }
 
 /// CPU time (user + system) this process, the server, has used so far:

@@ -60,6 +60,13 @@ fn parse(text: &str) -> Vec<Series> {
 }
 
 impl Recorded {
+    /// A recorder to install on the test's thread, and its reader.
+    fn new() -> (metrics_exporter_prometheus::PrometheusRecorder, Recorded) {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        (recorder, Recorded { handle })
+    }
+
     /// The value of metric `name` with exactly these labels, if recorded
     /// (a histogram: how many observations).
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -102,10 +109,7 @@ async fn call(app: &Router, token: Option<&str>) -> StatusCode {
 
 #[tokio::test]
 async fn a_scripted_run_leaves_exactly_the_expected_counters_and_gauges() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let snap = Recorded {
-        handle: recorder.handle(),
-    };
+    let (recorder, snap) = Recorded::new();
     // This test's thread only: the runtime is single-threaded, so every
     // task (fetches included) records here.
     let _guard = metrics::set_default_local_recorder(&recorder);
@@ -249,10 +253,7 @@ async fn a_scripted_run_leaves_exactly_the_expected_counters_and_gauges() {
 
 #[tokio::test]
 async fn the_tenant_label_is_opt_in() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let snap = Recorded {
-        handle: recorder.handle(),
-    };
+    let (recorder, snap) = Recorded::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let issuer = TestIssuer::start().await;
     let iss = issuer.issuer().to_owned();
