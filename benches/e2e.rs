@@ -13,6 +13,12 @@
 //!   ~1 KB more for wrk to send and hyper to parse);
 //! - one repeated token vs 2,000 and 20,000 distinct valid tokens cycled by a wrk Lua script;
 //!   the one-token baseline goes through the same script, so the script's cost is on both sides.
+//!
+//! Then the same comparisons in 101 short paired rounds by a minimal client in this process,
+//! with the servers' CPU per request to the nanosecond (see [`rounds`]), and two controls.
+//! `M2M_E2E_ONLY=rounds` runs only those; `M2M_E2E_ONLY=metrics` only metrics on vs off;
+//! `M2M_E2E_SOLO=open|protected` (with `M2M_E2E_ONLY=rounds`) sends only that route, for a
+//! profiler.
 
 use axum::Router;
 use axum::extract::Request;
@@ -68,7 +74,8 @@ fn main() {
         let issuer = TestIssuer::start().await;
         let app = Router::new()
             .route("/open", get(handler))
-            .merge(protected(&issuer).await);
+            .merge(protected(&issuer).await)
+            .merge(controls(&issuer).await);
         (issuer, serve(app).await)
     });
     // The same protected route on a second server whose one worker thread
@@ -272,9 +279,12 @@ fn main() {
         true,
         None,
     );
-    if std::env::var("M2M_E2E_ONLY").as_deref() == Ok("metrics") {
+    let only = std::env::var("M2M_E2E_ONLY").ok();
+    if only.as_deref() == Some("metrics") {
         run(&metrics_url, true, None);
         compare(one, with_metrics);
+    } else if only.as_deref() == Some("rounds") {
+        // Only the paired rounds below.
     } else {
         compare(open_bare, open);
         compare(open, one);
@@ -282,12 +292,222 @@ fn main() {
         compare(script1, c20k);
         compare(one, with_metrics);
     }
+    // The same comparisons in many short rounds over loopback (see `rounds`).
+    let tokens: Vec<String> = std::fs::read_to_string(&files[2].1)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    rounds(addr, &tokens);
+
     let rendered = recorder.handle().render();
     assert!(
-        rendered.contains("m2m_guard_decisions_total"),
+        only.as_deref() == Some("rounds") || rendered.contains("m2m_guard_decisions_total"),
         "the metrics server recorded its decisions"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How many rounds [`rounds`] runs per comparison, and requests per side of a round.
+const ROUNDS: usize = 101;
+const ROUND_REQUESTS: usize = 2_000;
+/// Connections the round client keeps open (each sends its next request when
+/// the last is answered).
+const CONNECTIONS: usize = 16;
+
+/// The comparisons of the wrk runs, measured in 101 short paired rounds by a
+/// minimal HTTP/1.1 client in this process (its own thread, keep-alive
+/// connections): each round times 2,000 requests of one case and 2,000 of
+/// the other (about 50 ms each, alternating which goes first), and the
+/// median of the per-round throughput ratios is reported with its
+/// quartiles. Rounds this short see the same host speed on both sides,
+/// which 2-second wrk runs on this noisy host do not.
+fn rounds(addr: std::net::SocketAddr, tokens: &[String]) {
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let request = |path: &str, token: &str| -> Vec<u8> {
+        format!("GET {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\n\r\n")
+            .into_bytes()
+    };
+    let open = vec![request("/open", &tokens[0])];
+    let one = vec![request("/protected", &tokens[0])];
+    let cycled = |n: usize| -> Vec<Vec<u8>> {
+        tokens[..n]
+            .iter()
+            .map(|t| request("/protected", t))
+            .collect()
+    };
+    let (c2k, c20k) = (cycled(2_000), cycled(20_000));
+    client.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            conns.push(tokio::io::BufStream::new(stream));
+        }
+        // Every cycled token seen twice: the rounds measure the cache path.
+        for _ in 0..2 {
+            send(&mut conns, &c20k, c20k.len()).await;
+        }
+        if let Ok(solo) = std::env::var("M2M_E2E_SOLO") {
+            let req = vec![request(&format!("/{solo}"), &tokens[0])];
+            for _ in 0..5 {
+                let mut t = (0.0, 0.0);
+                for _ in 0..50 {
+                    let x = timed(&mut conns, &req).await;
+                    t = (t.0 + x.0, t.1 + x.1);
+                }
+                println!("solo {solo}: {:.0} rps, {:.2} µs server CPU/request", 50.0 * ROUND_REQUESTS as f64 / t.0, t.1 * 1e6 / (50.0 * ROUND_REQUESTS as f64));
+            }
+            return;
+        }
+        println!(
+            "| paired rounds ({ROUNDS} × {ROUND_REQUESTS} requests a side, {CONNECTIONS} connections) | throughput ratio (median) | quartiles | server CPU/request ratio (baseline's over measured's, median) | quartiles | baseline requests/s | baseline server CPU/request |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let pass = vec![request("/passthrough", &tokens[0])];
+        let princ = vec![request("/principal", &tokens[0])];
+        for (name, a, b) in [
+            ("control: a layer that does nothing vs `/open`", &open, &pass),
+            ("control: a layer that inserts a `Principal` vs `/open`", &open, &princ),
+            ("`/protected`, one repeated token vs `/open`, no auth, same header", &open, &one),
+            ("2,000 cycled tokens vs one repeated token", &one, &c2k),
+            ("20,000 cycled tokens vs one repeated token", &one, &c20k),
+        ] {
+            let (mut ratios, mut cpu_ratios, mut base, mut base_cpu) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for round in 0..ROUNDS {
+                let (ta, tb) = if round % 2 == 0 {
+                    let ta = timed(&mut conns, a).await;
+                    (ta, timed(&mut conns, b).await)
+                } else {
+                    let tb = timed(&mut conns, b).await;
+                    (timed(&mut conns, a).await, tb)
+                };
+                // Throughput of b over a's; server CPU per request of a over b's.
+                ratios.push(ta.0 / tb.0);
+                cpu_ratios.push(ta.1 / tb.1);
+                base.push(ROUND_REQUESTS as f64 / ta.0);
+                base_cpu.push(ta.1 * 1e6 / ROUND_REQUESTS as f64);
+            }
+            for v in [&mut ratios, &mut cpu_ratios, &mut base, &mut base_cpu] {
+                v.sort_by(f64::total_cmp);
+            }
+            let q = |v: &[f64]| (v[ROUNDS / 2], v[ROUNDS / 4], v[ROUNDS * 3 / 4]);
+            let ((r, r1, r3), (c, c1, c3)) = (q(&ratios), q(&cpu_ratios));
+            println!(
+                "| {name} | **{r:.3}×** | {r1:.3}–{r3:.3} | **{c:.3}×** | {c1:.3}–{c3:.3} | {:.0} | {:.1} µs |",
+                base[ROUNDS / 2],
+                base_cpu[ROUNDS / 2],
+            );
+        }
+    });
+}
+
+/// [`send`] a round's requests: (seconds, server CPU seconds).
+async fn timed(
+    conns: &mut [tokio::io::BufStream<tokio::net::TcpStream>],
+    requests: &[Vec<u8>],
+) -> (f64, f64) {
+    let cpu = server_thread_cpu();
+    let secs = send(conns, requests, ROUND_REQUESTS).await;
+    (secs, server_thread_cpu() - cpu)
+}
+
+/// On-CPU time of the servers' worker threads (tokio's, named
+/// `tokio-rt-worker`), in seconds, to the nanosecond (`schedstat`): the
+/// client runs on this thread, not on theirs.
+fn server_thread_cpu() -> f64 {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let path = task.path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "tokio-rt-worker")
+            && let Ok(stat) = std::fs::read_to_string(path.join("schedstat"))
+        {
+            ns += stat
+                .split(' ')
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e9
+}
+
+/// Send `n` requests from `requests` (cycled, continuing where the last call
+/// left off is not needed: each call starts at a random offset) over the
+/// connections, each answered with 200 before the connection's next; the
+/// seconds it took.
+async fn send(
+    conns: &mut [tokio::io::BufStream<tokio::net::TcpStream>],
+    requests: &[Vec<u8>],
+    n: usize,
+) -> f64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    static OFFSET: AtomicUsize = AtomicUsize::new(0);
+    let next = AtomicUsize::new(OFFSET.fetch_add(7919, Ordering::Relaxed));
+    let left = AtomicUsize::new(n);
+    let start = std::time::Instant::now();
+    futures_util::future::join_all(conns.iter_mut().map(|conn| {
+        let (next, left) = (&next, &left);
+        async move {
+            let mut line = String::new();
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1))
+                .is_ok()
+            {
+                let i = next.fetch_add(1, Ordering::Relaxed) % requests.len();
+                conn.write_all(&requests[i]).await.unwrap();
+                conn.flush().await.unwrap();
+                // Status line, headers (for the length), body.
+                line.clear();
+                conn.read_line(&mut line).await.unwrap();
+                assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+                let mut length = 0;
+                loop {
+                    line.clear();
+                    conn.read_line(&mut line).await.unwrap();
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                conn.read_exact(&mut body).await.unwrap();
+            }
+        }
+    }))
+    .await;
+    start.elapsed().as_secs_f64()
+}
+
+/// Controls for the paired rounds: `/passthrough` behind a layer that does
+/// nothing (what any route layer costs) and `/principal` behind one that
+/// only inserts an already verified `Principal` (what handing the caller
+/// to the handler costs), with the handler of the other routes.
+async fn controls(issuer: &TestIssuer) -> Router {
+    let verifier = issuer.verifier().await;
+    let token = issuer.token().org("org_0").scopes(["read:users"]).sign();
+    let principal = verifier.verify(&token).await.unwrap();
+    let insert = move |mut r: Request| {
+        r.extensions_mut().insert(principal.clone());
+        r
+    };
+    Router::new()
+        .route("/passthrough", get(handler))
+        .route_layer(tower::util::MapRequestLayer::new(|r: Request| r))
+        .merge(
+            Router::new()
+                .route("/principal", get(handler))
+                .route_layer(tower::util::MapRequestLayer::new(insert)),
+        )
 }
 
 /// `GET /protected` behind m2m-guard, trusting `issuer`.

@@ -305,8 +305,10 @@ mod tests {
         move || CachedToken {
             principal: Principal::from_parts(PrincipalParts {
                 issuer: "https://issuer.example".into(),
-                configured_issuer: "https://issuer.example".into(),
-                metrics_tenant: false,
+                metrics: Arc::new(crate::metrics::IssuerMetrics::new(
+                    &"https://issuer.example".into(),
+                    false,
+                )),
                 subject: None,
                 client_id: Some("c".into()),
                 tenant: None,

@@ -6,6 +6,7 @@
 //! only reject, so a token that must fail costs no fetch and no unknown-kid
 //! cooldown. The principal is built once the signature holds.
 
+use crate::metrics::IssuerMetrics;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -60,8 +61,9 @@ pub(crate) struct ClaimRules {
     pub(crate) id_token_jti_prefix: Option<&'static str>,
     /// The verifier's scope hierarchy, carried by every principal's scopes.
     pub(crate) hierarchy: Option<Arc<ScopeHierarchy>>,
-    /// Label decisions of this issuer's tokens with their tenant in metrics.
-    pub(crate) metrics_tenant: bool,
+    /// How decisions on this issuer's tokens are counted (with their tenant
+    /// as a label or not).
+    pub(crate) metrics: Arc<crate::metrics::IssuerMetrics>,
 }
 
 /// The whole seconds during which every time-based rule holds: valid while
@@ -178,8 +180,10 @@ impl ClaimRules {
     pub(crate) fn new(issuer: &Issuer) -> Self {
         let preset = issuer.preset.rules();
         let owned = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect();
+        let configured: Arc<str> = issuer.issuer.as_str().into();
         ClaimRules {
-            issuer: issuer.issuer.as_str().into(),
+            metrics: Arc::new(IssuerMetrics::new(&configured, false)),
+            issuer: configured,
             audiences: issuer.audiences.clone(),
             audience: issuer.audience_rule(),
             token_use: preset.token_use,
@@ -213,7 +217,6 @@ impl ClaimRules {
             typ_claim: preset.typ_claim,
             id_token_jti_prefix: preset.id_token_jti_prefix,
             hierarchy: None,
-            metrics_tenant: false,
         }
     }
 
@@ -431,8 +434,7 @@ impl ClaimRules {
     pub(crate) fn principal(&self, claims: Object, pre: Checked) -> Principal {
         Principal::from_parts(PrincipalParts {
             issuer: pre.issuer.unwrap_or_else(|| self.issuer.clone()),
-            configured_issuer: self.issuer.clone(),
-            metrics_tenant: self.metrics_tenant,
+            metrics: self.metrics.clone(),
             subject: pre.subject,
             client_id: pre.client_id,
             tenant: pre.tenant,
@@ -566,7 +568,7 @@ mod tests {
             typ_claim: None,
             id_token_jti_prefix: None,
             hierarchy: None,
-            metrics_tenant: false,
+            metrics: Arc::new(IssuerMetrics::new(&"https://issuer.example".into(), false)),
         }
     }
 

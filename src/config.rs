@@ -832,10 +832,14 @@ impl VerifierBuilder {
                     .algorithms
                     .clone()
                     .unwrap_or_else(|| Algorithm::ALL.to_vec()),
-                rules: ClaimRules {
-                    hierarchy: self.hierarchy.clone(),
-                    metrics_tenant: self.metrics_tenant,
-                    ..ClaimRules::new(&i)
+                rules: {
+                    let mut rules = ClaimRules::new(&i);
+                    rules.hierarchy = self.hierarchy.clone();
+                    rules.metrics = Arc::new(crate::metrics::IssuerMetrics::new(
+                        &rules.issuer,
+                        self.metrics_tenant,
+                    ));
+                    rules
                 },
                 keys,
                 template,

@@ -500,7 +500,7 @@ fn take_ready<S: Clone>(inner: &mut S) -> S {
 
 fn trace_decision(outcome: &'static str, p: Option<&Principal>) {
     if let ("accepted", Some(p)) = (outcome, p) {
-        crate::metrics::decision("accepted", "ok", &p.configured_issuer(), p.metrics_tenant());
+        p.count_accepted();
     }
     tracing::debug!(
         target: "m2m_guard",
@@ -517,17 +517,24 @@ fn trace_decision(outcome: &'static str, p: Option<&Principal>) {
 /// refused, if any.
 pub(crate) fn trace_rejection(error: &AuthError, principal: Option<&Principal>) {
     let configured = principal.map(Principal::configured_issuer);
+    let unavailable;
     let issuer = match error.kind() {
-        AuthErrorKind::InvalidToken(r) => r.issuer().or(configured.as_deref()),
-        AuthErrorKind::Unavailable { issuer, .. } => issuer.as_deref().or(configured.as_deref()),
-        _ => configured.as_deref(),
+        AuthErrorKind::InvalidToken(r) => r.shared_issuer().or(configured),
+        AuthErrorKind::Unavailable {
+            issuer: Some(i), ..
+        } => {
+            unavailable = Arc::from(i.as_str());
+            Some(&unavailable)
+        }
+        _ => configured,
     };
     crate::metrics::decision(
         "rejected",
         error.reason_code(),
-        issuer.unwrap_or(""),
+        issuer,
         principal.and_then(Principal::metrics_tenant),
     );
+    let issuer = issuer.map(|i| &**i);
     tracing::debug!(
         target: "m2m_guard",
         outcome = "rejected",

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::hierarchy::ScopeHierarchy;
+use crate::metrics::IssuerMetrics;
 
 /// The verified caller: who issued the token, which client and tenant it
 /// speaks for, and what it may do.
@@ -22,9 +23,9 @@ pub struct Principal {
 struct Inner {
     issuer: Arc<str>,
     /// The configured issuer that verified it (a template for a tenant's
-    /// `iss`): the bounded `issuer` label of metrics.
-    configured_issuer: Arc<str>,
-    metrics_tenant: bool,
+    /// `iss`: the bounded `issuer` label of metrics), and how its decisions
+    /// are counted.
+    metrics: Arc<IssuerMetrics>,
     subject: Option<String>,
     client_id: Option<String>,
     tenant: Option<String>,
@@ -42,8 +43,7 @@ struct Inner {
 /// The fields of a [`Principal`], in the order the verifier extracts them.
 pub(crate) struct PrincipalParts {
     pub(crate) issuer: Arc<str>,
-    pub(crate) configured_issuer: Arc<str>,
-    pub(crate) metrics_tenant: bool,
+    pub(crate) metrics: Arc<IssuerMetrics>,
     pub(crate) subject: Option<String>,
     pub(crate) client_id: Option<String>,
     pub(crate) tenant: Option<String>,
@@ -60,8 +60,7 @@ impl Principal {
         Principal {
             inner: Arc::new(Inner {
                 issuer: p.issuer,
-                configured_issuer: p.configured_issuer,
-                metrics_tenant: p.metrics_tenant,
+                metrics: p.metrics,
                 subject: p.subject,
                 client_id: p.client_id,
                 tenant: p.tenant,
@@ -146,13 +145,22 @@ impl Principal {
     }
 
     /// The configured issuer that verified it.
-    pub(crate) fn configured_issuer(&self) -> Arc<str> {
-        self.inner.configured_issuer.clone()
+    pub(crate) fn configured_issuer(&self) -> &Arc<str> {
+        &self.inner.metrics.issuer
     }
 
     /// The tenant, when metrics may be labelled with it.
     pub(crate) fn metrics_tenant(&self) -> Option<&str> {
-        self.inner.metrics_tenant.then(|| self.tenant()).flatten()
+        self.inner
+            .metrics
+            .tenant_label
+            .then(|| self.tenant())
+            .flatten()
+    }
+
+    /// Count this principal's acceptance.
+    pub(crate) fn count_accepted(&self) {
+        crate::metrics::accepted(&self.inner.metrics, self.metrics_tenant());
     }
 
     /// The token identifier (`jti`), if stated.

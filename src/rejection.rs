@@ -185,6 +185,11 @@ impl Rejection {
         self.issuer.as_deref()
     }
 
+    /// [`issuer`](Self::issuer), shared.
+    pub(crate) fn shared_issuer(&self) -> Option<&Arc<str>> {
+        self.issuer.as_ref()
+    }
+
     /// Why the token was rejected.
     pub fn reason(&self) -> Reason {
         self.reason

@@ -663,7 +663,7 @@ impl Revocations {
                 .is_some_and(issued_before)
             || p.jti().and_then(|j| set.jtis.get(j)).is_some_and(live);
         if revoked {
-            return Err(Rejection::new(Reason::Revoked).with_issuer(p.configured_issuer()));
+            return Err(Rejection::new(Reason::Revoked).with_issuer(p.configured_issuer().clone()));
         }
         p.set_not_revoked_at(generation);
         Ok(())

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use m2m_guard::test_util::{Outage, TestIssuer};
-use m2m_guard::{M2mAuthLayer, Principal, Revocation, Revocations, Verifier};
+use m2m_guard::{M2mAuthLayer, Preset, Principal, Revocation, Revocations, Verifier};
 use std::time::{Duration, Instant};
 use tower::ServiceExt as _;
 
@@ -350,4 +350,134 @@ async fn readyz_follows_the_readiness_rule_through_an_outage() {
     let (status, body) = readyz().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(!verifier.health().is_ready());
+}
+
+/// An accepted decision and a cache hit go through counter handles kept
+/// for the recorder they were registered with: counts still go to the
+/// recorder in use, whichever it is, and none before a recorder exists.
+#[tokio::test]
+async fn counts_go_to_the_recorder_in_use() {
+    let issuer = TestIssuer::start().await;
+    let iss = issuer.issuer().to_owned();
+    let token = issuer.token().sign();
+    let app = Router::new()
+        .route("/whoami", get(|| async { "ok" }))
+        .layer(M2mAuthLayer::new(issuer.verifier().await));
+    let accepted = [
+        ("outcome", "accepted"),
+        ("reason", "ok"),
+        ("issuer", iss.as_str()),
+    ];
+    let calls = |n: usize| {
+        let (app, token) = (app.clone(), token.clone());
+        async move {
+            for _ in 0..n {
+                assert_eq!(call(&app, Some(&token)).await, StatusCode::OK);
+            }
+        }
+    };
+    // No recorder: verified, verified and admitted, then a cache hit.
+    calls(3).await;
+    let (a, snap_a) = Recorded::new();
+    let (b, snap_b) = Recorded::new();
+    {
+        let _guard = metrics::set_default_local_recorder(&a);
+        calls(2).await;
+    }
+    {
+        let _guard = metrics::set_default_local_recorder(&b);
+        calls(1).await;
+    }
+    {
+        let _guard = metrics::set_default_local_recorder(&a);
+        calls(1).await;
+    }
+    assert_eq!(
+        snap_a.value("m2m_guard_decisions_total", &accepted),
+        Some(3.0)
+    );
+    assert_eq!(
+        snap_a.value("m2m_guard_token_cache_hits_total", &[]),
+        Some(3.0)
+    );
+    assert_eq!(
+        snap_b.value("m2m_guard_decisions_total", &accepted),
+        Some(1.0)
+    );
+    assert_eq!(
+        snap_b.value("m2m_guard_token_cache_hits_total", &[]),
+        Some(1.0)
+    );
+}
+
+/// An issuer with a key set per tenant (a Keycloak realm per customer):
+/// decisions are labelled with the configured template, never a tenant's
+/// `iss`; one tenant's key outage is reported but keeps the replica ready.
+#[tokio::test]
+async fn a_tenants_outage_is_reported_under_the_template_and_keeps_the_replica_ready() {
+    let (recorder, snap) = Recorded::new();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let acme = TestIssuer::start_with(Preset::Keycloak).await;
+    let globex = TestIssuer::start_with(Preset::Keycloak).await;
+    let s = support::keycloak(&[("acme", &acme), ("globex", &globex)]).await;
+    s.set(
+        "/realms/globex/protocol/openid-connect/certs",
+        support::Reply::text(503, "down"),
+    );
+    let template = s.url("/realms/{tenantid}");
+    let verifier = Verifier::builder()
+        .issuer(support::realms(&s).allowed_tenants(["acme", "globex"]))
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route("/whoami", get(|| async { "ok" }))
+        .layer(M2mAuthLayer::new(verifier.clone()));
+    let acme_token = support::realm_token(&acme, &s, "acme");
+    assert_eq!(call(&app, Some(&acme_token)).await, StatusCode::OK);
+    let globex_token = support::realm_token(&globex, &s, "globex");
+    assert_eq!(
+        call(&app, Some(&globex_token)).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let health = verifier.health();
+    let tenant = |t: &str| {
+        health
+            .issuers()
+            .iter()
+            .find(|i| i.tenant.as_deref() == Some(t))
+            .unwrap_or_else(|| panic!("{t} reported: {}", health.to_json()))
+    };
+    assert!(tenant("acme").keys_loaded);
+    assert!(!tenant("globex").keys_loaded);
+    assert!(
+        tenant("globex")
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("503")),
+        "{}",
+        health.to_json()
+    );
+    assert_eq!(health.issuers().len(), 2);
+    assert!(health.issuers().iter().all(|i| i.issuer == template));
+    assert!(health.is_ready(), "{}", health.to_json());
+
+    for (outcome, reason) in [("accepted", "ok"), ("rejected", "keys_unavailable")] {
+        let labels = [
+            ("outcome", outcome),
+            ("reason", reason),
+            ("issuer", template.as_str()),
+        ];
+        assert_eq!(
+            snap.value("m2m_guard_decisions_total", &labels),
+            Some(1.0),
+            "{outcome}"
+        );
+    }
+    let text = snap.handle.render();
+    assert!(
+        !text.contains("/realms/acme") && !text.contains("/realms/globex"),
+        "{text}"
+    );
 }

@@ -12,7 +12,11 @@ use m2m_guard::test_util::{DEFAULT_AUDIENCE, TestIssuer};
 use m2m_guard::{BuildError, Issuer, Preset, Reason, Verifier};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::ScriptServer;
+use support::{ScriptServer, keycloak, realm_token, realms};
+
+async fn build(issuer: Issuer) -> Verifier {
+    Verifier::builder().issuer(issuer).build().await.unwrap()
+}
 
 const TENANT_A: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 const TENANT_B: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -284,47 +288,6 @@ async fn entra_v1_template_and_a_tenant_filter() {
         v.verify(&token(TENANT_B)).await.unwrap_err().reason(),
         Reason::TenantNotAllowed
     );
-}
-
-/// A loopback Keycloak with one realm per customer, each realm with its own
-/// keys (`realms` pairs a realm name with the test issuer holding its keys).
-async fn keycloak(realms: &[(&str, &TestIssuer)]) -> ScriptServer {
-    let s = ScriptServer::start().await;
-    for (realm, keys) in realms {
-        let issuer = s.url(&format!("/realms/{realm}"));
-        s.json(
-            &format!("/realms/{realm}/.well-known/openid-configuration"),
-            json!({
-                "issuer": issuer,
-                "jwks_uri": s.url(&format!("/realms/{realm}/protocol/openid-connect/certs")),
-            })
-            .to_string(),
-        );
-        s.json(
-            &format!("/realms/{realm}/protocol/openid-connect/certs"),
-            keys.jwks_document().to_string(),
-        );
-    }
-    s
-}
-
-/// The realms template of `s`, for a Keycloak preset with the test audience.
-fn realms(s: &ScriptServer) -> Issuer {
-    Issuer::new(s.url("/realms/{tenantid}"))
-        .preset(Preset::Keycloak)
-        .audience(DEFAULT_AUDIENCE)
-}
-
-async fn build(issuer: Issuer) -> Verifier {
-    Verifier::builder().issuer(issuer).build().await.unwrap()
-}
-
-fn realm_token(keys: &TestIssuer, s: &ScriptServer, realm: &str) -> String {
-    keys.token()
-        .client_id("billing-sync")
-        .scopes(["invoices:read"])
-        .claim("iss", s.url(&format!("/realms/{realm}")))
-        .sign()
 }
 
 #[tokio::test]

@@ -353,3 +353,45 @@ pub async fn serve(app: Router) -> Served {
     Served { addr }
 }
 pub mod redis_server;
+
+/// A loopback Keycloak with one realm per customer, each realm with its own
+/// keys (`realms` pairs a realm name with the test issuer holding its keys).
+pub async fn keycloak(realms: &[(&str, &m2m_guard::test_util::TestIssuer)]) -> ScriptServer {
+    let s = ScriptServer::start().await;
+    for (realm, keys) in realms {
+        let issuer = s.url(&format!("/realms/{realm}"));
+        s.json(
+            &format!("/realms/{realm}/.well-known/openid-configuration"),
+            serde_json::json!({
+                "issuer": issuer,
+                "jwks_uri": s.url(&format!("/realms/{realm}/protocol/openid-connect/certs")),
+            })
+            .to_string(),
+        );
+        s.json(
+            &format!("/realms/{realm}/protocol/openid-connect/certs"),
+            keys.jwks_document().to_string(),
+        );
+    }
+    s
+}
+
+/// The realms template of `s`, for a Keycloak preset with the test audience.
+pub fn realms(s: &ScriptServer) -> m2m_guard::Issuer {
+    m2m_guard::Issuer::new(s.url("/realms/{tenantid}"))
+        .preset(m2m_guard::Preset::Keycloak)
+        .audience(m2m_guard::test_util::DEFAULT_AUDIENCE)
+}
+
+/// A client-credentials token of `realm`, signed by `keys`.
+pub fn realm_token(
+    keys: &m2m_guard::test_util::TestIssuer,
+    s: &ScriptServer,
+    realm: &str,
+) -> String {
+    keys.token()
+        .client_id("billing-sync")
+        .scopes(["invoices:read"])
+        .claim("iss", s.url(&format!("/realms/{realm}")))
+        .sign()
+}
