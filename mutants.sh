@@ -21,6 +21,6 @@ if [ "${1:-}" = "--in-diff" ]; then
     echo "no change to src/ since $base: nothing to mutate"
     exit 0
   fi
-  exec cargo mutants --in-diff "$diff" "$@"
+  exec cargo mutants --profile mutants --in-diff "$diff" "$@"
 fi
-exec cargo mutants "$@"
+exec cargo mutants --profile mutants "$@"

@@ -298,7 +298,7 @@ fn main() {
         .lines()
         .map(str::to_owned)
         .collect();
-    rounds(addr, &tokens);
+    rounds(addr, addr_metrics, &tokens);
 
     let rendered = recorder.handle().render();
     assert!(
@@ -322,7 +322,7 @@ const CONNECTIONS: usize = 16;
 /// median of the per-round throughput ratios is reported with its
 /// quartiles. Rounds this short see the same host speed on both sides,
 /// which 2-second wrk runs on this noisy host do not.
-fn rounds(addr: std::net::SocketAddr, tokens: &[String]) {
+fn rounds(addr: std::net::SocketAddr, addr_metrics: std::net::SocketAddr, tokens: &[String]) {
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -331,32 +331,41 @@ fn rounds(addr: std::net::SocketAddr, tokens: &[String]) {
         format!("GET {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\n\r\n")
             .into_bytes()
     };
-    let open = vec![request("/open", &tokens[0])];
-    let one = vec![request("/protected", &tokens[0])];
-    let cycled = |n: usize| -> Vec<Vec<u8>> {
-        tokens[..n]
-            .iter()
-            .map(|t| request("/protected", t))
-            .collect()
+    let open = Cycle::new(vec![request("/open", &tokens[0])]);
+    let one = Cycle::new(vec![request("/protected", &tokens[0])]);
+    let cycled = |n: usize| {
+        Cycle::new(
+            tokens[..n]
+                .iter()
+                .map(|t| request("/protected", t))
+                .collect(),
+        )
     };
     let (c2k, c20k) = (cycled(2_000), cycled(20_000));
     client.block_on(async {
-        let mut conns = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            conns.push(tokio::io::BufStream::new(stream));
-        }
+        let connect = |addr| async move {
+            let mut conns = Vec::new();
+            for _ in 0..CONNECTIONS {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                conns.push(tokio::io::BufStream::new(stream));
+            }
+            conns
+        };
+        // The server, and the one whose worker records metrics.
+        let mut pools = [connect(addr).await, connect(addr_metrics).await];
+        send(&mut pools[1], &one, 100).await;
+        let conns = &mut pools[0];
         // Every cycled token seen twice: the rounds measure the cache path.
         for _ in 0..2 {
-            send(&mut conns, &c20k, c20k.len()).await;
+            send(conns, &c20k, c20k.requests.len()).await;
         }
         if let Ok(solo) = std::env::var("M2M_E2E_SOLO") {
-            let req = vec![request(&format!("/{solo}"), &tokens[0])];
+            let req = Cycle::new(vec![request(&format!("/{solo}"), &tokens[0])]);
             for _ in 0..5 {
                 let mut t = (0.0, 0.0);
                 for _ in 0..50 {
-                    let x = timed(&mut conns, &req).await;
+                    let x = timed(conns, &req).await;
                     t = (t.0 + x.0, t.1 + x.1);
                 }
                 println!("solo {solo}: {:.0} rps, {:.2} µs server CPU/request", 50.0 * ROUND_REQUESTS as f64 / t.0, t.1 * 1e6 / (50.0 * ROUND_REQUESTS as f64));
@@ -367,24 +376,28 @@ fn rounds(addr: std::net::SocketAddr, tokens: &[String]) {
             "| paired rounds ({ROUNDS} × {ROUND_REQUESTS} requests a side, {CONNECTIONS} connections) | throughput ratio (median) | quartiles | server CPU/request ratio (baseline's over measured's, median) | quartiles | baseline requests/s | baseline server CPU/request |"
         );
         println!("|---|---|---|---|---|---|---|");
-        let pass = vec![request("/passthrough", &tokens[0])];
-        let princ = vec![request("/principal", &tokens[0])];
+        let pass = Cycle::new(vec![request("/passthrough", &tokens[0])]);
+        let princ = Cycle::new(vec![request("/principal", &tokens[0])]);
+        let spin = Cycle::new(vec![request("/spin", &tokens[0])]);
+        // (name, baseline, measured), each as (server, requests).
         for (name, a, b) in [
-            ("control: a layer that does nothing vs `/open`", &open, &pass),
-            ("control: a layer that inserts a `Principal` vs `/open`", &open, &princ),
-            ("`/protected`, one repeated token vs `/open`, no auth, same header", &open, &one),
-            ("2,000 cycled tokens vs one repeated token", &one, &c2k),
-            ("20,000 cycled tokens vs one repeated token", &one, &c20k),
+            ("control: a layer that does nothing vs `/open`", (0, &open), (0, &pass)),
+            ("control: a layer that inserts a `Principal` vs `/open`", (0, &open), (0, &princ)),
+            ("control: a layer that busy-waits 1.4 µs vs `/open`", (0, &open), (0, &spin)),
+            ("`/protected`, one repeated token vs `/open`, no auth, same header", (0, &open), (0, &one)),
+            ("2,000 cycled tokens vs one repeated token", (0, &one), (0, &c2k)),
+            ("20,000 cycled tokens vs one repeated token", (0, &one), (0, &c20k)),
+            ("one repeated token, metrics recorded (Prometheus) vs not", (0, &one), (1, &one)),
         ] {
             let (mut ratios, mut cpu_ratios, mut base, mut base_cpu) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for round in 0..ROUNDS {
                 let (ta, tb) = if round % 2 == 0 {
-                    let ta = timed(&mut conns, a).await;
-                    (ta, timed(&mut conns, b).await)
+                    let ta = timed(&mut pools[a.0], a.1).await;
+                    (ta, timed(&mut pools[b.0], b.1).await)
                 } else {
-                    let tb = timed(&mut conns, b).await;
-                    (timed(&mut conns, a).await, tb)
+                    let tb = timed(&mut pools[b.0], b.1).await;
+                    (timed(&mut pools[a.0], a.1).await, tb)
                 };
                 // Throughput of b over a's; server CPU per request of a over b's.
                 ratios.push(ta.0 / tb.0);
@@ -406,10 +419,26 @@ fn rounds(addr: std::net::SocketAddr, tokens: &[String]) {
     });
 }
 
+/// Requests sent in turn; each call of [`send`] goes on where the last
+/// one stopped, so over the rounds every token of a set is used alike.
+struct Cycle {
+    requests: Vec<Vec<u8>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Cycle {
+    fn new(requests: Vec<Vec<u8>>) -> Cycle {
+        Cycle {
+            requests,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
 /// [`send`] a round's requests: (seconds, server CPU seconds).
 async fn timed(
     conns: &mut [tokio::io::BufStream<tokio::net::TcpStream>],
-    requests: &[Vec<u8>],
+    requests: &Cycle,
 ) -> (f64, f64) {
     let cpu = server_thread_cpu();
     let secs = send(conns, requests, ROUND_REQUESTS).await;
@@ -436,19 +465,16 @@ fn server_thread_cpu() -> f64 {
     ns as f64 / 1e9
 }
 
-/// Send `n` requests from `requests` (cycled, continuing where the last call
-/// left off is not needed: each call starts at a random offset) over the
-/// connections, each answered with 200 before the connection's next; the
-/// seconds it took.
+/// Send the next `n` requests of `cycle` over the connections, each
+/// answered with 200 before the connection's next; the seconds it took.
 async fn send(
     conns: &mut [tokio::io::BufStream<tokio::net::TcpStream>],
-    requests: &[Vec<u8>],
+    cycle: &Cycle,
     n: usize,
 ) -> f64 {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    static OFFSET: AtomicUsize = AtomicUsize::new(0);
-    let next = AtomicUsize::new(OFFSET.fetch_add(7919, Ordering::Relaxed));
+    let (requests, next) = (&cycle.requests, &cycle.next);
     let left = AtomicUsize::new(n);
     let start = std::time::Instant::now();
     futures_util::future::join_all(conns.iter_mut().map(|conn| {
@@ -491,7 +517,9 @@ async fn send(
 /// Controls for the paired rounds: `/passthrough` behind a layer that does
 /// nothing (what any route layer costs) and `/principal` behind one that
 /// only inserts an already verified `Principal` (what handing the caller
-/// to the handler costs), with the handler of the other routes.
+/// to the handler costs), and `/spin` behind one that busy-waits 1.4 µs
+/// (about the middleware's own work on a cache hit in criterion: what any
+/// work of that size costs here), with the handler of the other routes.
 async fn controls(issuer: &TestIssuer) -> Router {
     let verifier = issuer.verifier().await;
     let token = issuer.token().org("org_0").scopes(["read:users"]).sign();
@@ -508,6 +536,15 @@ async fn controls(issuer: &TestIssuer) -> Router {
                 .route("/principal", get(handler))
                 .route_layer(tower::util::MapRequestLayer::new(insert)),
         )
+        .merge(Router::new().route("/spin", get(handler)).route_layer(
+            tower::util::MapRequestLayer::new(|r: Request| {
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_nanos(1_400) {
+                    std::hint::spin_loop();
+                }
+                r
+            }),
+        ))
 }
 
 /// `GET /protected` behind m2m-guard, trusting `issuer`.

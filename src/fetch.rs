@@ -296,6 +296,18 @@ mod tests {
         ] {
             assert!(check_url(&Url::parse(bad).unwrap()).is_err(), "{bad}");
         }
+        // A user name alone, or a password alone, is a credential too.
+        for credentials in [
+            "https://user:pw@issuer.example.com/",
+            "https://user@issuer.example.com/",
+            "https://:pw@issuer.example.com/",
+        ] {
+            assert_eq!(
+                check_url(&Url::parse(credentials).unwrap()),
+                Err("credentials in the URL are not allowed".to_owned()),
+                "{credentials}"
+            );
+        }
     }
 
     #[test]

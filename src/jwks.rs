@@ -212,11 +212,10 @@ fn parse_jwk(entry: &Value) -> Option<VerifyKey> {
     {
         return None;
     }
+    // `key_ops`, when present, must name `verify` (RFC 7517 §4.3).
     match obj.get("key_ops") {
         None => {}
-        Some(Value::Array(ops)) if !ops.iter().any(|o| o.as_str() == Some("verify")) => {
-            return None;
-        }
+        Some(Value::Array(ops)) if ops.iter().any(|o| o.as_str() == Some("verify")) => {}
         Some(_) => return None,
     }
     // A private key published by mistake is still usable as a public key, but
@@ -386,6 +385,63 @@ mod tests {
         assert_eq!(k.algs(), vec![Algorithm::ES256]);
     }
 
+    /// The bounds of a key's shape, each from both sides: `key_ops` naming
+    /// `verify`, the modulus' exact bit count, the public exponent.
+    #[test]
+    fn key_shape_bounds_are_exact() {
+        let rsa = |n: Vec<u8>, e: &[u8]| {
+            one(serde_json::json!({
+                "kty": "RSA",
+                "n": URL_SAFE_NO_PAD.encode(n),
+                "e": URL_SAFE_NO_PAD.encode(e),
+            }))
+        };
+        let modulus = |bits: usize| {
+            let mut n = vec![0xC5u8; bits.div_ceil(8)];
+            // The top byte holds the remaining bits, its highest one set.
+            let top = bits % 8;
+            if top != 0 {
+                n[0] = (0xC5 >> (8 - top)) | (1 << (top - 1));
+            }
+            n
+        };
+        let f4 = [1u8, 0, 1];
+        assert!(rsa(modulus(2048), &f4).is_some());
+        assert!(rsa(modulus(2047), &f4).is_none(), "2047 bits");
+        assert!(rsa(modulus(8192), &f4).is_some());
+        assert!(rsa(modulus(8193), &f4).is_none(), "8193 bits");
+        // A leading zero byte is not a bit.
+        let mut padded = vec![0u8];
+        padded.extend(modulus(2047));
+        assert!(rsa(padded, &f4).is_none(), "2047 bits after a zero byte");
+        // The exponent: odd, more than 1, at most 8 bytes.
+        assert!(rsa(modulus(2048), &[3]).is_some());
+        assert!(rsa(modulus(2048), &[1]).is_none(), "e = 1");
+        assert!(rsa(modulus(2048), &[1, 0, 0]).is_none(), "even e");
+        // (aws-lc refuses exponents past 2^33 itself: the 8-byte bound
+        // only matters on the RustCrypto backend.)
+        assert!(
+            rsa(modulus(2048), &[1, 0, 0, 0, 0, 0, 0, 0, 1]).is_none(),
+            "9-byte e"
+        );
+        // `key_ops` must name `verify`, alone or among others.
+        for ops in [
+            serde_json::json!(["verify"]),
+            serde_json::json!(["sign", "verify"]),
+        ] {
+            let jwk = serde_json::json!({"kty":"RSA","key_ops":ops,"n":rsa_n(2048),"e":"AQAB"});
+            assert!(one(jwk.clone()).is_some(), "{jwk}");
+        }
+        for ops in [
+            serde_json::json!([]),
+            serde_json::json!(["sign"]),
+            serde_json::json!("verify"),
+        ] {
+            let jwk = serde_json::json!({"kty":"RSA","key_ops":ops,"n":rsa_n(2048),"e":"AQAB"});
+            assert!(one(jwk.clone()).is_none(), "{jwk}");
+        }
+    }
+
     #[test]
     fn unusable_keys_are_skipped() {
         let (x, y) = ec_xy();
@@ -459,6 +515,7 @@ mod tests {
         ]})
         .to_string();
         let set = parse_jwks(doc.as_bytes(), 10).unwrap();
+        assert_eq!(set.len(), 2);
         assert!(matches!(
             set.find(Some("r"), Algorithm::RS256),
             Lookup::Found(_)

@@ -44,8 +44,8 @@
 //!
 //! Cost: a decision and a token-cache hit each look their series up in
 //! the installed recorder (an accepted decision with its label set built
-//! once per issuer): 0.2–0.45 µs per request with a Prometheus recorder,
-//! 1–2.6 % of a cached request end to end (BENCHMARKS.md §9). Handles are
+//! once per issuer): 0.2–0.45 µs of CPU per request with a Prometheus
+//! recorder (BENCHMARKS.md §9). Handles are
 //! never kept, so counts always go where the recorder in use says. Without
 //! the feature, nothing.
 
