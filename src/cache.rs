@@ -15,6 +15,8 @@ use crate::principal::Principal;
 /// only from their second sighting (see [`Doorkeeper`]).
 pub(crate) struct TokenCache {
     tokens: moka::sync::Cache<TokenKey, Arc<CachedToken>>,
+    /// `m2m_guard_token_cache_hits_total`, batched (see [`crate::metrics`]).
+    hits: crate::metrics::BatchedCounter,
     doorkeeper: Doorkeeper,
 }
 
@@ -184,6 +186,7 @@ impl TokenCache {
             .build();
         TokenCache {
             tokens,
+            hits: crate::metrics::cache_hits(),
             doorkeeper: Doorkeeper::new(usize::try_from(max_entries).unwrap_or(usize::MAX)),
         }
     }
@@ -196,7 +199,10 @@ impl TokenCache {
     /// resumed), an entry outlives its window, and this check refuses it.
     pub(crate) fn get(&self, token: &str, now: u64) -> Option<Principal> {
         let found = self.get_inner(token, now);
-        crate::metrics::cache(if found.is_some() { "hit" } else { "miss" });
+        match found {
+            Some(_) => self.hits.add(now),
+            None => crate::metrics::cache("miss"),
+        }
         found
     }
 
@@ -231,6 +237,11 @@ impl TokenCache {
             self.tokens.insert(key, Arc::new(entry));
             crate::metrics::cache("admission");
         }
+    }
+
+    /// Hand the batched hit count to the recorder in use.
+    pub(crate) fn flush_metrics(&self) {
+        self.hits.flush();
     }
 
     /// How many verdicts are cached.

@@ -108,10 +108,17 @@ impl Verifier {
     /// Every issuer's keys and the revocation list, now: for a health
     /// endpoint, and [`Health::is_ready`](crate::Health::is_ready) for a
     /// readiness probe. Cheap (no I/O). With the `metrics` feature it also
-    /// brings the key-set and revocation gauges up to date: call it before
-    /// each scrape (requests refresh them too, at most once a second, but
-    /// an idle replica's gauges would otherwise stand still).
+    /// brings the key-set and revocation gauges up to date and hands the
+    /// batched counters (accepted decisions, token-cache hits) to the
+    /// recorder: call it before each scrape (requests do both too, at most
+    /// once a second, but an idle replica's would otherwise stand still).
     pub fn health(&self) -> crate::Health {
+        if let Some(cache) = &self.inner.cache {
+            cache.flush_metrics();
+        }
+        for iv in self.inner.issuers.values() {
+            iv.rules.metrics.flush();
+        }
         let mut names: Vec<&String> = self.inner.issuers.keys().collect();
         names.sort();
         let mut issuers = Vec::new();

@@ -211,6 +211,9 @@ async fn a_scripted_run_leaves_exactly_the_expected_counters_and_gauges() {
     assert_eq!(gauge("m2m_guard_key_set_usable_seconds"), 0.0);
     assert_eq!(gauge("m2m_guard_key_set_stale"), 0.0);
 
+    // The batched counters (accepted decisions, cache hits) are exact
+    // once `health()` hands them over, as before a scrape.
+    drop(verifier.health());
     let decisions = |outcome: &str, reason: &str, issuer: &str| {
         snap.value(
             "m2m_guard_decisions_total",
@@ -352,17 +355,19 @@ async fn readyz_follows_the_readiness_rule_through_an_outage() {
     assert!(!verifier.health().is_ready());
 }
 
-/// An accepted decision and a cache hit go through counter handles kept
-/// for the recorder they were registered with: counts still go to the
-/// recorder in use, whichever it is, and none before a recorder exists.
+/// Accepted decisions and cache hits are counted in batches, handed to
+/// the recorder in use by `health()` (and when a new second begins): each
+/// batch goes to the recorder in use at its hand-over, none is lost or
+/// counted twice, and none goes anywhere before a recorder exists.
 #[tokio::test]
 async fn counts_go_to_the_recorder_in_use() {
     let issuer = TestIssuer::start().await;
     let iss = issuer.issuer().to_owned();
     let token = issuer.token().sign();
+    let verifier = issuer.verifier().await;
     let app = Router::new()
         .route("/whoami", get(|| async { "ok" }))
-        .layer(M2mAuthLayer::new(issuer.verifier().await));
+        .layer(M2mAuthLayer::new(verifier.clone()));
     let accepted = [
         ("outcome", "accepted"),
         ("reason", "ok"),
@@ -378,19 +383,23 @@ async fn counts_go_to_the_recorder_in_use() {
     };
     // No recorder: verified, verified and admitted, then a cache hit.
     calls(3).await;
+    drop(verifier.health());
     let (a, snap_a) = Recorded::new();
     let (b, snap_b) = Recorded::new();
     {
         let _guard = metrics::set_default_local_recorder(&a);
         calls(2).await;
+        drop(verifier.health());
     }
     {
         let _guard = metrics::set_default_local_recorder(&b);
         calls(1).await;
+        drop(verifier.health());
     }
     {
         let _guard = metrics::set_default_local_recorder(&a);
         calls(1).await;
+        drop(verifier.health());
     }
     assert_eq!(
         snap_a.value("m2m_guard_decisions_total", &accepted),
@@ -408,6 +417,57 @@ async fn counts_go_to_the_recorder_in_use() {
         snap_b.value("m2m_guard_token_cache_hits_total", &[]),
         Some(1.0)
     );
+}
+
+/// Without `health()`, batched counts reach the recorder when a count
+/// lands in a new second, and what is left when the verifier is dropped.
+#[tokio::test]
+async fn batched_counts_are_handed_over_each_second_and_when_dropped() {
+    let (recorder, snap) = Recorded::new();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let issuer = TestIssuer::start().await;
+    let iss = issuer.issuer().to_owned();
+    let token = issuer.token().sign();
+    let app = Router::new()
+        .route("/whoami", get(|| async { "ok" }))
+        .layer(M2mAuthLayer::new(issuer.verifier().await));
+    let accepted = || {
+        snap.value(
+            "m2m_guard_decisions_total",
+            &[("outcome", "accepted"), ("reason", "ok"), ("issuer", &iss)],
+        )
+        .unwrap_or(0.0)
+    };
+    let hits = || {
+        snap.value("m2m_guard_token_cache_hits_total", &[])
+            .unwrap_or(0.0)
+    };
+    // Two calls verify the token (the second admits it); then cache hits,
+    // a few a second, until both counts are current without `health()`.
+    let mut calls = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert_eq!(call(&app, Some(&token)).await, StatusCode::OK);
+        calls += 1.0;
+        if calls > 3.0 && accepted() == calls && hits() == calls - 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {calls} calls: {} accepted, {} hits",
+            accepted(),
+            hits()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A burst within a second is (mostly) held back; dropping the last
+    // holder of the verifier hands it over.
+    for _ in 0..20 {
+        assert_eq!(call(&app, Some(&token)).await, StatusCode::OK);
+    }
+    drop(app);
+    assert_eq!(accepted(), calls + 20.0);
+    assert_eq!(hits(), calls + 18.0);
 }
 
 /// An issuer with a key set per tenant (a Keycloak realm per customer):

@@ -66,7 +66,7 @@ pub(crate) fn ops_router(
             "/metrics",
             get(move || {
                 let handle = handle.clone();
-                // Gauges brought up to date for this scrape.
+                // Gauges brought up to date, batched counts handed over.
                 drop(scraped.health());
                 async move {
                     handle.run_upkeep();
