@@ -200,7 +200,7 @@ impl TokenCache {
     pub(crate) fn get(&self, token: &str, now: u64) -> Option<Principal> {
         let found = self.get_inner(token, now);
         match found {
-            Some(_) => self.hits.add(now),
+            Some(_) => self.hits.add(),
             None => crate::metrics::cache("miss"),
         }
         found

@@ -200,8 +200,6 @@ pub(crate) struct KeyStore {
     flight: SingleFlight<Arc<KeySet>, Arc<FetchError>>,
     fetches: AtomicU64,
     clock: Clock,
-    /// When the gauges were last set from a read (ms on the store's clock).
-    gauges_at: AtomicU64,
 }
 
 /// One key store's state, for [`Verifier::health`](crate::Verifier::health).
@@ -246,7 +244,6 @@ impl KeyStore {
                 fresh_until: now,
                 last_error: None,
             }),
-            gauges_at: AtomicU64::new(0),
             flight: SingleFlight::default(),
             fetches: AtomicU64::new(0),
             clock,
@@ -318,12 +315,6 @@ impl KeyStore {
     /// The keys a request may use now; starts a background refresh when due.
     pub(crate) fn snapshot(self: &Arc<Self>) -> Snapshot {
         let now = self.clock.now();
-        // Throttled on real time (a test clock may jump).
-        let real = std::time::Instant::now();
-        if self.policy.gauges && crate::metrics::due(&self.gauges_at, crate::metrics::millis(real))
-        {
-            self.set_gauges();
-        }
         let (snap, refresh) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.keys {

@@ -25,10 +25,8 @@
 //! | `m2m_guard_client_token_age_seconds` | gauge | `client_id` | age of the cached token handed out |
 //!
 //! Key-set gauges are per issuer with one key set; they are set after
-//! every fetch, at most once a second when a request reads the keys, and by
-//! every [`Verifier::health`](crate::Verifier::health) call: call it before
-//! each scrape so an idle replica's gauges do not stand still (the `serve`
-//! example's `/metrics` does).
+//! every fetch, once a second by the verifier's metrics task, and by every
+//! [`Verifier::health`](crate::Verifier::health) call.
 //!
 //! A request the layer accepts and a guard then refuses (403) counts twice:
 //! `accepted` by the layer, `rejected` with the guard's reason. A request
@@ -44,16 +42,26 @@
 //!
 //! Cost: the two counters every cached request moves, accepted decisions
 //! (without the tenant label) and token-cache hits, are counted in an
-//! atomic and handed to the recorder in use in batches: when a count lands
-//! in a new second, on every [`Verifier::health`](crate::Verifier::health)
-//! call, and when the verifier is dropped. So a scrape preceded by
-//! `health()` is exact, and a request pays one atomic add per counter
-//! instead of a recorder lookup (0.2–0.45 µs with a Prometheus recorder;
-//! BENCHMARKS.md §9). Every other series is recorded as it happens. Handles
-//! are never kept, so counts go where the recorder in use at the hand-over
-//! says; labels a recorder adds from the caller's context
-//! (`metrics-tracing-context`) are those of the hand-over, not of each
-//! request, for the two batched counters. Without the feature, nothing.
+//! atomic each and handed to the recorder in use in batches, as are the
+//! gauges refreshed: once a second by a task the verifier spawns when it
+//! is built (on the tokio runtime it is built on; it ends with the
+//! verifier), on every [`Verifier::health`](crate::Verifier::health) call,
+//! and when the verifier is dropped. A request pays one atomic add per
+//! counter instead of a recorder lookup (0.2–0.45 µs with a Prometheus
+//! recorder; BENCHMARKS.md §9). So:
+//! - a scrape sees counts at most a second old; call `health()` first (the
+//!   `serve` example's `/metrics` does) and it is exact;
+//! - each batch goes to the recorder in use at its hand-over (for the task,
+//!   the global recorder, or the thread-local one of the runtime thread it
+//!   runs on), and labels a recorder adds from the caller's context
+//!   (`metrics-tracing-context`) are those of the hand-over;
+//! - a verifier built outside a tokio runtime has no task: its batches
+//!   are handed over by `health()` and on drop only;
+//! - before a push exporter's last flush at shutdown, call `health()`.
+//!
+//! Every other series (rejections, cache misses and admissions, fetches,
+//! the accepted decisions of [`VerifierBuilder::metrics_tenant_label`](crate::VerifierBuilder::metrics_tenant_label)) is recorded as it
+//! happens. Handles are never kept. Without the feature, nothing.
 
 #[cfg(feature = "metrics")]
 mod on {
@@ -73,49 +81,39 @@ mod on {
         Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
     /// A hot counter counted here and handed to the recorder in use in
-    /// batches: when a count lands in a new second of the wall clock, on
-    /// [`flush`](Self::flush) (every [`crate::Verifier::health`] call), and
-    /// when it is dropped. Counting is one relaxed atomic add; the recorder
-    /// is asked at most about once a second, so its lookup (0.2–0.45 µs
-    /// per series with a Prometheus recorder) leaves the request path.
+    /// batches: by the verifier's metrics task once a second, by every
+    /// [`crate::Verifier::health`] call, and when it is dropped. Counting
+    /// is one relaxed atomic add; the recorder's lookup (0.2–0.45 µs per
+    /// series with a Prometheus recorder) leaves the request path.
     pub(crate) struct BatchedCounter {
         counter: PreparedCounter,
-        pending: AtomicU64,
-        /// The wall-clock second (since the epoch) of the last hand-over.
-        handed_at: AtomicU64,
+        pending: Pending,
     }
+
+    /// On a cache line of its own: every core writes it, and its
+    /// neighbours (the issuer, the token cache) are read on every request.
+    #[repr(align(128))]
+    struct Pending(AtomicU64);
 
     impl BatchedCounter {
         pub(crate) fn new(key: Key) -> Self {
             BatchedCounter {
                 counter: PreparedCounter(key),
-                pending: AtomicU64::new(0),
-                handed_at: AtomicU64::new(0),
+                pending: Pending(AtomicU64::new(0)),
             }
         }
 
-        /// Count one, at wall-clock second `now`.
-        pub(crate) fn add(&self, now: u64) {
-            self.pending.fetch_add(1, Relaxed);
-            let last = self.handed_at.load(Relaxed);
-            // A new second (or the clock stepped back): one caller wins
-            // the hand-over.
-            if last != now
-                && self
-                    .handed_at
-                    .compare_exchange(last, now, Relaxed, Relaxed)
-                    .is_ok()
-            {
-                self.flush();
-            }
+        /// Count one.
+        pub(crate) fn add(&self) {
+            self.pending.0.fetch_add(1, Relaxed);
         }
 
         /// Hand what was counted to the recorder in use now.
         pub(crate) fn flush(&self) {
-            let n = self.pending.swap(0, Relaxed);
+            let n = self.pending.0.swap(0, Relaxed);
             if n > 0 {
                 metrics::with_recorder(|r| {
-                    r.register_counter(&self.counter.0, &METADATA).increment(n)
+                    r.register_counter(&self.counter.0, &METADATA).increment(n);
                 });
             }
         }
@@ -166,7 +164,7 @@ mod on {
     pub(crate) fn accepted(metrics: &IssuerMetrics, tenant: Option<&str>) {
         match tenant {
             Some(_) => decision("accepted", "ok", Some(&metrics.issuer), tenant),
-            None => metrics.accepted.add(crate::claims::now_secs()),
+            None => metrics.accepted.add(),
         }
     }
 
@@ -280,7 +278,7 @@ mod on {
     }
     pub(crate) struct BatchedCounter;
     impl BatchedCounter {
-        pub(crate) fn add(&self, now: u64) {}
+        pub(crate) fn add(&self) {}
         pub(crate) fn flush(&self) {}
     }
     pub(crate) fn cache_hits() -> BatchedCounter {
@@ -316,12 +314,38 @@ pub(crate) fn due(last: &std::sync::atomic::AtomicU64, now_ms: u64) -> bool {
             .is_ok()
 }
 
-/// `now` as whole milliseconds since the first call, for [`due`].
-pub(crate) fn millis(now: std::time::Instant) -> u64 {
-    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let origin = *ORIGIN.get_or_init(|| now);
-    u64::try_from(now.saturating_duration_since(origin).as_millis())
-        .unwrap_or(u64::MAX)
-        // 0 means "never" to `due`.
-        .saturating_add(1000)
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::*;
+
+    /// The value of an unlabelled counter in the recorder's text.
+    fn value(handle: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> Option<u64> {
+        handle.render().lines().find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.parse().unwrap())
+        })
+    }
+
+    #[test]
+    fn a_batched_counter_holds_its_counts_until_handed_over() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let counter = BatchedCounter::new(metrics::Key::from_static_name("batched_total"));
+        counter.add();
+        counter.add();
+        counter.add();
+        assert_eq!(value(&handle, "batched_total"), None, "held back");
+        counter.flush();
+        assert_eq!(value(&handle, "batched_total"), Some(3));
+        counter.flush();
+        assert_eq!(value(&handle, "batched_total"), Some(3), "nothing twice");
+        counter.add();
+        drop(counter);
+        assert_eq!(
+            value(&handle, "batched_total"),
+            Some(4),
+            "handed over on drop"
+        );
+    }
 }

@@ -41,6 +41,42 @@ pub(crate) struct VerifierInner {
     pub(crate) revocations: Option<crate::revocation::Revocations>,
 }
 
+impl VerifierInner {
+    /// Gauges up to date, batched counters handed to the recorder in use.
+    fn record_metrics(&self) {
+        if let Some(cache) = &self.cache {
+            cache.flush_metrics();
+        }
+        for iv in self.issuers.values() {
+            iv.rules.metrics.flush();
+            if let Keys::One(store) = &iv.keys {
+                store.set_gauges();
+            }
+        }
+        if let Some(r) = &self.revocations {
+            let age = r.synced_at().map(|t| {
+                std::time::SystemTime::now()
+                    .duration_since(t)
+                    .unwrap_or_default()
+            });
+            crate::metrics::revocations(r.len(), age);
+        }
+    }
+}
+
+impl Drop for VerifierInner {
+    /// The batched counters go to the recorder now, even while principals
+    /// (which share an issuer's counter) live on.
+    fn drop(&mut self) {
+        if let Some(cache) = &self.cache {
+            cache.flush_metrics();
+        }
+        for iv in self.issuers.values() {
+            iv.rules.metrics.flush();
+        }
+    }
+}
+
 /// One trusted issuer: its algorithms, claim rules and keys.
 pub(crate) struct IssuerVerifier {
     pub(crate) algorithms: Vec<Algorithm>,
@@ -93,9 +129,35 @@ impl Verifier {
     }
 
     pub(crate) fn from_inner(inner: VerifierInner) -> Self {
-        Verifier {
+        let verifier = Verifier {
             inner: Arc::new(inner),
-        }
+        };
+        #[cfg(feature = "metrics")]
+        verifier.spawn_metrics_task();
+        verifier
+    }
+
+    /// Once a second, bring the gauges up to date and hand the batched
+    /// counters over (see [`crate::metrics`]), until the verifier is gone.
+    /// Only on a tokio runtime; elsewhere `health()` and drop do it.
+    #[cfg(feature = "metrics")]
+    fn spawn_metrics_task(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        drop(runtime.spawn(async move {
+            let period = std::time::Duration::from_secs(1);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(inner) => inner.record_metrics(),
+                    None => break,
+                }
+            }
+        }));
     }
 
     /// The trusted issuers, as configured (an issuer template with its
@@ -110,15 +172,10 @@ impl Verifier {
     /// readiness probe. Cheap (no I/O). With the `metrics` feature it also
     /// brings the key-set and revocation gauges up to date and hands the
     /// batched counters (accepted decisions, token-cache hits) to the
-    /// recorder: call it before each scrape (requests do both too, at most
-    /// once a second, but an idle replica's would otherwise stand still).
+    /// recorder in use: call it before each scrape and the scrape is exact
+    /// (the verifier's metrics task does both once a second).
     pub fn health(&self) -> crate::Health {
-        if let Some(cache) = &self.inner.cache {
-            cache.flush_metrics();
-        }
-        for iv in self.inner.issuers.values() {
-            iv.rules.metrics.flush();
-        }
+        self.inner.record_metrics();
         let mut names: Vec<&String> = self.inner.issuers.keys().collect();
         names.sort();
         let mut issuers = Vec::new();
@@ -131,7 +188,6 @@ impl Verifier {
                     if let Snapshot::NeedFetch = store.snapshot() {
                         drop(store.refresh());
                     }
-                    store.set_gauges();
                     issuers.push(crate::health::IssuerHealth::new(name, None, store.health()));
                 }
                 Keys::PerTenant(stores) => {
@@ -144,14 +200,6 @@ impl Verifier {
                     }
                 }
             }
-        }
-        if let Some(r) = &self.inner.revocations {
-            let age = r.synced_at().map(|t| {
-                std::time::SystemTime::now()
-                    .duration_since(t)
-                    .unwrap_or_default()
-            });
-            crate::metrics::revocations(r.len(), age);
         }
         crate::Health {
             issuers,

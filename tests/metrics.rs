@@ -356,9 +356,10 @@ async fn readyz_follows_the_readiness_rule_through_an_outage() {
 }
 
 /// Accepted decisions and cache hits are counted in batches, handed to
-/// the recorder in use by `health()` (and when a new second begins): each
-/// batch goes to the recorder in use at its hand-over, none is lost or
-/// counted twice, and none goes anywhere before a recorder exists.
+/// the recorder in use by `health()` (and by the verifier's task once a
+/// second): each batch goes to the recorder in use at its hand-over, none
+/// is lost or counted twice. (Counts handed over while no recorder is
+/// installed go nowhere, as any metric recorded then.)
 #[tokio::test]
 async fn counts_go_to_the_recorder_in_use() {
     let issuer = TestIssuer::start().await;
@@ -419,8 +420,9 @@ async fn counts_go_to_the_recorder_in_use() {
     );
 }
 
-/// Without `health()`, batched counts reach the recorder when a count
-/// lands in a new second, and what is left when the verifier is dropped.
+/// Without `health()`, batched counts reach the recorder once a second
+/// (the verifier's task), and what is left when the verifier is dropped,
+/// even while a `Principal` it verified lives on.
 #[tokio::test]
 async fn batched_counts_are_handed_over_each_second_and_when_dropped() {
     let (recorder, snap) = Recorded::new();
@@ -428,8 +430,17 @@ async fn batched_counts_are_handed_over_each_second_and_when_dropped() {
     let issuer = TestIssuer::start().await;
     let iss = issuer.issuer().to_owned();
     let token = issuer.token().sign();
+    // The handler keeps the last principal it was handed.
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None::<Principal>));
+    let slot = last.clone();
     let app = Router::new()
-        .route("/whoami", get(|| async { "ok" }))
+        .route(
+            "/whoami",
+            get(move |p: Principal| async move {
+                *slot.lock().unwrap() = Some(p);
+                "ok"
+            }),
+        )
         .layer(M2mAuthLayer::new(issuer.verifier().await));
     let accepted = || {
         snap.value(
@@ -443,12 +454,14 @@ async fn batched_counts_are_handed_over_each_second_and_when_dropped() {
             .unwrap_or(0.0)
     };
     // Two calls verify the token (the second admits it); then cache hits,
-    // a few a second, until both counts are current without `health()`.
+    // a few a second, until both counts are current without `health()`
+    // (the task ran while the test slept).
     let mut calls = 0.0;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         assert_eq!(call(&app, Some(&token)).await, StatusCode::OK);
         calls += 1.0;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         if calls > 3.0 && accepted() == calls && hits() == calls - 2.0 {
             break;
         }
@@ -458,16 +471,17 @@ async fn batched_counts_are_handed_over_each_second_and_when_dropped() {
             accepted(),
             hits()
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // A burst within a second is (mostly) held back; dropping the last
-    // holder of the verifier hands it over.
+    // holder of the verifier hands it over, though a principal lives on.
     for _ in 0..20 {
         assert_eq!(call(&app, Some(&token)).await, StatusCode::OK);
     }
+    let kept = last.lock().unwrap().take().expect("a principal");
     drop(app);
     assert_eq!(accepted(), calls + 20.0);
     assert_eq!(hits(), calls + 18.0);
+    drop(kept);
 }
 
 /// An issuer with a key set per tenant (a Keycloak realm per customer):
