@@ -2,17 +2,53 @@
 //! `Authorization` header only; a token in the query string is refused,
 //! and a request body is never read.
 
-use http::Request;
 use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request};
 
 /// Where the bearer token is, or why the request is malformed.
 pub(crate) enum Found<'a> {
     /// A token, sent as `Bearer` or (`dpop`) as `DPoP` (RFC 9449 §7.1).
     Token {
-        token: &'a str,
+        token: Candidate<'a>,
         dpop: bool,
     },
     None,
+}
+
+/// A token as the header carries it, its syntax not yet checked: the
+/// token cache is asked with it first, because only verified tokens are
+/// cached and every verified token is a valid `b64token` (compact JWS is
+/// base64url and dots), so a hit needs no check of its ~1 KB. Everything
+/// else takes the token through [`Candidate::check`].
+#[derive(Clone, Copy)]
+pub(crate) struct Candidate<'a> {
+    bytes: &'a [u8],
+    header: &'a HeaderValue,
+}
+
+impl<'a> Candidate<'a> {
+    /// The raw bytes, for a cache lookup only.
+    pub(crate) fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The token, if it is an RFC 6750 `b64token`; else why not.
+    pub(crate) fn check(&self) -> Result<&'a str, &'static str> {
+        if !is_b64token(self.bytes) {
+            return Err(malformed_header(self.header).unwrap_or("malformed bearer token"));
+        }
+        // Only ASCII passes `is_b64token`, so this never fails.
+        std::str::from_utf8(self.bytes).map_err(|_| "malformed bearer token")
+    }
+}
+
+/// A header that is not visible ASCII is reported as such, before any
+/// other fault; checked only on the way out, since a valid token implies it.
+fn malformed_header(value: &HeaderValue) -> Option<&'static str> {
+    value
+        .to_str()
+        .err()
+        .map(|_| "malformed authorization header")
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -83,40 +119,32 @@ pub(crate) fn find_token<B>(req: &Request<B>) -> Result<Found<'_>, &'static str>
         }
         return Ok(Found::None);
     };
-    // Bytes, not `to_str`: the token is checked byte by byte below anyway,
-    // so the common case reads the header once.
+    // Bytes, not `to_str`: the token is checked byte by byte (when it is
+    // not a cached one), so the common case reads the header at most once.
     let bytes = value.as_bytes();
-    let malformed_header = || {
-        value
-            .to_str()
-            .err()
-            .map(|_| "malformed authorization header")
-    };
     let (scheme, rest) = match bytes.iter().position(|&b| b == b' ') {
         Some(i) => (&bytes[..i], &bytes[i + 1..]),
         None => (bytes, &[][..]),
     };
     let dpop = scheme.eq_ignore_ascii_case(b"dpop");
     if !dpop && !scheme.eq_ignore_ascii_case(b"bearer") {
-        if let Some(why) = malformed_header() {
+        if let Some(why) = malformed_header(value) {
             return Err(why);
         }
         // Another scheme (Basic, ...) carries no access token.
         return Ok(Found::None);
     }
-    // A header that is not visible ASCII is reported as such, as before any
-    // other fault; checked only on the way out, since a valid token implies it.
     if in_query {
-        return Err(malformed_header().unwrap_or("the token is sent in more than one place"));
+        return Err(malformed_header(value).unwrap_or("the token is sent in more than one place"));
     }
     let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
-    let token = &rest[start..];
-    if !is_b64token(token) {
-        return Err(malformed_header().unwrap_or("malformed bearer token"));
-    }
-    // Only ASCII passes `is_b64token`, so this never fails.
-    let token = std::str::from_utf8(token).map_err(|_| "malformed bearer token")?;
-    Ok(Found::Token { token, dpop })
+    Ok(Found::Token {
+        token: Candidate {
+            bytes: &rest[start..],
+            header: value,
+        },
+        dpop,
+    })
 }
 
 #[cfg(test)]
@@ -132,10 +160,12 @@ mod tests {
     }
 
     fn token_of(r: &Request<()>) -> Result<Option<String>, &'static str> {
-        find_token(r).map(|f| match f {
-            Found::Token { token, dpop: false } => Some(token.to_owned()),
-            Found::Token { token, dpop: true } => Some(format!("dpop:{token}")),
-            Found::None => None,
+        find_token(r).and_then(|f| {
+            Ok(match f {
+                Found::Token { token, dpop: false } => Some(token.check()?.to_owned()),
+                Found::Token { token, dpop: true } => Some(format!("dpop:{}", token.check()?)),
+                Found::None => None,
+            })
         })
     }
 

@@ -14,7 +14,11 @@ use crate::principal::Principal;
 /// each kept until its own `exp` (+ leeway). Only successes are cached, and
 /// only from their second sighting (see [`Doorkeeper`]).
 pub(crate) struct TokenCache {
-    tokens: moka::sync::Cache<TokenKey, Arc<CachedToken>>,
+    /// Hashed with foldhash, seeded at random (minimally DoS-resistant,
+    /// and a few ns for the 24-byte key where SipHash takes ~60): its keys
+    /// are verified tokens' tags (the issuer's signature bytes), which
+    /// callers cannot choose, and lookups insert nothing.
+    tokens: moka::sync::Cache<TokenKey, Arc<CachedToken>, foldhash::fast::RandomState>,
     /// `m2m_guard_token_cache_hits_total`, batched (see [`crate::metrics`]).
     hits: crate::metrics::BatchedCounter,
     doorkeeper: Doorkeeper,
@@ -25,8 +29,8 @@ pub(crate) struct TokenCache {
 const TAG: usize = 16;
 
 /// The last [`TAG`] bytes of `token`, zero-padded in front when shorter.
-fn tag(token: &str) -> [u8; TAG] {
-    let b = token.as_bytes();
+fn tag(token: &(impl AsRef<[u8]> + ?Sized)) -> [u8; TAG] {
+    let b = token.as_ref();
     let n = b.len().min(TAG);
     let mut out = [0; TAG];
     out[TAG - n..].copy_from_slice(&b[b.len() - n..]);
@@ -49,11 +53,12 @@ struct TokenKey {
 /// A borrowed [`TokenKey`], to look one up without allocating.
 struct TokenRef<'a> {
     tag: [u8; TAG],
-    token: &'a str,
+    token: &'a [u8],
 }
 
 impl<'a> TokenRef<'a> {
-    fn new(token: &'a str) -> Self {
+    fn new(token: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        let token = token.as_ref();
         TokenRef {
             tag: tag(token),
             token,
@@ -90,7 +95,7 @@ impl Eq for TokenKey {}
 
 impl moka::Equivalent<TokenKey> for TokenRef<'_> {
     fn equivalent(&self, key: &TokenKey) -> bool {
-        self.tag == key.tag && self.token == &*key.token
+        self.tag == key.tag && self.token == key.token.as_bytes()
     }
 }
 
@@ -170,20 +175,24 @@ impl Doorkeeper {
 impl TokenCache {
     /// At most `max_entries` entries and about `max_bytes`.
     pub(crate) fn new(max_entries: u64, max_bytes: u64) -> Self {
-        // Weights are in KiB: moka sizes its frequency sketch from the capacity,
-        // and a capacity counted in bytes would make the sketch itself large.
-        let capacity_kib = (max_bytes / 1024).max(1);
-        // Every entry weighs at least capacity / max_entries, so both bounds hold.
-        let floor = (capacity_kib / max_entries.max(1)).max(1);
+        // Weights are in units of an entry's share of the bytes (at least
+        // 1 KiB), so the capacity is about `max_entries` units: moka sizes
+        // its frequency sketch, which every read touches, from the capacity,
+        // and a capacity counted in bytes or KiB makes it megabytes.
+        let max_entries = max_entries.max(1);
+        let unit_kib = (max_bytes / 1024 / max_entries).max(1);
+        // Every entry weighs at least one unit, so at most `max_entries`
+        // fit; weights round up, so the bytes stay within `max_bytes`.
+        let capacity = (max_bytes / 1024 / unit_kib).clamp(1, max_entries);
         let tokens = moka::sync::Cache::builder()
-            .max_capacity(capacity_kib)
+            .max_capacity(capacity)
             .weigher(move |k: &TokenKey, v: &Arc<CachedToken>| {
                 entry_kib(k.token.len(), v.principal.claims().len())
-                    .max(floor)
-                    .min(u64::from(u32::MAX)) as u32
+                    .div_ceil(unit_kib)
+                    .clamp(1, u64::from(u32::MAX)) as u32
             })
             .expire_after(ExpireAtExp)
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         TokenCache {
             tokens,
             hits: crate::metrics::cache_hits(),
@@ -197,7 +206,8 @@ impl TokenCache {
     /// The cache's own expiry runs on the monotonic clock, the claims on
     /// the wall clock: when the wall clock jumps ahead (an NTP step, a VM
     /// resumed), an entry outlives its window, and this check refuses it.
-    pub(crate) fn get(&self, token: &str, now: u64) -> Option<Principal> {
+    pub(crate) fn get(&self, token: &(impl AsRef<[u8]> + ?Sized), now: u64) -> Option<Principal> {
+        let token = token.as_ref();
         let found = self.get_inner(token, now);
         match found {
             Some(_) => self.hits.add(),
@@ -206,7 +216,7 @@ impl TokenCache {
         found
     }
 
-    fn get_inner(&self, token: &str, now: u64) -> Option<Principal> {
+    fn get_inner(&self, token: &[u8], now: u64) -> Option<Principal> {
         let hit = self.tokens.get(&TokenRef::new(token))?;
         if !hit.window.contains(now) {
             return None;
@@ -221,7 +231,8 @@ impl TokenCache {
     }
 
     /// Drop `token`'s verdict (it was revoked).
-    pub(crate) fn invalidate(&self, token: &str) {
+    pub(crate) fn invalidate(&self, token: &(impl AsRef<[u8]> + ?Sized)) {
+        let token = token.as_ref();
         self.tokens.invalidate(&TokenRef::new(token));
     }
 
@@ -471,6 +482,43 @@ mod tests {
     /// hash, tokens sharing a slot took turns overwriting each other's mark
     /// and were never admitted; and a lookup gated on the doorkeeper missed
     /// cached tokens whose mark had been overwritten since.
+    /// The capacity moka sizes its frequency sketch from (touched on every
+    /// read) is about `max_entries` units, not the bytes: a sketch sized for
+    /// 128 MiB in KiB units was 1 MiB and cost the cached path ~5 % end to
+    /// end in cache misses (BENCHMARKS.md §4). Both bounds still hold.
+    #[test]
+    fn the_capacity_counts_entries_shares_not_bytes() {
+        for (entries, bytes, want) in [
+            (10_000, 32 << 20, 10_000),
+            (25_000, 128 << 20, 25_000),
+            // Bytes are the tighter bound: 1 KiB units.
+            (10_000, 4 << 20, 4096),
+            (1, 1, 1),
+            (0, 0, 1),
+        ] {
+            let cache = TokenCache::new(entries, bytes);
+            assert_eq!(
+                cache.tokens.policy().max_capacity(),
+                Some(want),
+                "{entries} entries, {bytes} bytes"
+            );
+        }
+        // Weights round up: 100 entries of 5 KiB each in a cache of 100
+        // entries and 200 KiB hold at most 200 KiB of them (40 entries).
+        let cache = TokenCache::new(100, 200 << 10);
+        let now = now_secs();
+        let entry = entry_maker(now);
+        for i in 0..100 {
+            let t = format!("h.{}.sig{i:032}", "p".repeat(1600));
+            cache.doorkeeper.seen_before(&t);
+            cache.admit(&t, entry());
+        }
+        cache.tokens.run_pending_tasks();
+        let held = cache.tokens.entry_count();
+        assert!(held * entry_kib(1650, 0) <= 200, "{held} entries held");
+        assert!(held > 0);
+    }
+
     #[tokio::test]
     async fn every_token_of_a_full_working_set_is_admitted_and_hit() {
         let n = 4000;

@@ -3,7 +3,8 @@
 //! others read it and render a rejection the same way the layer would.
 
 use http::Response;
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 
 use crate::layer::trace_rejection;
 use crate::principal::Principal;
@@ -11,15 +12,19 @@ use crate::response::{AuthError, AuthErrorKind, Challenge, OnRejection};
 
 pub(crate) const NO_AUTH_LAYER: &str = "m2m-guard: no M2mAuthLayer ran before this guard or extractor: add one around the routes, or move it outside the guards (with axum, the last .route_layer/.layer call is the outermost, so add M2mAuthLayer after the guards)";
 
-/// Put everything further in needs into `extensions`: the challenge and the
-/// layer's rejection handler for body type `B`.
+/// Put everything further in needs into `extensions`, as one value: the
+/// challenge and the layer's rejection renderer for body type `B` (built
+/// once per layer and shared, see [`RendererCell`]).
 pub(crate) fn hand_off<B: 'static, R: OnRejection<B>>(
     extensions: &mut http::Extensions,
     challenge: Arc<Challenge>,
-    on_rejection: Arc<R>,
+    renderer: &RendererCell,
+    on_rejection: &Arc<R>,
 ) {
-    extensions.insert(AuthContext { challenge });
-    extensions.insert(Renderer::<B>(on_rejection));
+    extensions.insert(AuthContext {
+        challenge,
+        renderer: renderer.get::<B, R>(on_rejection),
+    });
 }
 
 /// Put into request extensions by the auth layer, so guards and extractors
@@ -27,10 +32,42 @@ pub(crate) fn hand_off<B: 'static, R: OnRejection<B>>(
 #[derive(Clone)]
 pub(crate) struct AuthContext {
     pub(crate) challenge: Arc<Challenge>,
+    /// A [`Renderer<B>`] for the layer's response body type `B`.
+    renderer: Arc<dyn Any + Send + Sync>,
+}
+
+/// A layer's renderer, built on its first request and shared by every clone
+/// of the layer's service (axum clones a route's service per request), so
+/// handing it on is a reference count, not an allocation.
+#[derive(Clone, Default)]
+pub(crate) struct RendererCell(Arc<OnceLock<Arc<dyn Any + Send + Sync>>>);
+
+impl RendererCell {
+    fn get<B: 'static, R: OnRejection<B>>(
+        &self,
+        on_rejection: &Arc<R>,
+    ) -> Arc<dyn Any + Send + Sync> {
+        let fresh =
+            || -> Arc<dyn Any + Send + Sync> { Arc::new(Renderer::<B>(on_rejection.clone())) };
+        let shared = self.0.get_or_init(fresh);
+        if shared.is::<Renderer<B>>() {
+            shared.clone()
+        } else {
+            // A service answering two body types (rare): the first one
+            // keeps the cell, the other gets its own per request.
+            fresh()
+        }
+    }
+}
+
+impl std::fmt::Debug for RendererCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RendererCell")
+    }
 }
 
 /// The auth layer's rejection renderer for body type `B`, shared with guards.
-pub(crate) struct Renderer<B>(pub(crate) Arc<dyn RenderRejection<B>>);
+struct Renderer<B>(Arc<dyn RenderRejection<B>>);
 
 /// [`OnRejection`] made object-safe, so an `Arc<R>` coerces to a renderer.
 pub(crate) trait RenderRejection<B>: Send + Sync {
@@ -40,12 +77,6 @@ pub(crate) trait RenderRejection<B>: Send + Sync {
 impl<B, T: OnRejection<B>> RenderRejection<B> for T {
     fn render(&self, error: AuthError) -> Response<B> {
         self.on_rejection(error)
-    }
-}
-
-impl<B> Clone for Renderer<B> {
-    fn clone(&self) -> Self {
-        Renderer(self.0.clone())
     }
 }
 
@@ -59,7 +90,10 @@ pub(crate) fn render<B: Default + 'static>(
     error: AuthError,
 ) -> Response<B> {
     trace_rejection(&error, extensions.get::<crate::Principal>());
-    match extensions.get::<Renderer<B>>() {
+    let renderer = extensions
+        .get::<AuthContext>()
+        .and_then(|c| c.renderer.downcast_ref::<Renderer<B>>());
+    match renderer {
         Some(r) => r.0.render(error),
         None => {
             if let AuthErrorKind::Misconfigured(how) = error.kind() {
@@ -86,5 +120,49 @@ pub(crate) fn authenticated(
             AuthErrorKind::MissingToken,
             ctx.challenge.clone(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::DefaultRejection;
+
+    fn rendered<B: Default + From<String> + 'static>(cell: &RendererCell) -> Response<B> {
+        let mut extensions = http::Extensions::new();
+        hand_off::<B, DefaultRejection>(
+            &mut extensions,
+            Arc::new(Challenge::default()),
+            cell,
+            &Arc::new(DefaultRejection),
+        );
+        let error = AuthError::new(AuthErrorKind::InvalidRequest("bad"), Arc::default());
+        render::<B>(&extensions, error)
+    }
+
+    /// One renderer per layer, whatever the number of requests; a second
+    /// body type still gets the layer's rendering (a body), not the bare
+    /// fallback (an empty one).
+    #[test]
+    fn a_layers_renderer_is_built_once_and_serves_any_body_type() {
+        let cell = RendererCell::default();
+        let first = rendered::<String>(&cell);
+        assert!(
+            first.body().contains(r#""error":"invalid_request""#),
+            "{}",
+            first.body()
+        );
+        let shared = cell.0.get().expect("built on first use").clone();
+        let _ = rendered::<String>(&cell);
+        assert!(Arc::ptr_eq(&shared, cell.0.get().unwrap()));
+        // Only the cell and this test hold it: no copy was made per request.
+        assert_eq!(Arc::strong_count(&shared), 2);
+        let other = rendered::<Vec<u8>>(&cell);
+        assert_eq!(
+            other.body(),
+            first.body().as_bytes(),
+            "rendered by the layer's handler"
+        );
+        assert!(cell.0.get().unwrap().is::<Renderer<String>>());
     }
 }

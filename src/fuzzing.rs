@@ -33,5 +33,7 @@ pub fn parse_authorization(data: &[u8]) {
     else {
         return;
     };
-    let _ = crate::bearer::find_token(&req);
+    if let Ok(crate::bearer::Found::Token { token, .. }) = crate::bearer::find_token(&req) {
+        let _ = token.check();
+    }
 }

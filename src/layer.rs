@@ -253,6 +253,7 @@ impl<S, R: Clone> Layer<S> for M2mAuthLayer<R> {
             dpop: self.dpop.clone(),
             mtls: self.mtls.clone(),
             on_rejection: Arc::new(self.on_rejection.clone()),
+            renderer: crate::context::RendererCell::default(),
         }
     }
 }
@@ -269,8 +270,10 @@ pub struct M2mAuth<S, R = DefaultRejection> {
     strip_authorization: bool,
     dpop: Option<Dpop>,
     mtls: Option<Mtls>,
-    /// Shared with guards through request extensions without an allocation per request.
     on_rejection: Arc<R>,
+    /// `on_rejection`, shared with guards through request extensions
+    /// without an allocation per request.
+    renderer: crate::context::RendererCell,
 }
 
 impl<S, R> M2mAuth<S, R> {
@@ -336,11 +339,15 @@ where
         crate::context::hand_off::<ResBody, R>(
             req.extensions_mut(),
             challenge.clone(),
-            self.on_rejection.clone(),
+            &self.renderer,
+            &self.on_rejection,
         );
         let found = match find_token(&req) {
-            // DPoP is off: a DPoP token is no bearer token (as any other scheme).
-            Ok(Found::Token { dpop: true, .. }) if self.dpop.is_none() => Ok(Found::None),
+            // DPoP is off: a DPoP token is no bearer token (as any other
+            // scheme), though a malformed one is still a malformed request.
+            Ok(Found::Token { dpop: true, token }) if self.dpop.is_none() => {
+                token.check().map(|_| Found::None)
+            }
             other => other,
         };
         match found {
@@ -356,6 +363,10 @@ where
             }
             Ok(Found::None) => self.reject(AuthErrorKind::MissingToken, &challenge),
             Ok(Found::Token { token, dpop: true }) => {
+                let token = match token.check() {
+                    Ok(t) => t,
+                    Err(why) => return self.reject(AuthErrorKind::InvalidRequest(why), &challenge),
+                };
                 // A proof per request: always the full path (the token's
                 // verdict may still come from the cache).
                 let proof = match crate::bearer::dpop_proof(&req) {
@@ -397,49 +408,57 @@ where
                 fut.nonce = nonce;
                 fut
             }
-            Ok(Found::Token { token, dpop: false }) => match self.verifier.verify_cached(token) {
-                Some(Err(rejection)) => self.reject(rejection.into(), &challenge),
-                Some(Ok(principal)) => {
-                    // Hashed only for a certificate-bound token.
-                    let certificate = principal.x5t_s256().and_then(|_| self.certificate(&req));
-                    let binding = Binding {
-                        dpop: self.dpop.as_ref(),
-                        mtls: self.mtls.is_some(),
-                        certificate: certificate.as_deref(),
-                    };
-                    if let Err(kind) = bearer_allowed(&binding, &principal) {
-                        return self.reject(kind, &challenge);
-                    }
-                    trace_decision("accepted", Some(&principal));
-                    req.extensions_mut().insert(principal);
-                    if self.strip_authorization {
-                        req.headers_mut().remove(AUTHORIZATION);
-                    }
-                    ResponseFuture::call(self, req, &challenge)
-                }
-                None => {
-                    let token = token.to_owned();
-                    // Only a verified token's request reaches the inner service.
-                    if self.strip_authorization {
-                        req.headers_mut().remove(AUTHORIZATION);
-                    }
-                    let verifier = self.verifier.clone();
-                    let dpop = self.dpop.clone();
-                    let mtls = self.mtls.is_some();
-                    let certificate = self.certificate(&req);
-                    let fut = Box::pin(async move {
-                        let principal = verifier.verify_cache_miss(&token).await?;
+            // The cache first: a hit skips the token's syntax check.
+            Ok(Found::Token { token, dpop: false }) => {
+                match self.verifier.verify_cached(token.as_bytes()) {
+                    Some(Err(rejection)) => self.reject(rejection.into(), &challenge),
+                    Some(Ok(principal)) => {
+                        // Hashed only for a certificate-bound token.
+                        let certificate = principal.x5t_s256().and_then(|_| self.certificate(&req));
                         let binding = Binding {
-                            dpop: dpop.as_ref(),
-                            mtls,
+                            dpop: self.dpop.as_ref(),
+                            mtls: self.mtls.is_some(),
                             certificate: certificate.as_deref(),
                         };
-                        bearer_allowed(&binding, &principal)?;
-                        Ok(principal)
-                    });
-                    ResponseFuture::verify(self, req, fut, &challenge)
+                        if let Err(kind) = bearer_allowed(&binding, &principal) {
+                            return self.reject(kind, &challenge);
+                        }
+                        trace_decision("accepted", Some(&principal));
+                        req.extensions_mut().insert(principal);
+                        if self.strip_authorization {
+                            req.headers_mut().remove(AUTHORIZATION);
+                        }
+                        ResponseFuture::call(self, req, &challenge)
+                    }
+                    None => {
+                        let token = match token.check() {
+                            Ok(t) => t.to_owned(),
+                            Err(why) => {
+                                return self.reject(AuthErrorKind::InvalidRequest(why), &challenge);
+                            }
+                        };
+                        // Only a verified token's request reaches the inner service.
+                        if self.strip_authorization {
+                            req.headers_mut().remove(AUTHORIZATION);
+                        }
+                        let verifier = self.verifier.clone();
+                        let dpop = self.dpop.clone();
+                        let mtls = self.mtls.is_some();
+                        let certificate = self.certificate(&req);
+                        let fut = Box::pin(async move {
+                            let principal = verifier.verify_cache_miss(&token).await?;
+                            let binding = Binding {
+                                dpop: dpop.as_ref(),
+                                mtls,
+                                certificate: certificate.as_deref(),
+                            };
+                            bearer_allowed(&binding, &principal)?;
+                            Ok(principal)
+                        });
+                        ResponseFuture::verify(self, req, fut, &challenge)
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -458,7 +477,11 @@ struct Binding<'a> {
 /// configured or it differs), or when DPoP is required.
 fn bearer_allowed(b: &Binding<'_>, principal: &Principal) -> Result<(), AuthErrorKind> {
     let refuse = |reason| Err(AuthErrorKind::InvalidToken(Rejection::new(reason)));
-    if let Some(cnf) = principal.claim("cnf") {
+    if let Some(cnf) = principal
+        .is_sender_constrained()
+        .then(|| principal.claim("cnf"))
+        .flatten()
+    {
         let x5t = cnf.get("x5t#S256").and_then(|v| v.as_str());
         let only_x5t = cnf
             .as_object()

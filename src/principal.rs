@@ -34,6 +34,8 @@ struct Inner {
     issued_at: Option<u64>,
     jti: Option<String>,
     machine: bool,
+    /// It carries `cnf` (asked on every request; looked up once).
+    bound: bool,
     claims: Map<String, Value>,
     /// The revocation list's generation at which this token was last found
     /// not revoked (`u64::MAX`: never checked).
@@ -69,6 +71,7 @@ impl Principal {
                 issued_at: p.issued_at,
                 jti: p.jti,
                 machine: p.machine,
+                bound: p.claims.contains_key("cnf"),
                 claims: p.claims,
                 not_revoked_at: AtomicU64::new(u64::MAX),
             }),
@@ -178,6 +181,9 @@ impl Principal {
     /// The RFC 8705 `cnf.x5t#S256`: the thumbprint of the client
     /// certificate this token is bound to.
     pub fn x5t_s256(&self) -> Option<&str> {
+        if !self.inner.bound {
+            return None;
+        }
         self.inner.claims.get("cnf")?.get("x5t#S256")?.as_str()
     }
 
@@ -185,7 +191,7 @@ impl Principal {
     /// mTLS's `x5t#S256`, or another confirmation method). A bound token is
     /// accepted only with its proof of possession.
     pub fn is_sender_constrained(&self) -> bool {
-        self.inner.claims.contains_key("cnf")
+        self.inner.bound
     }
 
     /// One claim, raw.

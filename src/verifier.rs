@@ -346,7 +346,7 @@ impl Verifier {
     /// # Errors
     /// A [`Rejection`] saying why the token is not accepted; see [`Reason`].
     pub async fn verify(&self, token: &str) -> Result<Principal, Rejection> {
-        match self.verify_cached(token) {
+        match self.verify_cached(token.as_bytes()) {
             Some(verdict) => verdict,
             None => self.verify_cache_miss(token).await,
         }
@@ -380,7 +380,10 @@ impl Verifier {
     /// The cached verdict for `token`, if it was verified before and is
     /// still valid, then checked against the revocation list (a revoked
     /// token leaves the cache). Never does I/O or signature work.
-    pub(crate) fn verify_cached(&self, token: &str) -> Option<Result<Principal, Rejection>> {
+    ///
+    /// Bytes, not `&str`: the layer asks before checking the token's
+    /// syntax, since only verified (well-formed) tokens are cached.
+    pub(crate) fn verify_cached(&self, token: &[u8]) -> Option<Result<Principal, Rejection>> {
         let cache = self.inner.cache.as_ref()?;
         let now = self.inner.clock.wall_secs();
         let principal = cache.get(token, now)?;

@@ -234,6 +234,61 @@ async fn malformed_requests_are_400_invalid_request() {
     assert_eq!(send(&app, req).await.0, StatusCode::BAD_REQUEST);
 }
 
+/// A cached token's request skips the token's syntax check (only verified,
+/// well-formed tokens are cached): a malformed token, even one that starts
+/// with a cached token, is still the client's 400, never a 401 or a pass.
+#[tokio::test]
+async fn malformed_tokens_are_400_next_to_a_cached_one() {
+    let f = fixture().await;
+    let app = app(f.verifier.clone());
+    let t = f.issuer.token().org("org_1").sign();
+    for _ in 0..3 {
+        assert_eq!(
+            send(&app, get_req("/whoami", Some(&t))).await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(f.verifier.cached_tokens(), 1);
+    let with = |value: &[u8]| {
+        Request::builder()
+            .uri("/whoami")
+            .header(
+                header::AUTHORIZATION,
+                header::HeaderValue::from_bytes(value).unwrap(),
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let malformed_token =
+        r#"{"error":"invalid_request","error_description":"malformed bearer token"}"#;
+    let malformed_header =
+        r#"{"error":"invalid_request","error_description":"malformed authorization header"}"#;
+    for (value, body) in [
+        (format!("Bearer {t} extra").into_bytes(), malformed_token),
+        (format!("Bearer {t}!").into_bytes(), malformed_token),
+        (format!("Bearer {t}=x").into_bytes(), malformed_token),
+        (format!("Bearer a\"{t}").into_bytes(), malformed_token),
+        // DPoP is off here: a DPoP token is no token, a malformed one a 400.
+        (format!("DPoP {t}!").into_bytes(), malformed_token),
+        (
+            [format!("Bearer {t}").as_bytes(), b"\xff"].concat(),
+            malformed_header,
+        ),
+    ] {
+        let (status, _, got, _) = send(&app, with(&value)).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(&value)
+        );
+        assert_eq!(got, body, "{}", String::from_utf8_lossy(&value));
+    }
+    // The cached token itself, with extra spaces after the scheme.
+    let (status, ..) = send(&app, with(format!("Bearer   {t}").as_bytes())).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn missing_scope_is_403_with_the_scope_attribute() {
     let f = fixture().await;
