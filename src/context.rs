@@ -14,7 +14,8 @@ pub(crate) const NO_AUTH_LAYER: &str = "m2m-guard: no M2mAuthLayer ran before th
 
 /// Put everything further in needs into `extensions`, as one value: the
 /// challenge and the layer's rejection renderer for body type `B` (built
-/// once per layer and shared, see [`RendererCell`]).
+/// once per layer and shared, see [`RendererCell`]). Behind two auth
+/// layers, the inner one's context is the one guards see.
 pub(crate) fn hand_off<B: 'static, R: OnRejection<B>>(
     extensions: &mut http::Extensions,
     challenge: Arc<Challenge>,
@@ -126,43 +127,62 @@ pub(crate) fn authenticated(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::response::DefaultRejection;
 
-    fn rendered<B: Default + From<String> + 'static>(cell: &RendererCell) -> Response<B> {
+    /// Renders with a mark, so a test can tell its handler from the bare
+    /// fallback and from `DefaultRejection`.
+    #[derive(Clone)]
+    struct Marked;
+
+    impl<B: From<String>> OnRejection<B> for Marked {
+        fn on_rejection(&self, error: AuthError) -> Response<B> {
+            Response::new(B::from(format!("marked {}", error.reason_code())))
+        }
+    }
+
+    /// The extensions a request gets from a layer with `cell`.
+    fn handed<B: 'static + From<String>>(cell: &RendererCell) -> http::Extensions {
         let mut extensions = http::Extensions::new();
-        hand_off::<B, DefaultRejection>(
+        hand_off::<B, Marked>(
             &mut extensions,
             Arc::new(Challenge::default()),
             cell,
-            &Arc::new(DefaultRejection),
+            &Arc::new(Marked),
         );
-        let error = AuthError::new(AuthErrorKind::InvalidRequest("bad"), Arc::default());
-        render::<B>(&extensions, error)
+        extensions
     }
 
-    /// One renderer per layer, whatever the number of requests; a second
-    /// body type still gets the layer's rendering (a body), not the bare
-    /// fallback (an empty one).
+    fn rendered<B: Default + 'static>(extensions: &http::Extensions) -> Response<B> {
+        let error = AuthError::new(AuthErrorKind::InvalidRequest("bad"), Arc::default());
+        render::<B>(extensions, error)
+    }
+
+    /// One renderer per layer, handed to every request by reference count;
+    /// a second body type still gets the layer's handler (not the bare,
+    /// empty-bodied fallback).
     #[test]
     fn a_layers_renderer_is_built_once_and_serves_any_body_type() {
         let cell = RendererCell::default();
-        let first = rendered::<String>(&cell);
-        assert!(
-            first.body().contains(r#""error":"invalid_request""#),
-            "{}",
-            first.body()
-        );
-        let shared = cell.0.get().expect("built on first use").clone();
-        let _ = rendered::<String>(&cell);
-        assert!(Arc::ptr_eq(&shared, cell.0.get().unwrap()));
-        // Only the cell and this test hold it: no copy was made per request.
-        assert_eq!(Arc::strong_count(&shared), 2);
-        let other = rendered::<Vec<u8>>(&cell);
+        let first = handed::<String>(&cell);
+        let second = handed::<String>(&cell);
+        let shared = cell.0.get().expect("built on first use");
+        for request in [&first, &second] {
+            let ctx = request.get::<AuthContext>().expect("one context");
+            assert!(
+                Arc::ptr_eq(&ctx.renderer, shared),
+                "the layer's own renderer"
+            );
+        }
+        // The cell and the two requests' contexts: no copy per request.
+        assert_eq!(Arc::strong_count(shared), 3);
+        assert_eq!(rendered::<String>(&first).body(), "marked invalid_request");
+        let other = handed::<Vec<u8>>(&cell);
         assert_eq!(
-            other.body(),
-            first.body().as_bytes(),
+            rendered::<Vec<u8>>(&other).body(),
+            b"marked invalid_request",
             "rendered by the layer's handler"
         );
         assert!(cell.0.get().unwrap().is::<Renderer<String>>());
+        // Without a layer: the bare answer, empty-bodied.
+        assert_eq!(rendered::<String>(&http::Extensions::new()).body(), "");
     }
 }

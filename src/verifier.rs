@@ -355,6 +355,9 @@ impl Verifier {
     /// The full verification, for a token [`Verifier::verify_cached`] did
     /// not answer; caches the verdict from the token's second sighting.
     pub(crate) async fn verify_cache_miss(&self, token: &str) -> Result<Principal, Rejection> {
+        if self.inner.cache.is_some() {
+            crate::metrics::cache("miss");
+        }
         let entry = self.verify_uncached(token).await?;
         let principal = entry.principal.clone();
         self.not_revoked(&principal, self.inner.clock.wall_secs())?;

@@ -154,6 +154,11 @@ async fn a_scripted_run_leaves_exactly_the_expected_counters_and_gauges() {
         .sign();
     assert_eq!(call(&app, Some(&revoked)).await, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&app, None).await, StatusCode::UNAUTHORIZED);
+    // Malformed: refused before any verification, so no cache miss.
+    assert_eq!(
+        call(&app, Some("not!a-token")).await,
+        StatusCode::BAD_REQUEST
+    );
 
     let fetches = |outcome: &str| {
         snap.value(
@@ -231,9 +236,11 @@ async fn a_scripted_run_leaves_exactly_the_expected_counters_and_gauges() {
         assert_eq!(decisions("rejected", reason, &iss), Some(1.0), "{reason}");
     }
     assert_eq!(decisions("rejected", "missing_token", ""), Some(1.0));
+    assert_eq!(decisions("rejected", "invalid_request", ""), Some(1.0));
     // Hits, misses and admissions of the token cache: the valid token
     // missed twice (admitted on its second sighting) and hit once; every
-    // other token missed once.
+    // other token missed once (the malformed one was never looked up as
+    // a token).
     assert_eq!(
         snap.value("m2m_guard_token_cache_hits_total", &[]),
         Some(1.0)
