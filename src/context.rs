@@ -61,12 +61,6 @@ impl RendererCell {
     }
 }
 
-impl std::fmt::Debug for RendererCell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RendererCell")
-    }
-}
-
 /// The auth layer's rejection renderer for body type `B`, shared with guards.
 struct Renderer<B>(Arc<dyn RenderRejection<B>>);
 

@@ -332,6 +332,12 @@ mod tests {
         let handle = recorder.handle();
         let _guard = metrics::set_default_local_recorder(&recorder);
         let counter = BatchedCounter::new(metrics::Key::from_static_name("batched_total"));
+        counter.flush();
+        assert_eq!(
+            value(&handle, "batched_total"),
+            None,
+            "nothing pending, no series"
+        );
         counter.add();
         counter.add();
         counter.add();

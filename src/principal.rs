@@ -315,3 +315,40 @@ impl serde::Serialize for Scopes {
         self.granted.serialize(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_claims(claims: &str) -> Principal {
+        let issuer: Arc<str> = "https://issuer.example".into();
+        Principal::from_parts(PrincipalParts {
+            metrics: Arc::new(IssuerMetrics::new(&issuer, false)),
+            issuer,
+            subject: None,
+            client_id: Some("c".into()),
+            tenant: None,
+            scopes: Scopes::from_vec(Vec::new()),
+            expires_at: 0,
+            issued_at: None,
+            jti: None,
+            machine: true,
+            claims: serde_json::from_str(claims).unwrap(),
+        })
+    }
+
+    /// `cnf` is looked up once, when the principal is built; what it
+    /// answers is what the claims say.
+    #[test]
+    fn the_confirmation_claim_is_read_once_and_right() {
+        let unbound = with_claims(r#"{"sub":"c"}"#);
+        assert!(!unbound.is_sender_constrained());
+        assert_eq!(unbound.x5t_s256(), None);
+        let mtls = with_claims(r#"{"cnf":{"x5t#S256":"abc"}}"#);
+        assert!(mtls.is_sender_constrained());
+        assert_eq!(mtls.x5t_s256(), Some("abc"));
+        let dpop = with_claims(r#"{"cnf":{"jkt":"xyz"}}"#);
+        assert!(dpop.is_sender_constrained());
+        assert_eq!(dpop.x5t_s256(), None);
+    }
+}

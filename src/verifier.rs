@@ -147,8 +147,8 @@ impl Verifier {
         };
         let weak = Arc::downgrade(&self.inner);
         drop(runtime.spawn(async move {
-            let period = std::time::Duration::from_secs(1);
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            // The first tick is at once (nothing to hand over yet).
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;

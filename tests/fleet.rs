@@ -553,13 +553,19 @@ async fn a_local_list_revokes_at_the_edges_and_on_the_cache_path() {
         v.verify(t).await.unwrap();
         v.verify(t).await.unwrap();
     }
-    assert!(v.cached_tokens() >= 3, "all cached");
+    let cached = v.cached_tokens();
+    assert!(cached >= 3, "all cached");
     list.revoke(Revocation::client(issuer.issuer(), "svc-a"))
         .unwrap();
     assert_eq!(
         reason(v.verify(&a).await),
         Some(Reason::Revoked),
         "from the cache"
+    );
+    assert_eq!(
+        v.cached_tokens(),
+        cached - 1,
+        "a revoked verdict leaves the cache"
     );
     // No `iat`: it cannot show it was issued after.
     list.revoke(
