@@ -675,3 +675,33 @@ async fn an_exact_issuer_wins_over_a_template_and_templates_must_not_overlap() {
         "{e:?}"
     );
 }
+
+/// An exact Entra issuer (one tenant) with Microsoft's shared key set,
+/// whose keys name the issuer template: the key vouches only for a token
+/// whose tenant claim is the tenant in its `iss`. A `tid` naming another
+/// tenant would otherwise become the principal's tenant.
+#[tokio::test]
+async fn an_exact_entra_issuer_on_the_shared_keys_checks_the_tenant_claim() {
+    let keys = TestIssuer::start_with(Preset::Entra).await;
+    let s = entra(&keys).await;
+    let v = Verifier::builder()
+        .issuer(
+            Issuer::new(s.url(&format!("/{TENANT_A}/v2.0")))
+                .preset(Preset::Entra)
+                .audience(DEFAULT_AUDIENCE)
+                .jwks_url(s.url("/common/discovery/v2.0/keys")),
+        )
+        .build()
+        .await
+        .unwrap();
+    let p = v.verify(&entra_token(&keys, &s, TENANT_A)).await.unwrap();
+    assert_eq!(p.tenant(), Some(TENANT_A));
+    let mixed = keys
+        .token()
+        .client_id("6e74172b-be56-4843-9ff4-e66a39bb12e3")
+        .claim("iss", s.url(&format!("/{TENANT_A}/v2.0")))
+        .claim("tid", TENANT_B)
+        .sign();
+    let e = v.verify(&mixed).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::KeyIssuerMismatch);
+}

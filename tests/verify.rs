@@ -105,6 +105,12 @@ async fn audience_must_contain_a_configured_one() {
         .audiences(["https://other.api", DEFAULT_AUDIENCE])
         .sign();
     assert!(v.verify(&ok).await.is_ok());
+    // An array must name a configured audience too.
+    let elsewhere = issuer
+        .token()
+        .audiences(["https://other.api", "https://third.api"])
+        .sign();
+    assert_eq!(reason(&v, &elsewhere).await, Reason::InvalidAudience);
     assert_eq!(
         reason(&v, &issuer.token().without_claim("aud").sign()).await,
         Reason::MissingClaim
@@ -117,6 +123,37 @@ async fn audience_must_contain_a_configured_one() {
     ] {
         let t = issuer.token().claim("aud", bad.clone()).sign();
         assert_eq!(reason(&v, &t).await, Reason::InvalidClaim, "aud {bad}");
+    }
+}
+
+/// Scopes as an array: each element one non-empty scope without spaces
+/// ("a b" in an array is not two scopes, nor a scope named "a b").
+#[tokio::test]
+async fn scope_arrays_hold_one_scope_per_element() {
+    let issuer = TestIssuer::start().await;
+    let v = issuer.verifier().await;
+    let p = v
+        .verify(
+            &issuer
+                .token()
+                .claim("scope", json!(["read", "write"]))
+                .sign(),
+        )
+        .await
+        .unwrap();
+    assert!(p.scopes().contains("read") && p.scopes().contains("write"));
+    for bad in [
+        json!(["read", "a b"]),
+        json!(["read", ""]),
+        json!(["read", 7]),
+    ] {
+        let t = issuer.token().claim("scope", bad.clone()).sign();
+        let e = v.verify(&t).await.unwrap_err();
+        assert_eq!(
+            (e.reason(), e.claim_name()),
+            (Reason::InvalidClaim, Some("scope")),
+            "scope {bad}"
+        );
     }
 }
 
