@@ -237,3 +237,51 @@ impl<S: Send + Sync, T: ScopeSet> FromRequestParts<S> for Scoped<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::DefaultRejection;
+
+    #[test]
+    fn a_scope_set_names_scopes_each_a_scope_token() {
+        assert!(valid_scope_set(&["read"]));
+        assert!(valid_scope_set(&["read", "write:flags"]));
+        assert!(!valid_scope_set(&[]));
+        assert!(!valid_scope_set(&["read", "write flags"]));
+        assert!(!valid_scope_set(&["read", ""]));
+        assert!(!valid_scope_set(&["read flags"]));
+    }
+
+    /// `Option<ClientId>`: the client of a verified caller; `None` for an
+    /// anonymous one (optional layer).
+    #[tokio::test]
+    async fn an_optional_client_id_is_the_callers() {
+        let parts = |principal: Option<Principal>| {
+            let (mut parts, ()) = http::Request::new(()).into_parts();
+            crate::context::hand_off::<axum::body::Body, DefaultRejection>(
+                &mut parts.extensions,
+                Arc::new(Challenge::default()),
+                &crate::context::RendererCell::default(),
+                &Arc::new(DefaultRejection),
+            );
+            if let Some(p) = principal {
+                parts.extensions.insert(p);
+            }
+            parts
+        };
+        let caller = crate::principal::tests::with_claims(r#"{"sub":"c"}"#);
+        let mut verified = parts(Some(caller));
+        let got =
+            <ClientId as OptionalFromRequestParts<()>>::from_request_parts(&mut verified, &())
+                .await
+                .unwrap();
+        assert_eq!(got, Some(ClientId("c".into())));
+        let mut anonymous = parts(None);
+        let got =
+            <ClientId as OptionalFromRequestParts<()>>::from_request_parts(&mut anonymous, &())
+                .await
+                .unwrap();
+        assert_eq!(got, None);
+    }
+}

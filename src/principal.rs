@@ -317,10 +317,11 @@ impl serde::Serialize for Scopes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn with_claims(claims: &str) -> Principal {
+    /// A principal of client `c` with `claims`.
+    pub(crate) fn with_claims(claims: &str) -> Principal {
         let issuer: Arc<str> = "https://issuer.example".into();
         Principal::from_parts(PrincipalParts {
             metrics: Arc::new(IssuerMetrics::new(&issuer, false)),
