@@ -303,17 +303,6 @@ mod on {
 
 pub(crate) use on::*;
 
-/// Whether gauges that are refreshed on reads are due: at most once per
-/// second per holder of `last` (unix milliseconds of the last refresh).
-pub(crate) fn due(last: &std::sync::atomic::AtomicU64, now_ms: u64) -> bool {
-    use std::sync::atomic::Ordering;
-    let prev = last.load(Ordering::Relaxed);
-    now_ms >= prev.saturating_add(1000)
-        && last
-            .compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-}
-
 #[cfg(all(test, feature = "metrics"))]
 mod tests {
     use super::*;

@@ -292,8 +292,6 @@ struct Shared {
     generation: AtomicU64,
     /// When a local list was last pruned (unix seconds).
     pruned_at: AtomicU64,
-    /// When its gauges were last set (unix milliseconds).
-    metrics_at: AtomicU64,
     retention: Duration,
     sync: Option<Sync>,
 }
@@ -351,7 +349,6 @@ impl Revocations {
                 len: AtomicUsize::new(0),
                 generation: AtomicU64::new(0),
                 pruned_at: AtomicU64::new(0),
-                metrics_at: AtomicU64::new(0),
                 retention,
                 sync,
             }),
@@ -624,12 +621,6 @@ impl Revocations {
     /// atomic loads. Entries only ever expire into "not revoked", so time
     /// passing cannot make that memo wrong.
     pub(crate) fn check(&self, p: &Principal, now: u64) -> Result<(), Rejection> {
-        if crate::metrics::due(&self.shared.metrics_at, now.saturating_mul(1000)) {
-            let sync_age = self
-                .synced_at()
-                .map(|t| SystemTime::now().duration_since(t).unwrap_or_default());
-            crate::metrics::revocations(self.len(), sync_age);
-        }
         self.usable()?;
         // Read before the entries: a change after this bumps it again, so a
         // memo of this generation is never newer than what was looked at.

@@ -44,11 +44,8 @@ pub(crate) struct VerifierInner {
 impl VerifierInner {
     /// Gauges up to date, batched counters handed to the recorder in use.
     fn record_metrics(&self) {
-        if let Some(cache) = &self.cache {
-            cache.flush_metrics();
-        }
+        self.flush_counters();
         for iv in self.issuers.values() {
-            iv.rules.metrics.flush();
             if let Keys::One(store) = &iv.keys {
                 store.set_gauges();
             }
@@ -62,18 +59,24 @@ impl VerifierInner {
             crate::metrics::revocations(r.len(), age);
         }
     }
-}
 
-impl Drop for VerifierInner {
-    /// The batched counters go to the recorder now, even while principals
-    /// (which share an issuer's counter) live on.
-    fn drop(&mut self) {
+    /// The batched counters (cache hits, accepted decisions) handed to the
+    /// recorder in use.
+    fn flush_counters(&self) {
         if let Some(cache) = &self.cache {
             cache.flush_metrics();
         }
         for iv in self.issuers.values() {
             iv.rules.metrics.flush();
         }
+    }
+}
+
+impl Drop for VerifierInner {
+    /// The batched counters go to the recorder now, even while principals
+    /// (which share an issuer's counter) live on.
+    fn drop(&mut self) {
+        self.flush_counters();
     }
 }
 
