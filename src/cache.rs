@@ -1,28 +1,57 @@
 //! The verified-token cache: a verdict is kept, from a token's second
 //! sighting, for as long as every time rule it met holds (its [`Window`]) and
 //! the key that verified it is still published. Bounded by entries and bytes.
+//!
+//! Its own structure, not moka (which the crate still uses for DPoP proof
+//! keys): a hit must cost a lookup, not a lookup plus the bookkeeping of an
+//! LFU policy. The cache is split into shards, each a `RwLock` over a hash
+//! index (hashbrown's `HashTable`) into a vector of entries. A hit takes the
+//! shard's read lock, compares, clones the principal and marks the entry
+//! referenced (a relaxed store, skipped when already marked); eviction is
+//! CLOCK (second chance), run by the insert that needs room, and takes
+//! expired entries first. Admission is the [`Doorkeeper`]'s: only a token
+//! verified twice enters, so one-off tokens never push hot ones out.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::claims::{Window, now_secs};
+use hashbrown::HashTable;
+
+use crate::claims::Window;
 use crate::keystore::{KeyStore, Snapshot};
 use crate::principal::Principal;
 
 /// Verified tokens, keyed by the whole token (two tokens never collide),
-/// each kept until its own `exp` (+ leeway). Only successes are cached, and
-/// only from their second sighting (see [`Doorkeeper`]).
+/// each kept while its [`Window`] holds. Only successes are cached, and only
+/// from their second sighting (see [`Doorkeeper`]).
 pub(crate) struct TokenCache {
-    /// Hashed with foldhash, seeded at random (minimally DoS-resistant,
-    /// and a few ns for the 24-byte key where SipHash takes ~60): its keys
-    /// are verified tokens' tags (the issuer's signature bytes), which
-    /// callers cannot choose, and lookups insert nothing.
-    tokens: moka::sync::Cache<TokenKey, Arc<CachedToken>, foldhash::fast::RandomState>,
+    shards: Box<[Shard]>,
+    /// Hashes a token's [`tag`] and length with foldhash, seeded at random
+    /// (minimally DoS-resistant, and a few ns for the 24 bytes where
+    /// SipHash takes ~60): the tags are verified tokens' signature bytes,
+    /// which callers cannot choose, and lookups insert nothing.
+    hasher: foldhash::fast::RandomState,
+    /// `log2(shards.len())`.
+    shard_bits: u32,
+    /// Bytes per weight unit (see [`TokenCache::new`]).
+    unit: u64,
     /// `m2m_guard_token_cache_hits_total`, batched (see [`crate::metrics`]).
     hits: crate::metrics::BatchedCounter,
     doorkeeper: Doorkeeper,
 }
+
+/// One shard, on cache lines of its own: its lock word is written by every
+/// read.
+#[repr(align(128))]
+struct Shard(RwLock<Entries>);
+
+/// At most this many shards; fewer for small caches, so that each holds at
+/// least [`MIN_SHARD_ENTRIES`] entries and a working set near the bound
+/// spreads evenly enough over them.
+const MAX_SHARDS: u64 = 32;
+const MIN_SHARD_ENTRIES: u64 = 256;
 
 /// How many bytes at the end of a token stand for it in hashes and in the
 /// first step of comparisons: 16 base64url characters, 96 bits of signature.
@@ -37,65 +66,128 @@ fn tag(token: &(impl AsRef<[u8]> + ?Sized)) -> [u8; TAG] {
     out
 }
 
-/// A cache key: the whole token, with its [`tag`] inline. Hashing reads the
-/// tag and the length, not the whole ~1 KB token; equality compares the
-/// inline tags first, so a lookup probing past other entries does not read
-/// their tokens (all of one issuer's tokens have the same length and a long
-/// common prefix), then the whole tokens: two tokens never collide. Only
-/// verified tokens are inserted, and their signatures are the issuer's, not
-/// the caller's, to choose: callers cannot crowd one bucket.
-#[derive(Clone)]
-struct TokenKey {
-    tag: [u8; TAG],
-    token: Arc<str>,
+/// One shard's entries: a dense vector (the CLOCK hand walks it) and a hash
+/// index of positions in it. Each entry keeps its hash, so the index is
+/// rebuilt from the vector alone and probing compares hashes before it
+/// reads a token.
+struct Entries {
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    /// The sum of the slots' weights, at most `budget`.
+    weight: u64,
+    budget: u64,
+    /// The CLOCK hand: the next slot eviction looks at.
+    hand: usize,
 }
 
-/// A borrowed [`TokenKey`], to look one up without allocating.
-struct TokenRef<'a> {
+struct Slot {
+    hash: u64,
     tag: [u8; TAG],
-    token: &'a [u8],
+    /// The whole token: equality is exact, never by hash.
+    token: Box<[u8]>,
+    entry: CachedToken,
+    weight: u64,
+    /// Read since the hand last passed: spared once.
+    referenced: AtomicBool,
 }
 
-impl<'a> TokenRef<'a> {
-    fn new(token: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
-        let token = token.as_ref();
-        TokenRef {
-            tag: tag(token),
-            token,
+impl Slot {
+    fn is(&self, hash: u64, tag: &[u8; TAG], token: &[u8]) -> bool {
+        self.hash == hash && self.tag == *tag && *self.token == *token
+    }
+}
+
+impl Entries {
+    fn new(budget: u64) -> Self {
+        Entries {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            weight: 0,
+            budget,
+            hand: 0,
         }
     }
-}
 
-impl std::hash::Hash for TokenKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        TokenRef::hash_parts(&self.tag, self.token.len(), h);
+    fn find(&self, hash: u64, tag: &[u8; TAG], token: &[u8]) -> Option<usize> {
+        self.index
+            .find(hash, |&i| {
+                self.slots
+                    .get(i as usize)
+                    .is_some_and(|s| s.is(hash, tag, token))
+            })
+            .map(|&i| i as usize)
     }
-}
 
-impl std::hash::Hash for TokenRef<'_> {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        TokenRef::hash_parts(&self.tag, self.token.len(), h);
+    /// Insert, making room by CLOCK; an entry heavier than the whole shard
+    /// is not kept.
+    fn insert(&mut self, slot: Slot, now: u64) {
+        if let Some(i) = self.find(slot.hash, &slot.tag, &slot.token) {
+            self.remove(i);
+        }
+        if slot.weight > self.budget {
+            return;
+        }
+        while self.weight + slot.weight > self.budget {
+            self.evict_one(now);
+        }
+        let Ok(at) = u32::try_from(self.slots.len()) else {
+            return;
+        };
+        self.weight += slot.weight;
+        let hash = slot.hash;
+        self.slots.push(slot);
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, at, |&i| slots[i as usize].hash);
     }
-}
 
-impl TokenRef<'_> {
-    fn hash_parts<H: std::hash::Hasher>(tag: &[u8; TAG], len: usize, h: &mut H) {
-        h.write(tag);
-        h.write_usize(len);
+    /// Evict one entry: the first, from the hand on, that expired or was not
+    /// read since the hand last passed it (whose mark is cleared on the
+    /// way). Ends within two turns. Called only while `weight > 0`, so some
+    /// slot exists.
+    fn evict_one(&mut self, now: u64) {
+        loop {
+            if self.hand >= self.slots.len() {
+                self.hand = 0;
+            }
+            let slot = &mut self.slots[self.hand];
+            let spared = slot.entry.window.until > now && std::mem::take(slot.referenced.get_mut());
+            if !spared {
+                self.remove(self.hand);
+                return;
+            }
+            self.hand += 1;
+        }
     }
-}
 
-impl PartialEq for TokenKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.tag == other.tag && self.token == other.token
+    /// Remove the slot at `i`; the last slot takes its place.
+    fn remove(&mut self, i: usize) -> Slot {
+        let hash = self.slots[i].hash;
+        if let Ok(found) = self.index.find_entry(hash, |&p| p as usize == i) {
+            found.remove();
+        }
+        let last = self.slots.len() - 1;
+        if i != last {
+            let moved = self.slots[last].hash;
+            if let Some(p) = self.index.find_mut(moved, |&p| p as usize == last) {
+                *p = i as u32;
+            }
+        }
+        let slot = self.slots.swap_remove(i);
+        self.weight -= slot.weight;
+        slot
     }
-}
 
-impl Eq for TokenKey {}
-
-impl moka::Equivalent<TokenKey> for TokenRef<'_> {
-    fn equivalent(&self, key: &TokenKey) -> bool {
-        self.tag == key.tag && self.token == key.token.as_bytes()
+    /// Drop every entry whose window ended.
+    fn purge(&mut self, now: u64) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            if self.slots[i].entry.window.until <= now {
+                self.remove(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 }
 
@@ -179,32 +271,55 @@ impl TokenCache {
         // the capacity is 2 × `max_entries` units. Every entry weighs at
         // least two units, so at most `max_entries` fit; weights round up,
         // so the bytes stay within `max_bytes`, and rounding wastes at most
-        // half an entry's share.
+        // half an entry's share. Each shard gets an equal part.
         let slots = max_entries.max(1).saturating_mul(2);
         let unit = (max_bytes / slots).max(1);
         let capacity = (max_bytes / unit).clamp(2, slots);
-        let tokens = moka::sync::Cache::builder()
-            .max_capacity(capacity)
-            .weigher(move |k: &TokenKey, v: &Arc<CachedToken>| {
-                entry_bytes(k.token.len(), v.principal.claims().len())
-                    .div_ceil(unit)
-                    .clamp(2, u64::from(u32::MAX)) as u32
-            })
-            .expire_after(ExpireAtExp)
-            .build_with_hasher(foldhash::fast::RandomState::default());
+        let shards = (max_entries / MIN_SHARD_ENTRIES).clamp(1, MAX_SHARDS);
+        let shard_bits = shards.ilog2();
+        let shards = 1u64 << shard_bits;
+        let budget = (capacity / shards).max(2);
         TokenCache {
-            tokens,
+            shards: (0..shards)
+                .map(|_| Shard(RwLock::new(Entries::new(budget))))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            shard_bits,
+            unit,
             hits: crate::metrics::cache_hits(),
             doorkeeper: Doorkeeper::new(usize::try_from(max_entries.max(1)).unwrap_or(usize::MAX)),
         }
     }
 
+    /// The hash of a token with this tag and length.
+    fn hash(&self, tag: &[u8; TAG], len: usize) -> u64 {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = self.hasher.build_hasher();
+        h.write(tag);
+        h.write_usize(len);
+        h.finish()
+    }
+
+    /// The shard of `hash`: bits 32 and up, which neither hashbrown's
+    /// bucket index (the low bits) nor its control byte (the top 7) uses.
+    fn shard(&self, hash: u64) -> &RwLock<Entries> {
+        let i = (hash >> 32) as usize & ((1usize << self.shard_bits) - 1);
+        &self.shards[i].0
+    }
+
+    fn read(&self, hash: u64) -> RwLockReadGuard<'_, Entries> {
+        // Poisoning cannot leave a shard half-written: the write sections
+        // index only within bounds they just checked, and an allocation
+        // failure aborts.
+        self.shard(hash).read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Entries> {
+        self.shard(hash).write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The cached verdict for `token` at wall-clock time `now`, if it was
     /// verified before and is still valid. Never does I/O or signature work.
-    ///
-    /// The cache's own expiry runs on the monotonic clock, the claims on
-    /// the wall clock: when the wall clock jumps ahead (an NTP step, a VM
-    /// resumed), an entry outlives its window, and this check refuses it.
     pub(crate) fn get(&self, token: &(impl AsRef<[u8]> + ?Sized), now: u64) -> Option<Principal> {
         let token = token.as_ref();
         // A miss is counted by the verification that follows it, so a
@@ -217,37 +332,68 @@ impl TokenCache {
     }
 
     fn get_inner(&self, token: &[u8], now: u64) -> Option<Principal> {
-        let hit = self.tokens.get(&TokenRef::new(token))?;
-        if !hit.window.contains(now) {
-            return None;
-        }
-        match hit.store.snapshot() {
-            Snapshot::Ready(keys) if keys.contains_id(hit.key_id) => Some(hit.principal.clone()),
-            _ => {
-                self.tokens.invalidate(&TokenRef::new(token));
-                None
+        let tag = tag(token);
+        let hash = self.hash(&tag, token.len());
+        {
+            let entries = self.read(hash);
+            let slot = &entries.slots[entries.find(hash, &tag, token)?];
+            let hit = &slot.entry;
+            // Outside its window the entry is refused but kept (the wall
+            // clock may step back); eviction and `len` take expired ones.
+            if !hit.window.contains(now) {
+                return None;
+            }
+            if let Snapshot::Ready(keys) = hit.store.snapshot()
+                && keys.contains_id(hit.key_id)
+            {
+                if !slot.referenced.load(Relaxed) {
+                    slot.referenced.store(true, Relaxed);
+                }
+                return Some(hit.principal.clone());
             }
         }
+        // Its key was withdrawn (or none is usable): the entry goes.
+        self.remove(hash, &tag, token);
+        None
+    }
+
+    fn remove(&self, hash: u64, tag: &[u8; TAG], token: &[u8]) {
+        let removed = {
+            let mut entries = self.write(hash);
+            entries.find(hash, tag, token).map(|i| entries.remove(i))
+        };
+        drop(removed); // outside the lock
     }
 
     /// Drop `token`'s verdict (it was revoked).
     pub(crate) fn invalidate(&self, token: &(impl AsRef<[u8]> + ?Sized)) {
         let token = token.as_ref();
-        self.tokens.invalidate(&TokenRef::new(token));
+        let tag = tag(token);
+        self.remove(self.hash(&tag, token.len()), &tag, token);
     }
 
-    /// A token just verified: cached on its second verified sighting, so a
-    /// token seen once costs no insert and a flood of one-off (or invalid)
-    /// tokens cannot push the hot ones out.
-    pub(crate) fn admit(&self, token: &str, entry: CachedToken) {
-        if self.doorkeeper.seen_before(token) {
-            let key = TokenKey {
-                tag: tag(token),
-                token: token.into(),
-            };
-            self.tokens.insert(key, Arc::new(entry));
-            crate::metrics::cache("admission");
+    /// A token just verified, at wall-clock time `now`: cached on its second
+    /// verified sighting, so a token seen once costs no insert and a flood
+    /// of one-off (or invalid) tokens cannot push the hot ones out.
+    pub(crate) fn admit(&self, token: &str, entry: CachedToken, now: u64) {
+        if !self.doorkeeper.seen_before(token) {
+            return;
         }
+        let weight = entry_bytes(token.len(), entry.principal.claims().len())
+            .div_ceil(self.unit)
+            .max(2);
+        let tag = tag(token);
+        let hash = self.hash(&tag, token.len());
+        let slot = Slot {
+            hash,
+            tag,
+            token: token.as_bytes().into(),
+            entry,
+            weight,
+            referenced: AtomicBool::new(false),
+        };
+        self.write(hash).insert(slot, now);
+        crate::metrics::cache("admission");
     }
 
     /// Hand the batched hit count to the recorder in use.
@@ -255,10 +401,23 @@ impl TokenCache {
         self.hits.flush();
     }
 
-    /// How many verdicts are cached.
-    pub(crate) fn len(&self) -> u64 {
-        self.tokens.run_pending_tasks();
-        self.tokens.entry_count()
+    /// How many verdicts are cached at wall-clock time `now` (expired ones
+    /// are dropped first).
+    pub(crate) fn len(&self, now: u64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| {
+                let mut entries = s.0.write().unwrap_or_else(|e| e.into_inner());
+                entries.purge(now);
+                entries.slots.len() as u64
+            })
+            .sum()
+    }
+
+    /// The total weight the shards may hold, in units.
+    #[cfg(test)]
+    fn capacity(&self) -> u64 {
+        self.shards.iter().map(|s| s.0.read().unwrap().budget).sum()
     }
 }
 
@@ -272,25 +431,10 @@ pub(crate) struct CachedToken {
     pub(crate) window: Window,
 }
 
-struct ExpireAtExp;
-
-impl moka::Expiry<TokenKey, Arc<CachedToken>> for ExpireAtExp {
-    fn expire_after_create(
-        &self,
-        _key: &TokenKey,
-        value: &Arc<CachedToken>,
-        _created_at: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        Some(std::time::Duration::from_secs(
-            value.window.until.saturating_sub(now_secs()),
-        ))
-    }
-}
-
 /// Resident size of one cache entry in bytes: the token itself, the
 /// decoded claims (JSON values, map nodes and strings: about twice the
 /// encoded payload, which is about 3/4 of the token) and fixed overhead
-/// (principal, entry, moka's bookkeeping). Measured with `benches/memory.rs`.
+/// (principal, entry, index; an overestimate since the cache left moka). Measured with `benches/memory.rs`.
 pub(crate) fn entry_bytes(token_len: usize, claim_count: usize) -> u64 {
     768 + token_len as u64 * 5 / 2 + claim_count as u64 * 96
 }
@@ -298,6 +442,7 @@ pub(crate) fn entry_bytes(token_len: usize, claim_count: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::now_secs;
     use crate::json::Object;
     use crate::jwks::{Lookup, parse_jwks};
     use crate::principal::{PrincipalParts, Scopes};
@@ -356,8 +501,8 @@ mod tests {
         let entry = entry(now);
         let token = "h.p.sig";
         cache.doorkeeper.seen_before(token); // the first sighting
-        cache.admit(token, entry);
-        assert_eq!(cache.len(), 1);
+        cache.admit(token, entry, now);
+        assert_eq!(cache.len(now), 1);
         // The entry is in the cache for the whole test; only the window decides.
         assert!(cache.get(token, now).is_some());
         assert!(cache.get(token, now + 99).is_some(), "last second");
@@ -385,40 +530,43 @@ mod tests {
 
     #[test]
     fn the_cache_key_hash_reads_the_tag_and_the_length() {
-        use std::hash::BuildHasher as _;
-        let h = std::hash::RandomState::new();
-        let key = |t: &str| TokenKey {
-            tag: tag(t),
-            token: t.into(),
-        };
+        let cache = TokenCache::new(100, 1 << 20);
+        let h = |t: &str| cache.hash(&tag(t), t.len());
         let a = "x".repeat(100) + &"s".repeat(TAG);
         let b = "y".repeat(100) + &"s".repeat(TAG);
-        assert_eq!(
-            h.hash_one(key(&a)),
-            h.hash_one(key(&b)),
-            "same tag and length"
-        );
-        assert_eq!(h.hash_one(key(&a)), h.hash_one(TokenRef::new(&a)));
+        assert_eq!(h(&a), h(&b), "same tag and length");
         let longer = "x".repeat(101) + &"s".repeat(TAG);
-        assert_ne!(h.hash_one(key(&a)), h.hash_one(key(&longer)));
+        assert_ne!(h(&a), h(&longer));
         let other_tag = "x".repeat(100) + &"t".repeat(TAG);
-        assert_ne!(h.hash_one(key(&a)), h.hash_one(key(&other_tag)));
-        assert_ne!(h.hash_one(key("short")), h.hash_one(key("shorT")));
+        assert_ne!(h(&a), h(&other_tag));
+        assert_ne!(h("short"), h("shorT"));
         assert_eq!(tag("ab"), *b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0ab");
         assert_eq!(&tag(&a), b"ssssssssssssssss");
-        // Equality: tags first, then whole tokens.
-        use moka::Equivalent as _;
-        assert!(TokenRef::new(&a).equivalent(&key(&a)));
+        // Equality: hashes, tags, then whole tokens.
+        let now = now_secs();
+        let slot = |t: &str| Slot {
+            hash: h(t),
+            tag: tag(t),
+            token: t.as_bytes().into(),
+            entry: entry(now),
+            weight: 2,
+            referenced: AtomicBool::new(false),
+        };
+        let sa = slot(&a);
+        assert!(sa.is(h(&a), &tag(&a), a.as_bytes()));
         assert!(
-            !TokenRef::new(&a).equivalent(&key(&b)),
+            !sa.is(h(&b), &tag(&b), b.as_bytes()),
             "same tag, other token"
         );
-        assert!(!TokenRef::new(&a).equivalent(&key(&other_tag)));
-        assert!(key(&a) == key(&a));
-        assert!(key(&a) != key(&b));
-        let mut forged = key(&a);
-        forged.tag = tag(&other_tag);
-        assert!(forged != key(&a), "the tags are compared too");
+        assert!(!sa.is(h(&other_tag), &tag(&other_tag), other_tag.as_bytes()));
+        assert!(
+            !sa.is(h(&a) ^ 1, &tag(&a), a.as_bytes()),
+            "the hashes are compared"
+        );
+        assert!(
+            !sa.is(h(&a), &tag(&other_tag), a.as_bytes()),
+            "the tags are compared"
+        );
     }
 
     #[tokio::test]
@@ -429,7 +577,7 @@ mod tests {
         let cache = TokenCache::new(100, 1 << 20);
         let now = now_secs();
         cache.doorkeeper.seen_before(&a);
-        cache.admit(&a, entry(now));
+        cache.admit(&a, entry(now), now);
         assert!(cache.get(&a, now).is_some());
         assert!(
             cache.doorkeeper.contains(&b),
@@ -488,22 +636,25 @@ mod tests {
             (0, 0, 2),
         ] {
             let cache = TokenCache::new(entries, bytes);
-            assert_eq!(
-                cache.tokens.policy().max_capacity(),
-                Some(want),
-                "{entries} entries, {bytes} bytes"
+            // Each shard gets an equal part, rounded down.
+            let (got, shards) = (cache.capacity(), cache.shards.len() as u64);
+            assert!(
+                got <= want && got + shards > want,
+                "{entries} entries, {bytes} bytes: {got} units in {shards} shards"
             );
         }
+        assert_eq!(TokenCache::new(10_000, 32 << 20).shards.len(), 32);
+        assert_eq!(TokenCache::new(1_000, 32 << 20).shards.len(), 2);
+        assert_eq!(TokenCache::new(511, 32 << 20).shards.len(), 1);
         let now = now_secs();
         let entry = entry_maker(now);
         let held = |cache: &TokenCache, n: usize, token_len: usize| {
             for i in 0..n {
                 let t = format!("h.{}.{i:032}", "p".repeat(token_len - 35));
                 cache.doorkeeper.seen_before(&t);
-                cache.admit(&t, entry());
+                cache.admit(&t, entry(), now);
             }
-            cache.tokens.run_pending_tasks();
-            cache.tokens.entry_count()
+            cache.len(now)
         };
         // The bytes bind: 200 KiB hold 42 entries of 4,863 B, and 40 fit
         // once each rounds up to whole units (1 KiB here).
@@ -534,8 +685,8 @@ mod tests {
     #[tokio::test]
     async fn every_token_of_a_full_working_set_is_admitted_and_hit() {
         let n = 4000;
-        // Room for a quarter more: moka's eviction is approximate right at
-        // its bound, and the doorkeeper is what is under test.
+        // Room for a quarter more: each shard holds its equal part, and the
+        // doorkeeper is what is under test.
         let cache = TokenCache::new(n as u64 * 5 / 4, 1 << 30);
         let now = now_secs();
         let entry = entry_maker(now);
@@ -543,7 +694,7 @@ mod tests {
         for _sighting in 0..2 {
             for t in &tokens {
                 if cache.get(t, now).is_none() {
-                    cache.admit(t, entry());
+                    cache.admit(t, entry(), now);
                 }
             }
         }
@@ -555,12 +706,99 @@ mod tests {
         // More first sightings of other tokens (a busy doorkeeper) do not
         // turn cached tokens into misses.
         for i in 0..4 * n {
-            cache.admit(&format!("h.p.{i:031}-other"), entry());
+            cache.admit(&format!("h.p.{i:031}-other"), entry(), now);
         }
         let hits = tokens
             .iter()
             .filter(|t| cache.get(t, now).is_some())
             .count();
         assert_eq!(hits, n, "cached tokens stay hits");
+    }
+
+    /// CLOCK: an entry read since the hand last passed is spared once; an
+    /// expired one goes first, read or not; one heavier than its shard is
+    /// not kept. One shard of four typical entries.
+    #[tokio::test]
+    async fn eviction_spares_read_entries_and_takes_expired_ones_first() {
+        let cache = TokenCache::new(4, 1 << 20);
+        assert_eq!(cache.shards.len(), 1);
+        let now = now_secs();
+        let entry = entry_maker(now);
+        let admit = |t: &str, e: CachedToken| {
+            cache.doorkeeper.seen_before(t);
+            cache.admit(t, e, now);
+        };
+        for t in ["h.p.a", "h.p.b", "h.p.c", "h.p.d"] {
+            admit(t, entry());
+        }
+        assert_eq!(cache.len(now), 4);
+        // a and c read: the next two inserts take b and d.
+        assert!(cache.get("h.p.a", now).is_some());
+        assert!(cache.get("h.p.c", now).is_some());
+        admit("h.p.e", entry());
+        admit("h.p.f", entry());
+        let held = |ts: &[&str]| ts.iter().filter(|t| cache.get(**t, now).is_some()).count();
+        assert_eq!(held(&["h.p.a", "h.p.c", "h.p.e", "h.p.f"]), 4);
+        assert_eq!(held(&["h.p.b", "h.p.d"]), 0);
+        // Everything is now marked read; an expired entry still goes first.
+        {
+            let mut entries = cache.shards[0].0.write().unwrap();
+            let i = entries.find(
+                entries.slots[0].hash,
+                &entries.slots[0].tag.clone(),
+                &entries.slots[0].token.clone(),
+            );
+            assert_eq!(i, Some(0));
+            entries.slots[2].entry.window.until = now;
+        }
+        let expired =
+            String::from_utf8(cache.shards[0].0.read().unwrap().slots[2].token.to_vec()).unwrap();
+        admit("h.p.g", entry());
+        assert!(cache.get(&expired, now).is_none());
+        assert!(cache.get("h.p.g", now).is_some());
+        assert_eq!(cache.len(now), 4);
+        // Too heavy for the shard: not kept, and nothing is evicted for it.
+        let huge = format!("h.{}.x", "p".repeat(1 << 20));
+        admit(&huge, entry());
+        assert!(cache.get(&huge, now).is_none());
+        assert_eq!(cache.len(now), 4);
+    }
+
+    /// Removal moves the last entry into the gap: the index must follow it,
+    /// through any order of inserts, evictions and removals.
+    #[tokio::test]
+    async fn the_index_follows_the_entries_through_removals() {
+        let cache = TokenCache::new(64, 1 << 30);
+        let now = now_secs();
+        let entry = entry_maker(now);
+        let mut cached = std::collections::BTreeSet::new();
+        for round in 0..400u32 {
+            let t = format!("h.p.{:04}", round.wrapping_mul(7919) % 97);
+            if round % 3 == 0 {
+                cache.invalidate(&t);
+                cached.remove(&t);
+            } else {
+                cache.doorkeeper.seen_before(&t);
+                cache.admit(&t, entry(), now);
+                cached.insert(t);
+            }
+            let entries = cache.shards[0].0.read().unwrap();
+            assert_eq!(entries.index.len(), entries.slots.len());
+            assert_eq!(
+                entries.weight,
+                entries.slots.iter().map(|s| s.weight).sum::<u64>()
+            );
+            assert!(entries.weight <= entries.budget);
+            for (i, s) in entries.slots.iter().enumerate() {
+                assert_eq!(entries.find(s.hash, &s.tag, &s.token), Some(i));
+            }
+        }
+        // Each token the cache still holds is one last admitted; at most 64.
+        let held: Vec<_> = cached
+            .iter()
+            .filter(|t| cache.get(*t, now).is_some())
+            .collect();
+        assert_eq!(held.len() as u64, cache.len(now));
+        assert!((1..=64).contains(&held.len()));
     }
 }

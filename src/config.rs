@@ -596,6 +596,12 @@ impl VerifierBuilder {
     /// `iat` and [`Issuer::max_token_age`] are checked again on every hit, and
     /// a hit is refused once the key that verified it is withdrawn by a
     /// key-set refresh.
+    ///
+    /// A token enters on its second verified sighting; when the cache is
+    /// full, expired tokens go first, then those not used since the
+    /// eviction sweep last passed them (second chance). The bounds are
+    /// split evenly over up to 32 shards (one per 256 entries), so a working
+    /// set close to `max_entries` may see a few evictions before the bound.
     pub fn token_cache(mut self, max_entries: u64, max_bytes: u64) -> Self {
         self.token_cache = Some((max_entries, max_bytes));
         self

@@ -768,3 +768,96 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn rules_show_what_they_check() {
+        let scope = Rule::from(RequireScope::all(["invoices:read"]));
+        let shown = format!("{scope:?}");
+        assert!(
+            shown.starts_with("Rule(") && shown.contains("invoices:read"),
+            "{shown}"
+        );
+        let tenant = format!("{:?}", Rule::from(RequireTenant::path_param("org")));
+        assert!(
+            tenant.starts_with("Rule(") && tenant.contains("org"),
+            "{tenant}"
+        );
+        assert_eq!(format!("{:?}", Rule::machine_only()), "Rule(fn)");
+        let all = format!("{:?}", Rule::all([Rule::machine_only(), scope.clone()]));
+        assert!(
+            all.starts_with("Rule::all(") && all.contains("invoices:read"),
+            "{all}"
+        );
+        let any = format!("{:?}", Rule::any([scope]));
+        assert!(
+            any.starts_with("Rule::any(") && any.contains("invoices:read"),
+            "{any}"
+        );
+    }
+
+    /// A route that is ready only when told.
+    #[derive(Clone)]
+    struct Gate(bool);
+
+    impl Service<Request<()>> for Gate {
+        type Response = Response<String>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Response<String>, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.0 {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            std::future::ready(Ok(Response::new("handler".into())))
+        }
+    }
+
+    #[test]
+    fn a_guard_is_ready_when_its_route_is_and_shows_its_state() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut busy = RequireScope::all(["a"]).layer(Gate(false));
+        assert!(
+            busy.poll_ready(&mut cx).is_pending(),
+            "backpressure passes through"
+        );
+        let mut ready = RequireScope::all(["a"]).layer(Gate(true));
+        assert!(ready.poll_ready(&mut cx).is_ready());
+        // No auth layer in front: refused without calling the route.
+        let fut = ready.call(Request::new(()));
+        assert_eq!(
+            format!("{fut:?}"),
+            "GuardFuture { state: \"rejected\", .. }"
+        );
+        let mut fut = std::pin::pin!(fut);
+        let Poll::Ready(Ok(resp)) = fut.as_mut().poll(&mut cx) else {
+            panic!("a refusal is ready at once");
+        };
+        assert_eq!(resp.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        // With a machine principal handed off, a machine-only route is called.
+        let mut machine = Rule::machine_only().layer(Gate(true));
+        let mut req = Request::new(());
+        crate::context::hand_off::<String, crate::response::DefaultRejection>(
+            req.extensions_mut(),
+            Arc::default(),
+            &crate::context::RendererCell::default(),
+            &Arc::new(crate::response::DefaultRejection),
+        );
+        req.extensions_mut()
+            .insert(crate::principal::tests::with_claims(r#"{"sub":"c"}"#));
+        let fut = machine.call(req);
+        assert_eq!(format!("{fut:?}"), "GuardFuture { state: \"calling\", .. }");
+        let mut fut = std::pin::pin!(fut);
+        let Poll::Ready(Ok(resp)) = fut.as_mut().poll(&mut cx) else {
+            panic!("the route answers at once");
+        };
+        assert_eq!(resp.into_body(), "handler");
+    }
+}

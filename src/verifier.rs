@@ -244,7 +244,10 @@ impl Verifier {
     /// How many verified tokens the token cache holds (for metrics). A token
     /// enters the cache on its second sighting.
     pub fn cached_tokens(&self) -> u64 {
-        self.inner.cache.as_ref().map_or(0, TokenCache::len)
+        self.inner
+            .cache
+            .as_ref()
+            .map_or(0, |c| c.len(self.now_secs()))
     }
 
     /// The key-set URL in use for `issuer`: the configured one, or the one
@@ -363,9 +366,10 @@ impl Verifier {
         }
         let entry = self.verify_uncached(token).await?;
         let principal = entry.principal.clone();
-        self.not_revoked(&principal, self.inner.clock.wall_secs())?;
+        let now = self.inner.clock.wall_secs();
+        self.not_revoked(&principal, now)?;
         if let Some(cache) = &self.inner.cache {
-            cache.admit(token, entry);
+            cache.admit(token, entry, now);
         }
         Ok(principal)
     }
