@@ -600,8 +600,11 @@ impl VerifierBuilder {
     /// A token enters on its second verified sighting; when the cache is
     /// full, expired tokens go first, then those not used since the
     /// eviction sweep last passed them (second chance). The bounds are
-    /// split evenly over up to 32 shards (one per 256 entries), so a working
-    /// set close to `max_entries` may see a few evictions before the bound.
+    /// split evenly over shards (one per 256 entries and per 256 KiB,
+    /// rounded down to a power of two, at most 1,024), so a working set
+    /// close to `max_entries` may see a few evictions before the bound, and
+    /// a token whose entry outweighs its shard's part is not cached (with
+    /// the defaults, tokens over about 400 KB).
     pub fn token_cache(mut self, max_entries: u64, max_bytes: u64) -> Self {
         self.token_cache = Some((max_entries, max_bytes));
         self

@@ -241,8 +241,10 @@ impl Verifier {
         })
     }
 
-    /// How many verified tokens the token cache holds (for metrics). A token
-    /// enters the cache on its second sighting.
+    /// How many verified tokens the token cache holds that are still valid
+    /// (expired ones may linger until their room is needed). A token enters
+    /// the cache on its second sighting. Reads every entry, one shard's
+    /// read lock at a time: for tests and occasional checks, not per request.
     pub fn cached_tokens(&self) -> u64 {
         self.inner
             .cache
