@@ -17,7 +17,7 @@
 //! Then the same comparisons in 101 short paired rounds by a minimal client in this process,
 //! with the servers' CPU per request to the nanosecond (see [`rounds`]), and two controls.
 //! `M2M_E2E_ONLY=rounds` runs only those; `M2M_E2E_ONLY=metrics` only metrics on vs off;
-//! `M2M_E2E_SOLO=open|protected` (with `M2M_E2E_ONLY=rounds`) sends only that route, for a
+//! `M2M_E2E_SOLO=open|protected|2k|20k` (with `M2M_E2E_ONLY=rounds`) sends only that route (`2k`, `20k`: `/protected` with the cycled tokens), for a
 //! profiler.
 
 use axum::Router;
@@ -337,15 +337,12 @@ fn rounds(addr: std::net::SocketAddr, addr_metrics: std::net::SocketAddr, tokens
     };
     let open = Cycle::new(vec![request("/open", &tokens[0])]);
     let one = Cycle::new(vec![request("/protected", &tokens[0])]);
-    let cycled = |n: usize| {
-        Cycle::new(
-            tokens[..n]
-                .iter()
-                .map(|t| request("/protected", t))
-                .collect(),
-        )
-    };
-    let (c2k, c20k) = (cycled(2_000), cycled(20_000));
+    let cycled =
+        |path: &str, n: usize| Cycle::new(tokens[..n].iter().map(|t| request(path, t)).collect());
+    let (c2k, c20k) = (cycled("/protected", 2_000), cycled("/protected", 20_000));
+    // The same requests to `/open`: what cycling costs the client and
+    // hyper (reading 2,000 distinct requests), without auth.
+    let (open2k, open20k) = (cycled("/open", 2_000), cycled("/open", 20_000));
     client.block_on(async {
         let connect = |addr| async move {
             let mut conns = Vec::new();
@@ -365,11 +362,20 @@ fn rounds(addr: std::net::SocketAddr, addr_metrics: std::net::SocketAddr, tokens
             send(conns, &c20k, c20k.requests.len()).await;
         }
         if let Ok(solo) = std::env::var("M2M_E2E_SOLO") {
-            let req = Cycle::new(vec![request(&format!("/{solo}"), &tokens[0])]);
+            // `2k` / `20k`: the cycled tokens; else a path with one token.
+            let single;
+            let req = match solo.as_str() {
+                "2k" => &c2k,
+                "20k" => &c20k,
+                path => {
+                    single = Cycle::new(vec![request(&format!("/{path}"), &tokens[0])]);
+                    &single
+                }
+            };
             for _ in 0..5 {
                 let mut t = (0.0, 0.0);
                 for _ in 0..50 {
-                    let x = timed(conns, &req).await;
+                    let x = timed(conns, req).await;
                     t = (t.0 + x.0, t.1 + x.1);
                 }
                 println!("solo {solo}: {:.0} rps, {:.2} µs server CPU/request", 50.0 * ROUND_REQUESTS as f64 / t.0, t.1 * 1e6 / (50.0 * ROUND_REQUESTS as f64));
@@ -389,6 +395,8 @@ fn rounds(addr: std::net::SocketAddr, addr_metrics: std::net::SocketAddr, tokens
             ("control: a layer that inserts a `Principal` vs `/open`", (0, &open), (0, &princ)),
             ("control: a layer that busy-waits 1.4 µs vs `/open`", (0, &open), (0, &spin)),
             ("`/protected`, one repeated token vs `/open`, no auth, same header", (0, &open), (0, &one)),
+            ("control: 2,000 cycled tokens vs one, to `/open` (no auth)", (0, &open), (0, &open2k)),
+            ("control: 20,000 cycled tokens vs one, to `/open` (no auth)", (0, &open), (0, &open20k)),
             ("2,000 cycled tokens vs one repeated token", (0, &one), (0, &c2k)),
             ("20,000 cycled tokens vs one repeated token", (0, &one), (0, &c20k)),
             ("one repeated token, metrics recorded (Prometheus) vs not", (0, &one), (1, &one)),

@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use hashbrown::HashTable;
 
 use crate::claims::Window;
-use crate::keystore::{KeyStore, Snapshot};
+use crate::keystore::KeyStore;
 use crate::principal::Principal;
 
 /// Verified tokens, keyed by the whole token (two tokens never collide).
@@ -116,7 +116,13 @@ struct Slot {
 
 impl Slot {
     fn is(&self, hash: u64, tag: &[u8; TAG], token: &[u8]) -> bool {
-        self.hash == hash && self.tag == *tag && *self.token == *token
+        self.hash == hash && self.tag == *tag && {
+            // Almost surely the hit: among many clients' tokens its
+            // principal is cold too, so have it loading while the token's
+            // bytes are compared, not after.
+            self.entry.principal.touch();
+            *self.token == *token
+        }
     }
 }
 
@@ -408,9 +414,7 @@ impl TokenCache {
             if !hit.window.contains(now) {
                 return None;
             }
-            if let Snapshot::Ready(keys) = hit.store.snapshot()
-                && keys.contains_id(hit.key_id)
-            {
+            if hit.store.holds(hit.key_id) {
                 if !slot.referenced.load(Relaxed) {
                     slot.referenced.store(true, Relaxed);
                 }

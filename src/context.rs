@@ -12,52 +12,94 @@ use crate::response::{AuthError, AuthErrorKind, Challenge, OnRejection};
 
 pub(crate) const NO_AUTH_LAYER: &str = "m2m-guard: no M2mAuthLayer ran before this guard or extractor: add one around the routes, or move it outside the guards (with axum, the last .route_layer/.layer call is the outermost, so add M2mAuthLayer after the guards)";
 
-/// Put everything further in needs into `extensions`, as one value: the
-/// challenge and the layer's rejection renderer for body type `B` (built
-/// once per layer and shared, see [`RendererCell`]). Behind two auth
-/// layers, the inner one's context is the one guards see.
-pub(crate) fn hand_off<B: 'static, R: OnRejection<B>>(
+/// Hand on a request the layer passes without a caller (an optional
+/// layer, no token): its context alone, so guards and extractors further in
+/// render the layer's challenge and responses. Behind two auth layers, the
+/// inner one's context is the one guards see.
+pub(crate) fn hand_off(extensions: &mut http::Extensions, context: AuthContext) {
+    extensions.insert(context);
+}
+
+/// Hand on an accepted request: the principal, carrying the layer's
+/// context (one extension, not two). An outer layer's context gives way.
+pub(crate) fn accepted(
     extensions: &mut http::Extensions,
-    challenge: Arc<Challenge>,
-    renderer: &RendererCell,
-    on_rejection: &Arc<R>,
+    principal: Principal,
+    context: AuthContext,
 ) {
-    extensions.insert(AuthContext {
-        challenge,
-        renderer: renderer.get::<B, R>(on_rejection),
-    });
+    extensions.remove::<AuthContext>();
+    extensions.insert(principal.with_context(context));
 }
 
-/// Put into request extensions by the auth layer, so guards and extractors
-/// further in render the same challenge and the same custom responses.
+/// The context of the innermost auth layer that handed this request on.
+fn context(extensions: &http::Extensions) -> Option<&AuthContext> {
+    extensions
+        .get::<AuthContext>()
+        .or_else(|| extensions.get::<Principal>()?.context())
+}
+
+/// The challenge of the auth layer in front, if any.
+pub(crate) fn challenge(extensions: &http::Extensions) -> Option<Arc<Challenge>> {
+    context(extensions).map(|c| c.challenge().clone())
+}
+
+/// What the auth layer hands on, so guards and extractors further in render
+/// the same challenge and the same custom responses: in the [`Principal`]
+/// of an accepted request, else as an extension of its own. One reference
+/// count: handing it on (per request) touches one counter.
 #[derive(Clone)]
-pub(crate) struct AuthContext {
-    pub(crate) challenge: Arc<Challenge>,
+pub(crate) struct AuthContext(Arc<Context>);
+
+struct Context {
+    challenge: Arc<Challenge>,
     /// A [`Renderer<B>`] for the layer's response body type `B`.
-    renderer: Arc<dyn Any + Send + Sync>,
+    renderer: Box<dyn Any + Send + Sync>,
 }
 
-/// A layer's renderer, built on its first request and shared by every clone
-/// of the layer's service (axum clones a route's service per request), so
-/// handing it on is a reference count, not an allocation.
-#[derive(Clone, Default)]
-pub(crate) struct RendererCell(Arc<OnceLock<Arc<dyn Any + Send + Sync>>>);
-
-impl RendererCell {
-    fn get<B: 'static, R: OnRejection<B>>(
-        &self,
+impl AuthContext {
+    fn new<B: 'static, R: OnRejection<B>>(
+        challenge: &Arc<Challenge>,
         on_rejection: &Arc<R>,
-    ) -> Arc<dyn Any + Send + Sync> {
-        let fresh =
-            || -> Arc<dyn Any + Send + Sync> { Arc::new(Renderer::<B>(on_rejection.clone())) };
-        let shared = self.0.get_or_init(fresh);
-        if shared.is::<Renderer<B>>() {
-            shared.clone()
-        } else {
-            // A service answering two body types (rare): the first one
-            // keeps the cell, the other gets its own per request.
-            fresh()
+    ) -> Self {
+        AuthContext(Arc::new(Context {
+            challenge: challenge.clone(),
+            renderer: Box::new(Renderer::<B>(on_rejection.clone())),
+        }))
+    }
+
+    /// The challenge of the layer that handed this on.
+    pub(crate) fn challenge(&self) -> &Arc<Challenge> {
+        &self.0.challenge
+    }
+}
+
+/// A layer service's contexts, built on its first request and shared by
+/// every clone of the service (axum clones a route's service per request),
+/// so handing one on is a reference count, not an allocation. Two places,
+/// taken in turn by the first two challenges seen: a layer has one for
+/// `Bearer` requests and one for DPoP ones.
+#[derive(Clone, Default)]
+pub(crate) struct ContextCell(Arc<[OnceLock<AuthContext>; 2]>);
+
+impl ContextCell {
+    /// The context for `challenge` and body type `B`.
+    pub(crate) fn get<B: 'static, R: OnRejection<B>>(
+        &self,
+        challenge: &Arc<Challenge>,
+        on_rejection: &Arc<R>,
+    ) -> AuthContext {
+        let fresh = || AuthContext::new::<B, R>(challenge, on_rejection);
+        for place in self.0.iter() {
+            let shared = place.get_or_init(fresh);
+            if Arc::ptr_eq(&shared.0.challenge, challenge) && shared.0.renderer.is::<Renderer<B>>()
+            {
+                return shared.clone();
+            }
         }
+        // A third challenge, or a service answering two body types (rare):
+        // the first ones keep the places, the others get their own context
+        // per request.
+        fresh()
     }
 }
 
@@ -85,9 +127,7 @@ pub(crate) fn render<B: Default + 'static>(
     error: AuthError,
 ) -> Response<B> {
     trace_rejection(&error, extensions.get::<crate::Principal>());
-    let renderer = extensions
-        .get::<AuthContext>()
-        .and_then(|c| c.renderer.downcast_ref::<Renderer<B>>());
+    let renderer = context(extensions).and_then(|c| c.0.renderer.downcast_ref::<Renderer<B>>());
     match renderer {
         Some(r) => r.0.render(error),
         None => {
@@ -103,17 +143,17 @@ pub(crate) fn render<B: Default + 'static>(
 pub(crate) fn authenticated(
     extensions: &http::Extensions,
 ) -> Result<(Principal, Arc<Challenge>), AuthError> {
-    let Some(ctx) = extensions.get::<AuthContext>() else {
+    let Some(ctx) = context(extensions) else {
         return Err(AuthError::new(
             AuthErrorKind::Misconfigured(NO_AUTH_LAYER),
             Arc::new(Challenge::default()),
         ));
     };
     match extensions.get::<Principal>() {
-        Some(p) => Ok((p.clone(), ctx.challenge.clone())),
+        Some(p) => Ok((p.clone(), ctx.challenge().clone())),
         None => Err(AuthError::new(
             AuthErrorKind::MissingToken,
-            ctx.challenge.clone(),
+            ctx.challenge().clone(),
         )),
     }
 }
@@ -133,14 +173,16 @@ mod tests {
         }
     }
 
-    /// The extensions a request gets from a layer with `cell`.
-    fn handed<B: 'static + From<String>>(cell: &RendererCell) -> http::Extensions {
+    /// The extensions a request gets from a layer with `cell`, for a
+    /// request that gets `challenge`.
+    fn handed<B: 'static + From<String>>(
+        cell: &ContextCell,
+        challenge: &Arc<Challenge>,
+    ) -> http::Extensions {
         let mut extensions = http::Extensions::new();
-        hand_off::<B, Marked>(
+        hand_off(
             &mut extensions,
-            Arc::new(Challenge::default()),
-            cell,
-            &Arc::new(Marked),
+            cell.get::<B, Marked>(challenge, &Arc::new(Marked)),
         );
         extensions
     }
@@ -150,33 +192,103 @@ mod tests {
         render::<B>(extensions, error)
     }
 
-    /// One renderer per layer, handed to every request by reference count;
-    /// a second body type still gets the layer's handler (not the bare,
-    /// empty-bodied fallback).
+    fn context(extensions: &http::Extensions) -> &Arc<Context> {
+        &super::context(extensions).expect("one context").0
+    }
+
+    /// One context per layer and challenge, handed to every request by
+    /// reference count; a second body type and a third challenge still get
+    /// the layer's handler and their own challenge (not the bare,
+    /// empty-bodied fallback, nor another request's challenge).
     #[test]
-    fn a_layers_renderer_is_built_once_and_serves_any_body_type() {
-        let cell = RendererCell::default();
-        let first = handed::<String>(&cell);
-        let second = handed::<String>(&cell);
-        let shared = cell.0.get().expect("built on first use");
-        for request in [&first, &second] {
-            let ctx = request.get::<AuthContext>().expect("one context");
-            assert!(
-                Arc::ptr_eq(&ctx.renderer, shared),
-                "the layer's own renderer"
-            );
-        }
+    fn a_layers_context_is_built_once_and_serves_any_body_type() {
+        let cell = ContextCell::default();
+        let bearer = Arc::new(Challenge::default());
+        let dpop = Arc::new(Challenge {
+            dpop_scheme: true,
+            ..Challenge::default()
+        });
+        let first = handed::<String>(&cell, &bearer);
+        let second = handed::<String>(&cell, &bearer);
+        let third = handed::<String>(&cell, &dpop);
+        let shared = &cell.0[0].get().expect("built on first use").0;
+        assert!(
+            Arc::ptr_eq(context(&first), shared),
+            "the layer's own context"
+        );
+        assert!(
+            Arc::ptr_eq(context(&second), shared),
+            "the layer's own context"
+        );
+        assert!(Arc::ptr_eq(context(&third), &cell.0[1].get().unwrap().0));
+        assert!(Arc::ptr_eq(&context(&third).challenge, &dpop));
         // The cell and the two requests' contexts: no copy per request.
         assert_eq!(Arc::strong_count(shared), 3);
         assert_eq!(rendered::<String>(&first).body(), "marked invalid_request");
-        let other = handed::<Vec<u8>>(&cell);
+        let other = handed::<Vec<u8>>(&cell, &bearer);
+        assert!(
+            !Arc::ptr_eq(context(&other), shared),
+            "a context of its own"
+        );
+        assert!(Arc::ptr_eq(&context(&other).challenge, &bearer));
         assert_eq!(
             rendered::<Vec<u8>>(&other).body(),
             b"marked invalid_request",
             "rendered by the layer's handler"
         );
-        assert!(cell.0.get().unwrap().is::<Renderer<String>>());
+        let another = Arc::new(Challenge::default());
+        let fourth = handed::<String>(&cell, &another);
+        assert!(Arc::ptr_eq(&context(&fourth).challenge, &another));
+        assert!(cell.0[0].get().unwrap().0.renderer.is::<Renderer<String>>());
+        assert_eq!(Arc::strong_count(shared), 3, "places are kept");
         // Without a layer: the bare answer, empty-bodied.
         assert_eq!(rendered::<String>(&http::Extensions::new()).body(), "");
+    }
+
+    /// An accepted request carries one extension, its principal with the
+    /// layer's context; the innermost layer's context is the one seen, and
+    /// a principal without a layer's context (inserted by other code) is
+    /// no proof that a layer ran.
+    #[test]
+    fn an_accepted_request_carries_its_layers_context_in_the_principal() {
+        let caller = crate::principal::tests::with_claims(r#"{"sub":"c"}"#);
+        let cell = ContextCell::default();
+        let (outer, inner) = (
+            Arc::new(Challenge::default()),
+            Arc::new(Challenge::default()),
+        );
+        let ctx = |c: &Arc<Challenge>| cell.get::<String, Marked>(c, &Arc::new(Marked));
+
+        let mut extensions = http::Extensions::new();
+        extensions.insert(caller.clone());
+        assert!(super::context(&extensions).is_none());
+        let refused = authenticated(&extensions).unwrap_err();
+        assert!(matches!(refused.kind(), AuthErrorKind::Misconfigured(_)));
+        assert_eq!(
+            rendered::<String>(&extensions).body(),
+            "",
+            "no layer's handler"
+        );
+
+        // An outer optional layer let it pass anonymously; an inner one accepts.
+        let mut extensions = http::Extensions::new();
+        hand_off(&mut extensions, ctx(&outer));
+        accepted(&mut extensions, caller.clone(), ctx(&inner));
+        assert_eq!(extensions.len(), 1, "the principal alone");
+        assert!(Arc::ptr_eq(&context(&extensions).challenge, &inner));
+        let (principal, challenge) = authenticated(&extensions).unwrap();
+        assert_eq!(principal.claim("sub").and_then(|v| v.as_str()), Some("c"));
+        assert!(Arc::ptr_eq(&challenge, &inner));
+        assert_eq!(
+            rendered::<String>(&extensions).body(),
+            "marked invalid_request"
+        );
+
+        // An outer layer accepted; an inner optional one sees no token.
+        let mut extensions = http::Extensions::new();
+        accepted(&mut extensions, caller, ctx(&outer));
+        hand_off(&mut extensions, ctx(&inner));
+        assert!(Arc::ptr_eq(&context(&extensions).challenge, &inner));
+        assert!(Arc::ptr_eq(&authenticated(&extensions).unwrap().1, &inner));
     }
 }

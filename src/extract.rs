@@ -259,11 +259,12 @@ mod tests {
     async fn an_optional_client_id_is_the_callers() {
         let parts = |principal: Option<Principal>| {
             let (mut parts, ()) = http::Request::new(()).into_parts();
-            crate::context::hand_off::<axum::body::Body, DefaultRejection>(
+            crate::context::hand_off(
                 &mut parts.extensions,
-                Arc::new(Challenge::default()),
-                &crate::context::RendererCell::default(),
-                &Arc::new(DefaultRejection),
+                crate::context::ContextCell::default().get::<axum::body::Body, _>(
+                    &Arc::new(Challenge::default()),
+                    &Arc::new(DefaultRejection),
+                ),
             );
             if let Some(p) = principal {
                 parts.extensions.insert(p);

@@ -386,10 +386,7 @@ impl Denial {
     /// handler). Without an auth layer in front, the status and headers
     /// with an empty body.
     pub fn into_response<B: Default + 'static>(self, extensions: &http::Extensions) -> Response<B> {
-        let challenge = extensions
-            .get::<crate::context::AuthContext>()
-            .map(|c| c.challenge.clone())
-            .unwrap_or_default();
+        let challenge = crate::context::challenge(extensions).unwrap_or_default();
         render(extensions, AuthError::new(self.0, challenge))
     }
 }
@@ -844,11 +841,12 @@ mod tests {
         // With a machine principal handed off, a machine-only route is called.
         let mut machine = Rule::machine_only().layer(Gate(true));
         let mut req = Request::new(());
-        crate::context::hand_off::<String, crate::response::DefaultRejection>(
+        crate::context::hand_off(
             req.extensions_mut(),
-            Arc::default(),
-            &crate::context::RendererCell::default(),
-            &Arc::new(crate::response::DefaultRejection),
+            crate::context::ContextCell::default().get::<String, _>(
+                &Arc::default(),
+                &Arc::new(crate::response::DefaultRejection),
+            ),
         );
         req.extensions_mut()
             .insert(crate::principal::tests::with_claims(r#"{"sub":"c"}"#));

@@ -314,17 +314,38 @@ impl KeyStore {
 
     /// The keys a request may use now; starts a background refresh when due.
     pub(crate) fn snapshot(self: &Arc<Self>) -> Snapshot {
+        self.with_keys(Arc::clone)
+            .map_or_else(|unusable| unusable, Snapshot::Ready)
+    }
+
+    /// Whether the keys a request may use now still hold the key instance
+    /// `id` (a cached verdict's key): [`Self::snapshot`] without taking a
+    /// handle on the set, so a cache hit touches no shared reference count.
+    /// Starts a background refresh when due, as `snapshot` does.
+    pub(crate) fn holds(self: &Arc<Self>, id: u64) -> bool {
+        self.with_keys(|keys| keys.contains_id(id)).unwrap_or(false)
+    }
+
+    /// `usable(keys)` when keys are usable now, else why not
+    /// ([`Snapshot::NeedFetch`] or [`Snapshot::Unavailable`]); starts a
+    /// background refresh when due.
+    fn with_keys<T>(
+        self: &Arc<Self>,
+        usable: impl FnOnce(&Arc<KeySet>) -> T,
+    ) -> Result<T, Snapshot> {
         let now = self.clock.now();
         let (snap, refresh) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.keys {
                 Some(keys) if now < st.usable_until => (
-                    Snapshot::Ready(keys.clone()),
+                    Ok(usable(keys)),
                     now >= st.refresh_at && now >= st.next_attempt,
                 ),
-                _ if now >= st.next_attempt => (Snapshot::NeedFetch, false),
+                _ if now >= st.next_attempt => (Err(Snapshot::NeedFetch), false),
                 _ => (
-                    Snapshot::Unavailable(st.next_attempt.saturating_duration_since(now)),
+                    Err(Snapshot::Unavailable(
+                        st.next_attempt.saturating_duration_since(now),
+                    )),
                     false,
                 ),
             }

@@ -13,6 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::bearer::{Found, find_token};
+use crate::context::AuthContext;
 use crate::dpop::Dpop;
 use crate::metadata::ProtectedResource;
 use crate::mtls::Mtls;
@@ -96,10 +97,10 @@ impl<S: std::fmt::Debug, R> std::fmt::Debug for M2mAuth<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("M2mAuth")
             .field("inner", &self.inner)
-            .field("verifier", &self.verifier)
-            .field("challenge", &self.challenge)
-            .field("optional", &self.optional)
-            .field("strip_authorization", &self.strip_authorization)
+            .field("verifier", &self.shared.verifier)
+            .field("challenge", &self.shared.challenge)
+            .field("optional", &self.shared.optional)
+            .field("strip_authorization", &self.shared.strip_authorization)
             .field("on_rejection", &std::any::type_name::<R>())
             .finish()
     }
@@ -245,23 +246,40 @@ impl<S, R: Clone> Layer<S> for M2mAuthLayer<R> {
         };
         M2mAuth {
             inner,
-            verifier: self.verifier.clone(),
-            challenge: Arc::new(challenge),
-            dpop_challenge: Arc::new(dpop_challenge),
-            optional: self.optional,
-            strip_authorization: self.strip_authorization,
-            dpop: self.dpop.clone(),
-            mtls: self.mtls.clone(),
-            on_rejection: Arc::new(self.on_rejection.clone()),
-            renderer: crate::context::RendererCell::default(),
+            shared: Arc::new(Shared {
+                verifier: self.verifier.clone(),
+                challenge: Arc::new(challenge),
+                dpop_challenge: Arc::new(dpop_challenge),
+                optional: self.optional,
+                strip_authorization: self.strip_authorization,
+                dpop: self.dpop.clone(),
+                mtls: self.mtls.clone(),
+                on_rejection: Arc::new(self.on_rejection.clone()),
+                contexts: crate::context::ContextCell::default(),
+            }),
         }
     }
 }
 
 /// The service built by [`M2mAuthLayer`].
-#[derive(Clone)]
 pub struct M2mAuth<S, R = DefaultRejection> {
     inner: S,
+    shared: Arc<Shared<R>>,
+}
+
+impl<S: Clone, R> Clone for M2mAuth<S, R> {
+    fn clone(&self) -> Self {
+        M2mAuth {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// What every clone of an [`M2mAuth`] shares: axum clones a route's
+/// service for each request, so a clone is the inner service's clone and
+/// one reference count.
+struct Shared<R> {
     verifier: Verifier,
     challenge: Arc<Challenge>,
     /// The challenge for requests that use DPoP.
@@ -271,9 +289,9 @@ pub struct M2mAuth<S, R = DefaultRejection> {
     dpop: Option<Dpop>,
     mtls: Option<Mtls>,
     on_rejection: Arc<R>,
-    /// `on_rejection`, shared with guards through request extensions
-    /// without an allocation per request.
-    renderer: crate::context::RendererCell,
+    /// The challenges and `on_rejection`, handed to guards and extractors
+    /// through request extensions without an allocation per request.
+    contexts: crate::context::ContextCell,
 }
 
 impl<S, R> M2mAuth<S, R> {
@@ -287,19 +305,20 @@ impl<S, R> M2mAuth<S, R> {
     where
         S: Service<Request<ReqBody>>,
     {
-        ResponseFuture::new(
-            Kind::Rejected {
+        ResponseFuture {
+            kind: Kind::Rejected {
                 error: Some(AuthError::new(kind, challenge.clone())),
+                on_rejection: self.shared.on_rejection.clone(),
             },
-            challenge,
-            self,
-        )
+            nonce: None,
+        }
     }
 
     /// The client certificate's thumbprint, when certificate-bound tokens
     /// are accepted and one is presented.
     fn certificate<B>(&self, req: &Request<B>) -> Option<String> {
-        self.mtls
+        self.shared
+            .mtls
             .as_ref()
             .and_then(|m| m.thumbprint(req.headers(), req.extensions()))
     }
@@ -326,70 +345,75 @@ where
         if let Some(v) = req.headers_mut().get_mut(AUTHORIZATION) {
             v.set_sensitive(true);
         }
-        let dpop_request = self.dpop.is_some() && crate::bearer::is_dpop_scheme(&req);
+        let dpop_request = self.shared.dpop.is_some() && crate::bearer::is_dpop_scheme(&req);
         // With DPoP on, proofs are the layer's business: never a handler's.
-        if self.dpop.is_some() && !dpop_request {
+        if self.shared.dpop.is_some() && !dpop_request {
             req.headers_mut().remove(crate::bearer::DPOP);
         }
         let challenge = if dpop_request {
-            self.dpop_challenge.clone()
+            &self.shared.dpop_challenge
         } else {
-            self.challenge.clone()
+            &self.shared.challenge
         };
-        crate::context::hand_off::<ResBody, R>(
-            req.extensions_mut(),
-            challenge.clone(),
-            &self.renderer,
-            &self.on_rejection,
-        );
+        // What guards and extractors further in need (built once, shared).
+        let context = || {
+            self.shared
+                .contexts
+                .get::<ResBody, R>(challenge, &self.shared.on_rejection)
+        };
         let found = match find_token(&req) {
             // DPoP is off: a DPoP token is no bearer token (as any other
             // scheme), though a malformed one is still a malformed request.
-            Ok(Found::Token { dpop: true, token }) if self.dpop.is_none() => {
+            Ok(Found::Token { dpop: true, token }) if self.shared.dpop.is_none() => {
                 token.check().map(|_| Found::None)
             }
             other => other,
         };
         match found {
-            Err(why) => self.reject(AuthErrorKind::InvalidRequest(why), &challenge),
-            Ok(Found::None) if self.optional => {
+            Err(why) => self.reject(AuthErrorKind::InvalidRequest(why), challenge),
+            Ok(Found::None) if self.shared.optional => {
                 trace_decision("anonymous", None);
                 // No bearer token, perhaps another scheme's credentials:
                 // never passed on either.
-                if self.strip_authorization {
+                if self.shared.strip_authorization {
                     req.headers_mut().remove(AUTHORIZATION);
                 }
-                ResponseFuture::call(self, req, &challenge)
+                crate::context::hand_off(req.extensions_mut(), context());
+                ResponseFuture::call(&mut self.inner, req)
             }
-            Ok(Found::None) => self.reject(AuthErrorKind::MissingToken, &challenge),
+            Ok(Found::None) => self.reject(AuthErrorKind::MissingToken, challenge),
             Ok(Found::Token { token, dpop: true }) => {
                 let token = match token.check() {
                     Ok(t) => t,
-                    Err(why) => return self.reject(AuthErrorKind::InvalidRequest(why), &challenge),
+                    Err(why) => return self.reject(AuthErrorKind::InvalidRequest(why), challenge),
                 };
                 // A proof per request: always the full path (the token's
                 // verdict may still come from the cache).
                 let proof = match crate::bearer::dpop_proof(&req) {
                     Ok(p) => p.to_owned(),
                     Err(why) => {
-                        return self.reject(AuthErrorKind::InvalidDpopProof(why), &challenge);
+                        return self.reject(AuthErrorKind::InvalidDpopProof(why), challenge);
                     }
                 };
                 let token = token.to_owned();
                 let method = req.method().as_str().to_owned();
                 let path = request_path(&req);
-                if self.strip_authorization {
+                if self.shared.strip_authorization {
                     req.headers_mut().remove(AUTHORIZATION);
                 }
                 req.headers_mut().remove(crate::bearer::DPOP);
-                let dpop = self.dpop.clone().expect("DPoP requests only with DPoP on");
+                let dpop = self
+                    .shared
+                    .dpop
+                    .clone()
+                    .expect("DPoP requests only with DPoP on");
                 let nonce = dpop
                     .inner
                     .nonces
                     .as_ref()
-                    .and_then(|n| n.current(self.verifier.now_secs()))
+                    .and_then(|n| n.current(self.shared.verifier.now_secs()))
                     .and_then(|n| http::HeaderValue::from_str(&n).ok());
-                let verifier = self.verifier.clone();
+                let verifier = self.shared.verifier.clone();
                 let fut = Box::pin(async move {
                     let principal = verifier.verify(&token).await?;
                     crate::dpop::check_request(
@@ -404,46 +428,47 @@ where
                     .await?;
                     Ok(principal)
                 });
-                let mut fut = ResponseFuture::verify(self, req, fut, &challenge);
+                let context = context();
+                let mut fut = ResponseFuture::verify(self, req, fut, dpop_request, context);
                 fut.nonce = nonce;
                 fut
             }
             // The cache first: a hit skips the token's syntax check.
             Ok(Found::Token { token, dpop: false }) => {
-                match self.verifier.verify_cached(token.as_bytes()) {
-                    Some(Err(rejection)) => self.reject(rejection.into(), &challenge),
+                match self.shared.verifier.verify_cached(token.as_bytes()) {
+                    Some(Err(rejection)) => self.reject(rejection.into(), challenge),
                     Some(Ok(principal)) => {
                         // Hashed only for a certificate-bound token.
                         let certificate = principal.x5t_s256().and_then(|_| self.certificate(&req));
                         let binding = Binding {
-                            dpop: self.dpop.as_ref(),
-                            mtls: self.mtls.is_some(),
+                            dpop: self.shared.dpop.as_ref(),
+                            mtls: self.shared.mtls.is_some(),
                             certificate: certificate.as_deref(),
                         };
                         if let Err(kind) = bearer_allowed(&binding, &principal) {
-                            return self.reject(kind, &challenge);
+                            return self.reject(kind, challenge);
                         }
                         trace_decision("accepted", Some(&principal));
-                        req.extensions_mut().insert(principal);
-                        if self.strip_authorization {
+                        crate::context::accepted(req.extensions_mut(), principal, context());
+                        if self.shared.strip_authorization {
                             req.headers_mut().remove(AUTHORIZATION);
                         }
-                        ResponseFuture::call(self, req, &challenge)
+                        ResponseFuture::call(&mut self.inner, req)
                     }
                     None => {
                         let token = match token.check() {
                             Ok(t) => t.to_owned(),
                             Err(why) => {
-                                return self.reject(AuthErrorKind::InvalidRequest(why), &challenge);
+                                return self.reject(AuthErrorKind::InvalidRequest(why), challenge);
                             }
                         };
                         // Only a verified token's request reaches the inner service.
-                        if self.strip_authorization {
+                        if self.shared.strip_authorization {
                             req.headers_mut().remove(AUTHORIZATION);
                         }
-                        let verifier = self.verifier.clone();
-                        let dpop = self.dpop.clone();
-                        let mtls = self.mtls.is_some();
+                        let verifier = self.shared.verifier.clone();
+                        let dpop = self.shared.dpop.clone();
+                        let mtls = self.shared.mtls.is_some();
                         let certificate = self.certificate(&req);
                         let fut = Box::pin(async move {
                             let principal = verifier.verify_cache_miss(&token).await?;
@@ -455,7 +480,8 @@ where
                             bearer_allowed(&binding, &principal)?;
                             Ok(principal)
                         });
-                        ResponseFuture::verify(self, req, fut, &challenge)
+                        let context = context();
+                        ResponseFuture::verify(self, req, fut, false, context)
                     }
                 }
             }
@@ -575,9 +601,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        kind: Kind<S, ReqBody>,
-        challenge: Arc<Challenge>,
-        on_rejection: Arc<R>,
+        kind: Kind<S, ReqBody, R>,
         // A DPoP server nonce for the answer (RFC 9449 §8.2).
         nonce: Option<http::HeaderValue>,
     }
@@ -585,7 +609,7 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<S, ReqBody>
+    enum Kind<S, ReqBody, R>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -593,13 +617,19 @@ pin_project! {
         Verifying {
             fut: BoxFuture<'static, Result<Principal, AuthErrorKind>>,
             then: Option<(Request<ReqBody>, S)>,
+            challenge: Arc<Challenge>,
+            on_rejection: Arc<R>,
+            context: AuthContext,
         },
+        // Only the inner service's future: a cached verdict's request
+        // touches no shared reference count of the layer's.
         Calling {
             #[pin]
             fut: S::Future,
         },
         Rejected {
             error: Option<AuthError>,
+            on_rejection: Arc<R>,
         },
     }
 }
@@ -624,36 +654,45 @@ impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
 where
     S: Service<Request<ReqBody>>,
 {
-    fn new(kind: Kind<S, ReqBody>, challenge: &Arc<Challenge>, svc: &M2mAuth<S, R>) -> Self {
+    /// Call the inner service with `req` now: `inner` was polled ready,
+    /// and is called at once (no clone, unlike [`Self::verify`]).
+    fn call(inner: &mut S, req: Request<ReqBody>) -> Self {
         ResponseFuture {
-            kind,
-            challenge: challenge.clone(),
-            on_rejection: svc.on_rejection.clone(),
+            kind: Kind::Calling {
+                fut: inner.call(req),
+            },
             nonce: None,
         }
     }
 
-    /// Call the inner service with `req`.
-    fn call(svc: &mut M2mAuth<S, R>, req: Request<ReqBody>, challenge: &Arc<Challenge>) -> Self
-    where
-        S: Clone,
-    {
-        let fut = take_ready(&mut svc.inner).call(req);
-        Self::new(Kind::Calling { fut }, challenge, svc)
-    }
-
-    /// Run `check` (the full verification), then call the inner service.
+    /// Run `check` (the full verification), then call the inner service:
+    /// the one polled ready goes with the future, a clone stays.
     fn verify(
         svc: &mut M2mAuth<S, R>,
         req: Request<ReqBody>,
         check: BoxFuture<'static, Result<Principal, AuthErrorKind>>,
-        challenge: &Arc<Challenge>,
+        dpop: bool,
+        context: AuthContext,
     ) -> Self
     where
         S: Clone,
     {
-        let then = Some((req, take_ready(&mut svc.inner)));
-        Self::new(Kind::Verifying { fut: check, then }, challenge, svc)
+        let shared = &svc.shared;
+        let challenge = if dpop {
+            &shared.dpop_challenge
+        } else {
+            &shared.challenge
+        };
+        ResponseFuture {
+            kind: Kind::Verifying {
+                fut: check,
+                then: Some((req, take_ready(&mut svc.inner))),
+                challenge: challenge.clone(),
+                on_rejection: shared.on_rejection.clone(),
+                context,
+            },
+            nonce: None,
+        }
     }
 }
 
@@ -668,20 +707,34 @@ where
         let mut this = self.project();
         loop {
             match this.kind.as_mut().project() {
-                KindProj::Verifying { fut, then } => {
+                KindProj::Verifying {
+                    fut,
+                    then,
+                    challenge,
+                    on_rejection,
+                    context,
+                } => {
                     let result = ready!(fut.as_mut().poll(cx));
                     let (mut req, mut inner) =
                         then.take().expect("ResponseFuture polled after completion");
                     match result {
                         Ok(principal) => {
                             trace_decision("accepted", Some(&principal));
-                            req.extensions_mut().insert(principal);
+                            crate::context::accepted(
+                                req.extensions_mut(),
+                                principal,
+                                context.clone(),
+                            );
                             let fut = inner.call(req);
                             this.kind.set(Kind::Calling { fut });
                         }
                         Err(kind) => {
-                            let error = AuthError::new(kind, this.challenge.clone());
-                            this.kind.set(Kind::Rejected { error: Some(error) });
+                            let error = AuthError::new(kind, challenge.clone());
+                            let on_rejection = on_rejection.clone();
+                            this.kind.set(Kind::Rejected {
+                                error: Some(error),
+                                on_rejection,
+                            });
                         }
                     }
                 }
@@ -692,12 +745,15 @@ where
                     }
                     return Poll::Ready(Ok(resp));
                 }
-                KindProj::Rejected { error } => {
+                KindProj::Rejected {
+                    error,
+                    on_rejection,
+                } => {
                     let error = error
                         .take()
                         .expect("ResponseFuture polled after completion");
                     trace_rejection(&error, None);
-                    return Poll::Ready(Ok(this.on_rejection.on_rejection(error)));
+                    return Poll::Ready(Ok(on_rejection.on_rejection(error)));
                 }
             }
         }

@@ -87,30 +87,52 @@ mod on {
     /// series with a Prometheus recorder) leaves the request path.
     pub(crate) struct BatchedCounter {
         counter: PreparedCounter,
-        pending: Pending,
+        /// Counted per thread's stripe: two cores adding to one atomic
+        /// would pass its cache line back and forth on every request.
+        pending: Box<[Pending; STRIPES]>,
     }
 
-    /// On a cache line of its own: every core writes it, and its
-    /// neighbours (the issuer, the token cache) are read on every request.
+    /// Stripes of a batched counter; threads take them in turn.
+    pub(crate) const STRIPES: usize = 8;
+
+    /// On a cache line of its own: its thread writes it on every request,
+    /// and its neighbours are read or written by other threads.
     #[repr(align(128))]
+    #[derive(Default)]
     struct Pending(AtomicU64);
+
+    /// This thread's stripe, given on its first count.
+    fn stripe() -> usize {
+        use std::cell::Cell;
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        STRIPE.with(|s| {
+            if s.get() == usize::MAX {
+                s.set(NEXT.fetch_add(1, Relaxed) % STRIPES);
+            }
+            s.get()
+        })
+    }
 
     impl BatchedCounter {
         pub(crate) fn new(key: Key) -> Self {
             BatchedCounter {
                 counter: PreparedCounter(key),
-                pending: Pending(AtomicU64::new(0)),
+                pending: Box::default(),
             }
         }
 
         /// Count one.
         pub(crate) fn add(&self) {
-            self.pending.0.fetch_add(1, Relaxed);
+            self.pending[stripe()].0.fetch_add(1, Relaxed);
         }
 
         /// Hand what was counted to the recorder in use now.
         pub(crate) fn flush(&self) {
-            let n = self.pending.0.swap(0, Relaxed);
+            let n: u64 = self.pending.iter().map(|p| p.0.swap(0, Relaxed)).sum();
             if n > 0 {
                 metrics::with_recorder(|r| {
                     r.register_counter(&self.counter.0, &METADATA).increment(n);
@@ -342,5 +364,25 @@ mod tests {
             Some(4),
             "handed over on drop"
         );
+    }
+
+    /// Counts from more threads than stripes all arrive, once.
+    #[test]
+    fn every_threads_counts_are_handed_over() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let counter = BatchedCounter::new(metrics::Key::from_static_name("striped_total"));
+        std::thread::scope(|s| {
+            for _ in 0..2 * STRIPES + 1 {
+                s.spawn(|| (0..1_000).for_each(|_| counter.add()));
+            }
+        });
+        counter.add();
+        counter.flush();
+        let expected = 1_000 * (2 * STRIPES as u64 + 1) + 1;
+        assert_eq!(value(&handle, "striped_total"), Some(expected));
+        counter.flush();
+        assert_eq!(value(&handle, "striped_total"), Some(expected));
     }
 }
