@@ -12,30 +12,17 @@ use crate::response::{AuthError, AuthErrorKind, Challenge, OnRejection};
 
 pub(crate) const NO_AUTH_LAYER: &str = "m2m-guard: no M2mAuthLayer ran before this guard or extractor: add one around the routes, or move it outside the guards (with axum, the last .route_layer/.layer call is the outermost, so add M2mAuthLayer after the guards)";
 
-/// Hand on a request the layer passes without a caller (an optional
-/// layer, no token): its context alone, so guards and extractors further in
-/// render the layer's challenge and responses. Behind two auth layers, the
+/// Put what guards and extractors further in need into `extensions`, as
+/// one value: the challenge and the layer's rejection renderer (built once
+/// per layer service, see [`ContextCell`]). Behind two auth layers, the
 /// inner one's context is the one guards see.
 pub(crate) fn hand_off(extensions: &mut http::Extensions, context: AuthContext) {
     extensions.insert(context);
 }
 
-/// Hand on an accepted request: the principal, carrying the layer's
-/// context (one extension, not two). An outer layer's context gives way.
-pub(crate) fn accepted(
-    extensions: &mut http::Extensions,
-    principal: Principal,
-    context: AuthContext,
-) {
-    extensions.remove::<AuthContext>();
-    extensions.insert(principal.with_context(context));
-}
-
 /// The context of the innermost auth layer that handed this request on.
 fn context(extensions: &http::Extensions) -> Option<&AuthContext> {
-    extensions
-        .get::<AuthContext>()
-        .or_else(|| extensions.get::<Principal>()?.context())
+    extensions.get::<AuthContext>()
 }
 
 /// The challenge of the auth layer in front, if any.
@@ -43,10 +30,11 @@ pub(crate) fn challenge(extensions: &http::Extensions) -> Option<Arc<Challenge>>
     context(extensions).map(|c| c.challenge().clone())
 }
 
-/// What the auth layer hands on, so guards and extractors further in render
-/// the same challenge and the same custom responses: in the [`Principal`]
-/// of an accepted request, else as an extension of its own. One reference
-/// count: handing it on (per request) touches one counter.
+/// Put into request extensions by the auth layer, so guards and extractors
+/// further in render the same challenge and the same custom responses. It
+/// stays apart from the [`Principal`]: code between the layer and a guard
+/// may remove or replace the principal, and the guard still answers as the
+/// layer would. One reference count: handing it on touches one counter.
 #[derive(Clone)]
 pub(crate) struct AuthContext(Arc<Context>);
 
@@ -76,8 +64,8 @@ impl AuthContext {
 /// A layer service's contexts, built on its first request and shared by
 /// every clone of the service (axum clones a route's service per request),
 /// so handing one on is a reference count, not an allocation. Two places,
-/// taken in turn by the first two challenges seen: a layer has one for
-/// `Bearer` requests and one for DPoP ones.
+/// taken by the first two (challenge, body type) pairs seen: a layer has a
+/// challenge for `Bearer` requests and one for DPoP ones.
 #[derive(Clone, Default)]
 pub(crate) struct ContextCell(Arc<[OnceLock<AuthContext>; 2]>);
 
@@ -245,50 +233,45 @@ mod tests {
         assert_eq!(rendered::<String>(&http::Extensions::new()).body(), "");
     }
 
-    /// An accepted request carries one extension, its principal with the
-    /// layer's context; the innermost layer's context is the one seen, and
-    /// a principal without a layer's context (inserted by other code) is
-    /// no proof that a layer ran.
+    /// The context stays apart from the principal: code between the layer
+    /// and a guard may remove the principal (the guard answers 401 with
+    /// the layer's challenge and handler) or replace it with one of its
+    /// own verifier's (accepted); a principal without the layer's context
+    /// is no proof that a layer ran.
     #[test]
-    fn an_accepted_request_carries_its_layers_context_in_the_principal() {
+    fn the_context_stays_apart_from_the_principal() {
         let caller = crate::principal::tests::with_claims(r#"{"sub":"c"}"#);
         let cell = ContextCell::default();
-        let (outer, inner) = (
-            Arc::new(Challenge::default()),
-            Arc::new(Challenge::default()),
-        );
-        let ctx = |c: &Arc<Challenge>| cell.get::<String, Marked>(c, &Arc::new(Marked));
+        let layers = Arc::new(Challenge::default());
 
-        let mut extensions = http::Extensions::new();
+        let mut extensions = handed::<String>(&cell, &layers);
         extensions.insert(caller.clone());
-        assert!(super::context(&extensions).is_none());
+        extensions.remove::<Principal>();
         let refused = authenticated(&extensions).unwrap_err();
-        assert!(matches!(refused.kind(), AuthErrorKind::Misconfigured(_)));
-        assert_eq!(
-            rendered::<String>(&extensions).body(),
-            "",
-            "no layer's handler"
-        );
-
-        // An outer optional layer let it pass anonymously; an inner one accepts.
-        let mut extensions = http::Extensions::new();
-        hand_off(&mut extensions, ctx(&outer));
-        accepted(&mut extensions, caller.clone(), ctx(&inner));
-        assert_eq!(extensions.len(), 1, "the principal alone");
-        assert!(Arc::ptr_eq(&context(&extensions).challenge, &inner));
-        let (principal, challenge) = authenticated(&extensions).unwrap();
-        assert_eq!(principal.claim("sub").and_then(|v| v.as_str()), Some("c"));
-        assert!(Arc::ptr_eq(&challenge, &inner));
+        assert!(matches!(refused.kind(), AuthErrorKind::MissingToken));
+        assert!(Arc::ptr_eq(refused.challenge(), &layers));
         assert_eq!(
             rendered::<String>(&extensions).body(),
             "marked invalid_request"
         );
 
-        // An outer layer accepted; an inner optional one sees no token.
-        let mut extensions = http::Extensions::new();
-        accepted(&mut extensions, caller, ctx(&outer));
-        hand_off(&mut extensions, ctx(&inner));
-        assert!(Arc::ptr_eq(&context(&extensions).challenge, &inner));
-        assert!(Arc::ptr_eq(&authenticated(&extensions).unwrap().1, &inner));
+        let replaced = crate::principal::tests::with_claims(r#"{"sub":"other"}"#);
+        extensions.insert(replaced);
+        let (principal, challenge) = authenticated(&extensions).unwrap();
+        assert_eq!(
+            principal.claim("sub").and_then(|v| v.as_str()),
+            Some("other")
+        );
+        assert!(Arc::ptr_eq(&challenge, &layers));
+
+        let mut without_layer = http::Extensions::new();
+        without_layer.insert(caller);
+        let refused = authenticated(&without_layer).unwrap_err();
+        assert!(matches!(refused.kind(), AuthErrorKind::Misconfigured(_)));
+        assert_eq!(
+            rendered::<String>(&without_layer).body(),
+            "",
+            "no layer's handler"
+        );
     }
 }

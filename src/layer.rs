@@ -13,7 +13,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::bearer::{Found, find_token};
-use crate::context::AuthContext;
 use crate::dpop::Dpop;
 use crate::metadata::ProtectedResource;
 use crate::mtls::Mtls;
@@ -356,11 +355,11 @@ where
             &self.shared.challenge
         };
         // What guards and extractors further in need (built once, shared).
-        let context = || {
-            self.shared
-                .contexts
-                .get::<ResBody, R>(challenge, &self.shared.on_rejection)
-        };
+        let context = self
+            .shared
+            .contexts
+            .get::<ResBody, R>(challenge, &self.shared.on_rejection);
+        crate::context::hand_off(req.extensions_mut(), context);
         let found = match find_token(&req) {
             // DPoP is off: a DPoP token is no bearer token (as any other
             // scheme), though a malformed one is still a malformed request.
@@ -378,7 +377,6 @@ where
                 if self.shared.strip_authorization {
                     req.headers_mut().remove(AUTHORIZATION);
                 }
-                crate::context::hand_off(req.extensions_mut(), context());
                 ResponseFuture::call(&mut self.inner, req)
             }
             Ok(Found::None) => self.reject(AuthErrorKind::MissingToken, challenge),
@@ -428,8 +426,8 @@ where
                     .await?;
                     Ok(principal)
                 });
-                let context = context();
-                let mut fut = ResponseFuture::verify(self, req, fut, dpop_request, context);
+                let mut fut =
+                    ResponseFuture::verify(&mut self.inner, &self.shared, req, fut, challenge);
                 fut.nonce = nonce;
                 fut
             }
@@ -449,7 +447,7 @@ where
                             return self.reject(kind, challenge);
                         }
                         trace_decision("accepted", Some(&principal));
-                        crate::context::accepted(req.extensions_mut(), principal, context());
+                        req.extensions_mut().insert(principal);
                         if self.shared.strip_authorization {
                             req.headers_mut().remove(AUTHORIZATION);
                         }
@@ -480,8 +478,7 @@ where
                             bearer_allowed(&binding, &principal)?;
                             Ok(principal)
                         });
-                        let context = context();
-                        ResponseFuture::verify(self, req, fut, false, context)
+                        ResponseFuture::verify(&mut self.inner, &self.shared, req, fut, challenge)
                     }
                 }
             }
@@ -619,7 +616,6 @@ pin_project! {
             then: Option<(Request<ReqBody>, S)>,
             challenge: Arc<Challenge>,
             on_rejection: Arc<R>,
-            context: AuthContext,
         },
         // Only the inner service's future: a cached verdict's request
         // touches no shared reference count of the layer's.
@@ -668,28 +664,21 @@ where
     /// Run `check` (the full verification), then call the inner service:
     /// the one polled ready goes with the future, a clone stays.
     fn verify(
-        svc: &mut M2mAuth<S, R>,
+        inner: &mut S,
+        shared: &Shared<R>,
         req: Request<ReqBody>,
         check: BoxFuture<'static, Result<Principal, AuthErrorKind>>,
-        dpop: bool,
-        context: AuthContext,
+        challenge: &Arc<Challenge>,
     ) -> Self
     where
         S: Clone,
     {
-        let shared = &svc.shared;
-        let challenge = if dpop {
-            &shared.dpop_challenge
-        } else {
-            &shared.challenge
-        };
         ResponseFuture {
             kind: Kind::Verifying {
                 fut: check,
-                then: Some((req, take_ready(&mut svc.inner))),
+                then: Some((req, take_ready(inner))),
                 challenge: challenge.clone(),
                 on_rejection: shared.on_rejection.clone(),
-                context,
             },
             nonce: None,
         }
@@ -712,7 +701,6 @@ where
                     then,
                     challenge,
                     on_rejection,
-                    context,
                 } => {
                     let result = ready!(fut.as_mut().poll(cx));
                     let (mut req, mut inner) =
@@ -720,11 +708,7 @@ where
                     match result {
                         Ok(principal) => {
                             trace_decision("accepted", Some(&principal));
-                            crate::context::accepted(
-                                req.extensions_mut(),
-                                principal,
-                                context.clone(),
-                            );
+                            req.extensions_mut().insert(principal);
                             let fut = inner.call(req);
                             this.kind.set(Kind::Calling { fut });
                         }

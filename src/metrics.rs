@@ -41,8 +41,9 @@
 //! (`metrics-exporter-*`).
 //!
 //! Cost: the two counters every cached request moves, accepted decisions
-//! (without the tenant label) and token-cache hits, are counted in an
-//! atomic each and handed to the recorder in use in batches, as are the
+//! (without the tenant label) and token-cache hits, are counted in atomics
+//! (eight per counter, each thread adding to its own, on cache lines of
+//! their own) and handed to the recorder in use in batches, as are the
 //! gauges refreshed: once a second by a task the verifier spawns when it
 //! is built (on the tokio runtime it is built on; it ends with the
 //! verifier), on every [`Verifier::health`](crate::Verifier::health) call,

@@ -129,6 +129,12 @@ impl AuthError {
         AuthError { kind, challenge }
     }
 
+    /// The challenge it answers with.
+    #[cfg(test)]
+    pub(crate) fn challenge(&self) -> &Arc<Challenge> {
+        &self.challenge
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> &AuthErrorKind {
         &self.kind

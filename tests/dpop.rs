@@ -24,6 +24,11 @@ fn routes() -> Router {
     Router::new()
         .route("/orders", get(who).post(who))
         .route("/orders/{id}", get(who))
+        .merge(
+            Router::new()
+                .route("/admin", get(who))
+                .route_layer(m2m_guard::RequireScope::all(["admin"])),
+        )
 }
 
 struct Api {
@@ -562,4 +567,40 @@ async fn server_nonces_are_asked_for_given_and_checked() {
         .unwrap();
     assert_eq!(stale.status(), 401);
     assert_ne!(stale.headers()["dpop-nonce"].to_str().unwrap(), nonce);
+}
+
+/// A guard behind the layer answers with the challenge of the scheme the
+/// request used: DPoP's for a DPoP request, Bearer's for a Bearer one (the
+/// layer hands each its own context), verdicts cached or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_answers_with_the_challenge_of_the_requests_scheme() {
+    let a = api(Some).await;
+    let key = DpopKey::new();
+    let bound = a.issuer.token().scopes(["read"]).dpop_bound(&key).sign();
+    let plain = a.issuer.token().scopes(["read"]).sign();
+    for round in 0..3 {
+        let proof = key.proof("GET", &a.url("/admin")).for_token(&bound).sign();
+        let ans = a
+            .send("GET", "/admin", Some(format!("DPoP {bound}")), &[proof])
+            .await;
+        assert_eq!(ans.status, 403, "round {round}: {}", ans.body);
+        assert_eq!(ans.challenges.len(), 1, "{:?}", ans.challenges);
+        assert!(
+            ans.challenges[0].starts_with(r#"DPoP realm="api", error="insufficient_scope""#)
+                && ans.challenges[0].contains(" algs="),
+            "round {round}: {:?}",
+            ans.challenges
+        );
+        let ans = a
+            .send("GET", "/admin", Some(format!("Bearer {plain}")), &[])
+            .await;
+        assert_eq!(ans.status, 403, "round {round}: {}", ans.body);
+        assert_eq!(
+            ans.challenges,
+            [
+                r#"Bearer realm="api", error="insufficient_scope", error_description="the token lacks a required scope", scope="admin""#
+            ],
+            "round {round}"
+        );
+    }
 }
