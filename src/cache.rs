@@ -900,6 +900,72 @@ mod tests {
         assert_eq!(entries.earliest_end, now + 100);
     }
 
+    /// An entry heavier than its victim takes as many places as it needs:
+    /// the shard's weight never passes its budget (the byte bound).
+    #[tokio::test]
+    async fn a_heavier_entry_takes_as_many_places_as_it_needs() {
+        let cache = TokenCache::new(4, 1 << 20);
+        let now = now_secs();
+        let entry = entry_maker(now);
+        for t in ["h.p.a", "h.p.b", "h.p.c", "h.p.d"] {
+            admit_now(&cache, t, entry(), now);
+        }
+        // About 110 KB: three units of 128 KiB where the others weigh two.
+        let heavy = format!("h.p.{}", "x".repeat(110_000));
+        admit_now(&cache, &heavy, entry(), now);
+        let entries = cache.shards[0].read();
+        let weights: Vec<u64> = entries.slots.iter().map(|s| s.weight).collect();
+        assert_eq!(weights.iter().sum::<u64>(), entries.weight);
+        assert_eq!(
+            entries.weight, 7,
+            "two light entries went for one heavy: {weights:?}"
+        );
+        assert!(entries.weight <= entries.budget);
+        drop(entries);
+        assert!(cache.get(&heavy, now).is_some());
+    }
+
+    /// Expired entries are refused at once but only swept out when an
+    /// insert needs room: an insert that still fits (to the exact budget)
+    /// leaves them, the next one that does not sweeps them all first.
+    #[tokio::test]
+    async fn expired_entries_stay_until_room_is_needed() {
+        let cache = TokenCache::new(4, 1 << 20);
+        assert_eq!((cache.shards.len(), cache.shard_budget), (1, 8));
+        let now = now_secs();
+        let entry = entry_maker(now);
+        for t in ["h.p.a", "h.p.b", "h.p.c"] {
+            let mut expiring = entry();
+            expiring.window.until = now + 5;
+            admit_now(&cache, t, expiring, now);
+        }
+        let later = now + 5;
+        assert_eq!(cache.len(later), 0);
+        // Three entries of weight 2 and a fourth: exactly the budget.
+        admit_now(&cache, "h.p.d", entry(), later);
+        {
+            let entries = cache.shards[0].read();
+            assert_eq!(
+                (entries.slots.len(), entries.weight),
+                (4, 8),
+                "nothing swept yet"
+            );
+        }
+        assert!(
+            cache.get("h.p.a", later).is_none(),
+            "an expired entry is refused"
+        );
+        admit_now(&cache, "h.p.e", entry(), later);
+        let entries = cache.shards[0].read();
+        assert_eq!(
+            (entries.slots.len(), entries.weight),
+            (2, 4),
+            "swept, then inserted"
+        );
+        drop(entries);
+        assert!(cache.get("h.p.d", later).is_some() && cache.get("h.p.e", later).is_some());
+    }
+
     /// Many threads reading, admitting, revoking and counting at once: every
     /// hit is its own token's verdict, and the shards stay consistent.
     #[test]
@@ -959,6 +1025,71 @@ mod tests {
             assert_eq!(entries.find(s.hash, &s.tag, &s.token), Some(i));
             assert!(entries.earliest_end <= s.entry.window.until);
         }
+    }
+
+    /// A cache of one entry holds one: an entry exactly as heavy as its
+    /// shard's budget is cached (only a heavier one is not).
+    #[tokio::test]
+    async fn a_cache_of_one_holds_one() {
+        let cache = TokenCache::new(1, 1 << 20);
+        assert_eq!(cache.shard_budget, 2);
+        let now = now_secs();
+        let entry = entry_maker(now);
+        admit_now(&cache, "h.p.a", entry(), now);
+        assert!(cache.get("h.p.a", now).is_some());
+        admit_now(&cache, "h.p.b", entry(), now);
+        assert!(cache.get("h.p.b", now).is_some() && cache.get("h.p.a", now).is_none());
+        assert_eq!(cache.len(now), 1);
+    }
+
+    /// A revoked token's entry and one whose key left the key set are
+    /// removed, not only refused: they hold no place the live ones need.
+    #[tokio::test]
+    async fn revoked_and_withdrawn_entries_leave() {
+        let cache = TokenCache::new(4, 1 << 20);
+        let now = now_secs();
+        let entry = entry_maker(now);
+        let mut withdrawn = entry();
+        withdrawn.key_id = u64::MAX; // no key of the set has it
+        admit_now(&cache, "h.p.a", entry(), now);
+        admit_now(&cache, "h.p.b", entry(), now);
+        admit_now(&cache, "h.p.c", withdrawn, now);
+        assert_eq!(cache.shards[0].read().slots.len(), 3);
+        cache.invalidate("h.p.a");
+        assert!(cache.get("h.p.c", now).is_none());
+        let entries = cache.shards[0].read();
+        assert_eq!(entries.slots.len(), 1, "only b is left");
+        assert_eq!(entries.weight, 2);
+        drop(entries);
+        assert!(cache.get("h.p.a", now).is_none() && cache.get("h.p.b", now).is_some());
+    }
+
+    /// A full cache: nearly every insert replaces an entry in place. The
+    /// index follows each replacement (no stale position left, no other
+    /// entry's position taken), with half the tokens sharing one hash.
+    #[tokio::test]
+    async fn replacements_keep_the_index_whole() {
+        let cache = TokenCache::new(8, 1 << 30);
+        assert_eq!(cache.shards.len(), 1);
+        let now = now_secs();
+        let entry = entry_maker(now);
+        let token = |k: u32| {
+            if k.is_multiple_of(2) {
+                format!("{k:03}.p.one-tail-for-all")
+            } else {
+                format!("h.p.{k:015}")
+            }
+        };
+        for round in 0..400u32 {
+            let t = token(round.wrapping_mul(7919) % 97);
+            if round % 3 == 0 {
+                _ = cache.get(&t, now);
+            } else {
+                admit_now(&cache, &t, entry(), now);
+            }
+            assert_consistent(&cache.shards[0].read());
+        }
+        assert_eq!(cache.shards[0].read().slots.len(), 8);
     }
 
     /// Removal moves the last entry into the gap, a replacement puts a new

@@ -367,7 +367,8 @@ mod tests {
         );
     }
 
-    /// Counts from more threads than stripes all arrive, once.
+    /// Counts from many more threads than stripes all arrive, once (and
+    /// the 65th thread still gets a stripe of the eight).
     #[test]
     fn every_threads_counts_are_handed_over() {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
@@ -375,13 +376,13 @@ mod tests {
         let _guard = metrics::set_default_local_recorder(&recorder);
         let counter = BatchedCounter::new(metrics::Key::from_static_name("striped_total"));
         std::thread::scope(|s| {
-            for _ in 0..2 * STRIPES + 1 {
+            for _ in 0..8 * STRIPES + 1 {
                 s.spawn(|| (0..1_000).for_each(|_| counter.add()));
             }
         });
         counter.add();
         counter.flush();
-        let expected = 1_000 * (2 * STRIPES as u64 + 1) + 1;
+        let expected = 1_000 * (8 * STRIPES as u64 + 1) + 1;
         assert_eq!(value(&handle, "striped_total"), Some(expected));
         counter.flush();
         assert_eq!(value(&handle, "striped_total"), Some(expected));

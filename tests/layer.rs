@@ -831,3 +831,34 @@ async fn a_token_in_a_form_body_never_authenticates() {
     let (status, _, body, _) = send(&optional, form("/whoami")).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "anonymous"));
 }
+
+/// The layer and its service show their settings in `Debug` (the service
+/// its inner service too), never a token.
+#[tokio::test]
+async fn the_layer_and_its_service_show_their_settings() {
+    use tower::Layer as _;
+    let f = fixture().await;
+    let token = f.issuer.token().sign();
+    f.verifier.verify(&token).await.unwrap();
+    let layer = M2mAuthLayer::new(f.verifier.clone()).optional();
+    let shown = format!("{layer:?}");
+    assert!(
+        shown.starts_with("M2mAuthLayer {") && shown.contains("optional: true"),
+        "{shown}"
+    );
+    let inner = tower::service_fn(|_: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+    });
+    let shown = format!("{:?}", layer.layer(inner));
+    for part in [
+        "M2mAuth {",
+        "inner: ServiceFn",
+        "verifier: Verifier",
+        "optional: true",
+        "strip_authorization: false",
+        "on_rejection: \"m2m_guard::response::DefaultRejection\"",
+    ] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
+    assert!(!shown.contains(&token[token.len() - 20..]), "{shown}");
+}
