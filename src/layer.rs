@@ -305,10 +305,7 @@ impl<S, R> M2mAuth<S, R> {
         S: Service<Request<ReqBody>>,
     {
         ResponseFuture {
-            kind: Kind::Rejected {
-                error: Some(AuthError::new(kind, challenge.clone())),
-                on_rejection: self.shared.on_rejection.clone(),
-            },
+            kind: Kind::rejected(kind, challenge, &self.shared.on_rejection),
             nonce: None,
         }
     }
@@ -630,6 +627,19 @@ pin_project! {
     }
 }
 
+impl<S, ReqBody, R> Kind<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    /// Refused for `kind`: answered with `challenge` by `on_rejection`.
+    fn rejected(kind: AuthErrorKind, challenge: &Arc<Challenge>, on_rejection: &Arc<R>) -> Self {
+        Kind::Rejected {
+            error: Some(AuthError::new(kind, challenge.clone())),
+            on_rejection: on_rejection.clone(),
+        }
+    }
+}
+
 impl<S, ReqBody, R> std::fmt::Debug for ResponseFuture<S, ReqBody, R>
 where
     S: Service<Request<ReqBody>>,
@@ -713,12 +723,8 @@ where
                             this.kind.set(Kind::Calling { fut });
                         }
                         Err(kind) => {
-                            let error = AuthError::new(kind, challenge.clone());
-                            let on_rejection = on_rejection.clone();
-                            this.kind.set(Kind::Rejected {
-                                error: Some(error),
-                                on_rejection,
-                            });
+                            let rejected = Kind::rejected(kind, challenge, on_rejection);
+                            this.kind.set(rejected);
                         }
                     }
                 }
