@@ -84,13 +84,20 @@ pub(crate) const DPOP: &str = "dpop";
 /// The server nonce header (RFC 9449 §8).
 pub(crate) const DPOP_NONCE: &str = "dpop-nonce";
 
-/// Whether the request's `Authorization` uses the `DPoP` scheme (a cheap
-/// look before [`find_token`], to pick the challenge).
+/// Whether the request's `Authorization` names the `DPoP` scheme, read as
+/// [`find_token`] reads it: a cheap look before it, to pick the challenge.
 pub(crate) fn is_dpop_scheme<B>(req: &Request<B>) -> bool {
-    req.headers().get(AUTHORIZATION).is_some_and(|v| {
-        let b = v.as_bytes();
-        b.len() > 5 && b[..4].eq_ignore_ascii_case(b"dpop") && b[4] == b' '
-    })
+    req.headers()
+        .get(AUTHORIZATION)
+        .is_some_and(|v| split_scheme(v.as_bytes()).0.eq_ignore_ascii_case(b"dpop"))
+}
+
+/// A credentials header split at its first space: the scheme, and the rest.
+fn split_scheme(bytes: &[u8]) -> (&[u8], &[u8]) {
+    match bytes.iter().position(|&b| b == b' ') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (bytes, &[][..]),
+    }
 }
 
 /// The one `DPoP` proof header of a DPoP request, or why not.
@@ -102,16 +109,25 @@ pub(crate) fn dpop_proof<B>(req: &Request<B>) -> Result<&str, &'static str> {
     proof.to_str().map_err(|_| "the DPoP proof is malformed")
 }
 
-/// Find the bearer token. Only the `Authorization` header is accepted.
-pub(crate) fn find_token<B>(req: &Request<B>) -> Result<Found<'_>, &'static str> {
-    let mut headers = req.headers().get_all(AUTHORIZATION).iter();
-    let header = headers.next();
-    if headers.next().is_some() {
-        return Err("more than one authorization header");
-    }
+/// Find the bearer token, and mark the `Authorization` header sensitive,
+/// which keeps the token out of any logging further in (e.g. tower-http's
+/// `Trace`). Only the `Authorization` header is accepted.
+///
+/// One lookup of the header in the common case: a second value is only
+/// looked for when some header of the request repeats.
+pub(crate) fn find_token<B>(req: &mut Request<B>) -> Result<Found<'_>, &'static str> {
     let in_query = req.uri().query().is_some_and(|q| {
         q.split('&')
             .any(|p| p == "access_token" || p.starts_with("access_token="))
+    });
+    let headers = req.headers_mut();
+    if headers.len() != headers.keys_len() && headers.get_all(AUTHORIZATION).iter().nth(1).is_some()
+    {
+        return Err("more than one authorization header");
+    }
+    let header = headers.get_mut(AUTHORIZATION).map(|v| {
+        v.set_sensitive(true);
+        &*v
     });
     let Some(value) = header else {
         if in_query {
@@ -121,11 +137,7 @@ pub(crate) fn find_token<B>(req: &Request<B>) -> Result<Found<'_>, &'static str>
     };
     // Bytes, not `to_str`: the token is checked byte by byte (when it is
     // not a cached one), so the common case reads the header at most once.
-    let bytes = value.as_bytes();
-    let (scheme, rest) = match bytes.iter().position(|&b| b == b' ') {
-        Some(i) => (&bytes[..i], &bytes[i + 1..]),
-        None => (bytes, &[][..]),
-    };
+    let (scheme, rest) = split_scheme(value.as_bytes());
     let dpop = scheme.eq_ignore_ascii_case(b"dpop");
     if !dpop && !scheme.eq_ignore_ascii_case(b"bearer") {
         if let Some(why) = malformed_header(value) {
@@ -160,7 +172,7 @@ mod tests {
     }
 
     fn token_of(r: &Request<()>) -> Result<Option<String>, &'static str> {
-        find_token(r).and_then(|f| {
+        find_token(&mut r.clone()).and_then(|f| {
             Ok(match f {
                 Found::Token { token, dpop: false } => Some(token.check()?.to_owned()),
                 Found::Token { token, dpop: true } => Some(format!("dpop:{}", token.check()?)),

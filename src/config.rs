@@ -447,6 +447,17 @@ impl Issuer {
             }
             _ => {}
         }
+        // A name no token's `iss` could carry would only take a place (and
+        // paste itself into a discovery URL at preload).
+        if let Some(TenantPolicy::List(list)) = &self.tenants
+            && let Some(bad) = list.iter().find(|t| !crate::tenant::valid_tenant(t))
+        {
+            return cfg(format!(
+                "issuer template {}: allowed tenant {:?} is not a tenant identifier (1 to 128 of A-Z a-z 0-9 - _ ., not starting with a dot)",
+                self.issuer,
+                crate::text::remote(bad, 64)
+            ));
+        }
         count_in_range("Issuer::max_tenants", self.max_tenants as u64, 1, 10_000)?;
         in_range("Issuer::leeway", self.leeway, Duration::ZERO, MAX_LEEWAY)?;
         let no_client_ids = self
@@ -456,6 +467,12 @@ impl Issuer {
         if self.audience_optional && no_client_ids {
             return cfg(format!(
                 "issuer {}: bind_to_client_ids needs at least one client id",
+                self.issuer
+            ));
+        }
+        if self.allowed_client_ids.as_ref().is_some_and(Vec::is_empty) {
+            return cfg(format!(
+                "issuer {}: the allowed client id list is empty (no token could be accepted)",
                 self.issuer
             ));
         }

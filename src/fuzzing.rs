@@ -26,14 +26,14 @@ pub fn parse_authorization(data: &[u8]) {
     };
     let query = String::from_utf8_lossy(query);
     let uri = format!("/?{}", query.replace(|c: char| !c.is_ascii_graphic(), ""));
-    let Ok(req) = http::Request::builder()
+    let Ok(mut req) = http::Request::builder()
         .uri(uri)
         .header(http::header::AUTHORIZATION, value)
         .body(())
     else {
         return;
     };
-    if let Ok(crate::bearer::Found::Token { token, .. }) = crate::bearer::find_token(&req) {
+    if let Ok(crate::bearer::Found::Token { token, .. }) = crate::bearer::find_token(&mut req) {
         let _ = token.check();
     }
 }

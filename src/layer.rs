@@ -337,10 +337,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        // Keep the token out of any logging further in (e.g. tower-http's Trace).
-        if let Some(v) = req.headers_mut().get_mut(AUTHORIZATION) {
-            v.set_sensitive(true);
-        }
         let dpop_request = self.shared.dpop.is_some() && crate::bearer::is_dpop_scheme(&req);
         // With DPoP on, proofs are the layer's business: never a handler's.
         if self.shared.dpop.is_some() && !dpop_request {
@@ -357,7 +353,9 @@ where
             .contexts
             .get::<ResBody, R>(challenge, &self.shared.on_rejection);
         crate::context::hand_off(req.extensions_mut(), context);
-        let found = match find_token(&req) {
+        // Also marks the header sensitive: the token stays out of any
+        // logging further in.
+        let found = match find_token(&mut req) {
             // DPoP is off: a DPoP token is no bearer token (as any other
             // scheme), though a malformed one is still a malformed request.
             Ok(Found::Token { dpop: true, token }) if self.shared.dpop.is_none() => {
@@ -379,7 +377,7 @@ where
             Ok(Found::None) => self.reject(AuthErrorKind::MissingToken, challenge),
             Ok(Found::Token { token, dpop: true }) => {
                 let token = match token.check() {
-                    Ok(t) => t,
+                    Ok(t) => t.to_owned(),
                     Err(why) => return self.reject(AuthErrorKind::InvalidRequest(why), challenge),
                 };
                 // A proof per request: always the full path (the token's
@@ -390,7 +388,6 @@ where
                         return self.reject(AuthErrorKind::InvalidDpopProof(why), challenge);
                     }
                 };
-                let token = token.to_owned();
                 let method = req.method().as_str().to_owned();
                 let path = request_path(&req);
                 if self.shared.strip_authorization {

@@ -409,6 +409,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn quoted_strings_escape_quotes_and_backslashes_and_drop_the_invisible() {
+        assert_eq!(quote(r#"a "b" \c"#), r#"a \"b\" \\c"#);
+        assert_eq!(quote("tab\there\u{1b}[2J caf\u{e9}"), "tabhere[2J caf");
+    }
+
+    #[test]
+    fn an_auth_error_says_what_and_why_and_is_an_axum_response() {
+        let e = AuthError::new(AuthErrorKind::WrongTenant, Arc::new(Challenge::default()));
+        assert_eq!(
+            e.to_string(),
+            format!("{} ({})", e.description(), e.reason_code())
+        );
+        assert_eq!(e.reason_code(), "wrong_tenant");
+        #[cfg(feature = "axum")]
+        {
+            let resp = axum::response::IntoResponse::into_response(e);
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+            assert!(resp.headers().contains_key(WWW_AUTHENTICATE));
+        }
+    }
+
+    #[test]
+    fn retry_after_is_the_wait_rounded_up_to_whole_seconds() {
+        let challenge = Arc::new(Challenge::default());
+        for (wait, header) in [
+            (Duration::ZERO, "1"),
+            (Duration::from_millis(200), "1"),
+            (Duration::from_secs(1), "1"),
+            (Duration::from_secs(2), "2"),
+            (Duration::from_millis(2001), "3"),
+            (Duration::from_millis(2999), "3"),
+            (Duration::from_secs(30), "30"),
+        ] {
+            let kind = AuthErrorKind::Unavailable {
+                retry_after: wait,
+                issuer: None,
+                reason: Reason::KeysUnavailable,
+            };
+            let resp = AuthError::new(kind, challenge.clone()).bare_response(());
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()[RETRY_AFTER], header, "{wait:?}");
+        }
+    }
+
+    #[test]
     fn grpc_statuses_for_every_kind() {
         let challenge = Arc::new(Challenge::default());
         let cases = [

@@ -109,7 +109,7 @@ fn between<'a>(s: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
     s.strip_prefix(prefix)?.strip_suffix(suffix)
 }
 
-fn valid_tenant(t: &str) -> bool {
+pub(crate) fn valid_tenant(t: &str) -> bool {
     (1..=MAX_TENANT_LEN).contains(&t.len())
         && !t.starts_with('.')
         && t.bytes()

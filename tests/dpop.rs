@@ -428,6 +428,46 @@ async fn challenges_offer_dpop_beside_bearer_or_alone_when_required() {
     assert_eq!(required.dpop_get(&bound, proof).await.status, 200);
 }
 
+/// The scheme a request names picks its challenge and its rules, read as
+/// the token is read: a Bearer request's stray proof header never reaches
+/// the handler, its refusal leads with Bearer, and a DPoP request without a
+/// token is answered in DPoP's terms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheme_a_request_names_picks_its_challenge_and_its_rules() {
+    let a = api(Some).await;
+    let plain = a.issuer.token().sign();
+    let ans = a
+        .send(
+            "GET",
+            "/orders",
+            Some(format!("Bearer {plain}")),
+            &["stray".to_owned()],
+        )
+        .await;
+    assert_eq!(
+        (ans.status, ans.body.as_str()),
+        (200, "jkt=- proof_seen=false")
+    );
+    let ans = a
+        .send("GET", "/orders", Some("Bearer not-a-token".into()), &[])
+        .await;
+    assert_eq!(ans.status, 401);
+    assert!(
+        ans.challenges[0].starts_with("Bearer "),
+        "{:?}",
+        ans.challenges
+    );
+    for auth in ["DPoP", "dpop"] {
+        let ans = a.send("GET", "/orders", Some(auth.into()), &[]).await;
+        assert_eq!(ans.status, 400, "{auth:?}: {}", ans.body);
+        assert!(
+            ans.challenges[0].starts_with("DPoP "),
+            "{auth:?}: {:?}",
+            ans.challenges
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_replay_store_answers_503_not_a_pass() {
     let a = api(|d| Some(d.replay_store(MemoryReplayStore::new(16)))).await;

@@ -254,6 +254,12 @@ fn a_refetch_lost_with_its_runtime_is_a_failed_fetch_not_a_fresh_key_set() {
     });
     drop(pending);
     drop(other); // drops the refetch task, unfinished
+    // Recorded as a failed fetch, with why: what a health endpoint shows.
+    let health = main.block_on(async { v.health() });
+    assert_eq!(
+        health.issuers()[0].last_error.as_deref(),
+        Some("fetch task was cancelled")
+    );
     issuer.set_outage(Outage::None);
     main.block_on(async {
         // Never "unknown key" for a key we never got to fetch.

@@ -424,6 +424,59 @@ async fn a_replica_started_during_an_issuer_outage_uses_a_siblings_keys() {
     );
 }
 
+/// A sibling's key set is for a replica that never loaded keys: a replica
+/// with keys of its own keeps them through an outage, even when a sibling
+/// published a newer set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_keys_of_its_own_keeps_them_through_an_outage() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let issuer = TestIssuer::start().await;
+    let fleet = Fleet::builder(redis.url())
+        .prefix(prefix())
+        .warm_start(SECRET)
+        .build()
+        .unwrap();
+    synced(&fleet).await;
+    let builder = Verifier::builder().fleet(&fleet);
+    assert!(
+        format!("{builder:?}").contains("mirror: Some(Mirror)"),
+        "{builder:?}"
+    );
+    let old = replica(&issuer, &fleet).await;
+    old.verify(&issuer.token().sign()).await.unwrap();
+    issuer.rotate_keys();
+    let rotated = issuer.token().sign();
+    replica(&issuer, &fleet)
+        .await
+        .verify(&rotated)
+        .await
+        .unwrap();
+    issuer.set_outage(Outage::Status(503));
+    // The newer set is published once a replica started now warm-starts
+    // with it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match replica(&issuer, &fleet).await.verify(&rotated).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.reason(), Reason::KeysUnavailable);
+                assert!(Instant::now() < deadline, "published within 5 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // The first replica's refetch fails: it keeps its own keys, and the
+    // new key stays out of reach until its issuer answers.
+    assert_eq!(
+        reason(old.verify(&rotated).await),
+        Some(Reason::KeysUnavailable)
+    );
+    issuer.set_outage(Outage::None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_revoke_tool_reaches_three_serve_processes() {
     use m2m_guard::test_util::DEFAULT_AUDIENCE;

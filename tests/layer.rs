@@ -651,8 +651,12 @@ async fn the_authorization_header_is_marked_sensitive_for_inner_layers() {
                     .to_string()
             }),
         )
-        .layer(M2mAuthLayer::new(f.verifier));
-    assert_eq!(send(&app, get_req("/", Some(&t))).await.2, "true");
+        .layer(M2mAuthLayer::new(f.verifier.clone()));
+    // Verified, verified again (and cached), then a cache hit: each path.
+    for _ in 0..3 {
+        assert_eq!(send(&app, get_req("/", Some(&t))).await.2, "true");
+    }
+    assert_eq!(f.verifier.cached_tokens(), 1);
 }
 
 #[tokio::test]

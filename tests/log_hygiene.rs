@@ -213,6 +213,15 @@ async fn no_token_material_in_trace_logs() {
             "reason code {code} is logged"
         );
     }
+    // A failed key-set fetch names where the keys come from.
+    assert!(
+        out.contains(&format!("source={}", issuer.jwks_url())),
+        "the key source is logged:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("source=discovery of {}", issuer.issuer())),
+        "a discovered key source is logged as such:\n{out}"
+    );
     for t in &tokens {
         let sig = t.rsplit('.').next().unwrap();
         // Any 16-character window of the signature or payload would be a leak.

@@ -561,4 +561,23 @@ async fn a_tenants_outage_is_reported_under_the_template_and_keeps_the_replica_r
         !text.contains("/realms/acme") && !text.contains("/realms/globex"),
         "{text}"
     );
+    // One gauge per issuer cannot tell its tenants' key sets apart: the
+    // template has none (the health endpoint has them, per tenant).
+    for gauge in [
+        "m2m_guard_key_set_age_seconds",
+        "m2m_guard_key_set_stale",
+        "m2m_guard_key_set_usable_seconds",
+    ] {
+        assert_eq!(
+            snap.value(gauge, &[("issuer", template.as_str())]),
+            None,
+            "{gauge}: {text}"
+        );
+    }
+    for gauge in ["_age_seconds", "_stale", "_usable_seconds"] {
+        assert!(
+            !text.contains(&format!("m2m_guard_key_set{gauge}")),
+            "{text}"
+        );
+    }
 }

@@ -9,8 +9,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
 use m2m_guard::test_util::TestIssuer;
-use m2m_guard::{Algorithm, BuildError, Issuer, M2mAuthLayer, Preset, Reason, Verifier};
+use m2m_guard::{
+    Algorithm, BuildError, Issuer, M2mAuthLayer, Preset, Reason, Revocation, Revocations,
+    ScopeHierarchy, Verifier,
+};
 use serde_json::json;
+use std::time::Duration;
 use tower::ServiceExt as _;
 
 #[tokio::test]
@@ -165,6 +169,77 @@ async fn the_build_refuses_an_incomplete_or_contradictory_configuration() {
         .await
         .unwrap_err();
     says(empty_aud, "an audience is empty");
+    let no_clients = Verifier::builder()
+        .issuer(issuer.config().allowed_client_ids(Vec::<String>::new()))
+        .build()
+        .await
+        .unwrap_err();
+    says(no_clients, "the allowed client id list is empty");
+    let bound_to_none = Verifier::builder()
+        .issuer(issuer.config().bind_to_client_ids(Vec::<String>::new()))
+        .build()
+        .await
+        .unwrap_err();
+    says(
+        bound_to_none,
+        "bind_to_client_ids needs at least one client id",
+    );
+    assert_eq!(
+        Issuer::new("https://x.example").issuer(),
+        "https://x.example"
+    );
+}
+
+/// The revocation list must outlast every token it may match: an issuer's
+/// maximum lifetime plus its leeway at most the list's retention, to the
+/// second; and the list set is the one every verdict is checked against.
+#[tokio::test]
+async fn a_revocation_list_must_outlast_every_token_it_may_match() {
+    let issuer = TestIssuer::start().await;
+    let list = Revocations::with_retention(Duration::from_secs(3600));
+    let build = |lifetime: u64, leeway: u64| {
+        Verifier::builder()
+            .issuer(
+                issuer
+                    .config()
+                    .max_token_lifetime(Duration::from_secs(lifetime))
+                    .leeway(Duration::from_secs(leeway)),
+            )
+            .revocations(list.clone())
+            .build()
+    };
+    let v = build(3540, 60).await.unwrap();
+    build(3600, 0).await.unwrap();
+    for (lifetime, leeway) in [(3541, 60), (3601, 0), (3600, 1)] {
+        match build(lifetime, leeway).await {
+            Err(BuildError::Config(m)) => assert!(m.contains("retention"), "{m}"),
+            other => panic!("{lifetime} s + {leeway} s: {other:?}"),
+        }
+    }
+    let token = issuer.token().expires_in(Duration::from_secs(600)).sign();
+    v.verify(&token).await.unwrap();
+    list.revoke(Revocation::client(issuer.issuer(), "test-client"))
+        .unwrap();
+    assert_eq!(
+        v.verify(&token).await.unwrap_err().reason(),
+        Reason::Revoked
+    );
+}
+
+/// A scope hierarchy set before the issuers applies to them all.
+#[tokio::test]
+async fn a_scope_hierarchy_applies_whatever_the_order_of_the_settings() {
+    let issuer = TestIssuer::start().await;
+    let token = issuer.token().scopes(["admin"]).sign();
+    let v = Verifier::builder()
+        .scope_hierarchy(ScopeHierarchy::new().implies("admin", ["read"]))
+        .issuer(issuer.config())
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&token).await.unwrap().has_scope("read"));
+    let flat = issuer.verifier().await;
+    assert!(!flat.verify(&token).await.unwrap().has_scope("read"));
 }
 
 #[tokio::test]

@@ -466,6 +466,95 @@ async fn tenant_key_sets_are_bounded_and_paced() {
     );
 }
 
+/// When the tenant table is full, only a tenant whose issuer never answered
+/// is taken for dead: not one whose first fetch is still under way, nor one
+/// that loaded keys and failed a fetch since. Neither makes room, so a new
+/// tenant waits (503) without a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_tenant_that_never_loaded_is_taken_for_dead() {
+    use support::Reply;
+    let acme = TestIssuer::start_with(Preset::Keycloak).await;
+    let s = keycloak(&[("acme", &acme), ("slow", &acme), ("initech", &acme)]).await;
+    let discovery = |realm: &str| format!("/realms/{realm}/.well-known/openid-configuration");
+    let slow_doc = json!({
+        "issuer": s.url("/realms/slow"),
+        "jwks_uri": s.url("/realms/slow/protocol/openid-connect/certs"),
+    })
+    .to_string();
+    s.set(
+        &discovery("slow"),
+        Reply::Delay(
+            Duration::from_millis(1500),
+            Box::new(Reply::Json(axum::http::StatusCode::OK, slow_doc)),
+        ),
+    );
+    let v = Verifier::builder()
+        .issuer(
+            realms(&s)
+                .allow_tenants_if(|_| true)
+                .max_tenants(2)
+                .fetch_backoff(Duration::from_millis(10), Duration::from_millis(10)),
+        )
+        .build()
+        .await
+        .unwrap();
+    assert!(v.verify(&realm_token(&acme, &s, "acme")).await.is_ok());
+    // "slow" takes the second place; its first fetch is under way.
+    let slow = tokio::spawn({
+        let (v, token) = (v.clone(), realm_token(&acme, &s, "slow"));
+        async move { v.verify(&token).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.hits(&discovery("slow")) == 0 {
+        assert!(std::time::Instant::now() < deadline, "slow's fetch started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let e = v
+        .verify(&realm_token(&acme, &s, "initech"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable);
+    assert_eq!(
+        s.hits(&discovery("initech")),
+        0,
+        "a fetch under way is not a dead issuer"
+    );
+    assert!(slow.await.unwrap().is_ok(), "slow loads its keys");
+
+    // "slow" loaded its keys; then its issuer fails a refetch.
+    s.set(
+        "/realms/slow/protocol/openid-connect/certs",
+        Reply::text(500, "down"),
+    );
+    let unknown = acme
+        .token()
+        .kid("a-kid-nobody-published")
+        .client_id("billing-sync")
+        .claim("iss", s.url("/realms/slow"))
+        .sign();
+    assert!(v.verify(&unknown).await.is_err());
+    let slow_health = v
+        .health()
+        .issuers()
+        .iter()
+        .find(|h| h.tenant.as_deref() == Some("slow"))
+        .cloned()
+        .unwrap();
+    assert!(slow_health.last_error.is_some(), "the refetch failed");
+    assert!(slow_health.keys_loaded, "with the keys it had");
+    let e = v
+        .verify(&realm_token(&acme, &s, "initech"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable);
+    assert_eq!(
+        s.hits(&discovery("initech")),
+        0,
+        "a failed refetch is not a dead issuer"
+    );
+    assert!(v.verify(&realm_token(&acme, &s, "slow")).await.is_ok());
+}
+
 #[tokio::test]
 async fn preload_loads_every_listed_tenant() {
     let acme = TestIssuer::start_with(Preset::Keycloak).await;
@@ -567,6 +656,78 @@ async fn an_allow_list_is_never_paced_and_must_fit() {
         e.to_string().contains("more than Issuer::max_tenants"),
         "{e}"
     );
+    // Exactly max_tenants fits.
+    let v = build(realms(&s).allowed_tenants(names.clone()).max_tenants(12)).await;
+    v.preload().await.unwrap();
+    // With one key set for every tenant (a jwks_url, or Entra's
+    // tenant-independent keys) the list takes no place: any length builds.
+    let one_set = Verifier::builder()
+        .issuer(
+            realms(&s)
+                .jwks_url(s.url("/realms/cust-0/protocol/openid-connect/certs"))
+                .allowed_tenants(names.clone())
+                .max_tenants(2),
+        )
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        one_set
+            .verify(&realm_token(&acme, &s, "cust-7"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        Verifier::builder()
+            .issuer(
+                Issuer::new(s.url("/{tenantid}/v2.0"))
+                    .preset(Preset::Entra)
+                    .audience(DEFAULT_AUDIENCE)
+                    .allowed_tenants([TENANT_A, TENANT_B, TENANT_C])
+                    .max_tenants(2),
+            )
+            .build()
+            .await
+            .is_ok()
+    );
+}
+
+/// A listed tenant must be a name a token's `iss` could carry: anything
+/// else is a mistake said at build, never a place taken nor a URL made of it.
+#[tokio::test]
+async fn listed_tenants_must_be_tenant_identifiers() {
+    let s = ScriptServer::start().await;
+    let long = "a".repeat(129);
+    for bad in [
+        "",
+        ".hidden",
+        "../admin",
+        "a b",
+        "x/y",
+        "caf\u{e9}",
+        "\u{1b}[2J",
+        long.as_str(),
+    ] {
+        let e = Verifier::builder()
+            .issuer(realms(&s).allowed_tenants(["acme", bad]))
+            .build()
+            .await
+            .unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("is not a tenant identifier"), "{bad:?}: {m}");
+        assert!(!m.contains('\u{1b}'), "no control character in {m:?}");
+    }
+    let fine = "a".repeat(128);
+    for good in ["acme", "a.b-c_D9", fine.as_str()] {
+        assert!(
+            Verifier::builder()
+                .issuer(realms(&s).allowed_tenants([good]))
+                .build()
+                .await
+                .is_ok(),
+            "{good:?}"
+        );
+    }
 }
 
 #[tokio::test]

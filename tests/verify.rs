@@ -864,6 +864,35 @@ async fn issuer_down_serves_last_good_keys_until_max_stale() {
     }
 }
 
+/// The wait a 503 announces is the key store's backoff, not the floor of a
+/// second: with a 40–60 s backoff, the first failure says so.
+#[tokio::test]
+async fn retry_after_is_the_time_until_the_next_fetch() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_outage(Outage::Status(503));
+    let v = Verifier::builder()
+        .issuer(
+            issuer
+                .config()
+                .jwks_url(issuer.jwks_url())
+                .fetch_backoff(Duration::from_secs(40), Duration::from_secs(60)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let token = issuer.token().sign();
+    for _ in 0..2 {
+        let e = v.verify(&token).await.unwrap_err();
+        assert_eq!(e.reason(), Reason::KeysUnavailable);
+        let wait = e.retry_after().unwrap();
+        assert!(
+            (Duration::from_secs(15)..=Duration::from_secs(60)).contains(&wait),
+            "{wait:?}"
+        );
+    }
+    assert_eq!(issuer.jwks_fetches(), 1);
+}
+
 #[tokio::test]
 async fn no_keys_ever_loaded_is_unavailable_and_backs_off() {
     let issuer = TestIssuer::start().await;
