@@ -320,7 +320,8 @@ impl Issuer {
     }
 
     /// Accept only tokens issued to these clients. Required for
-    /// [`Preset::Cognito`], whose access tokens carry no `aud`.
+    /// [`Preset::Cognito`], whose access tokens carry no `aud`. An empty
+    /// list would refuse every token: `build` refuses it.
     pub fn allowed_client_ids<I, S>(mut self, ids: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -350,7 +351,9 @@ impl Issuer {
 
     /// For an issuer template: admit tokens of these tenants only (Entra:
     /// tenant ids; Keycloak: realm names). Replaces an earlier
-    /// [`Issuer::allow_tenants_if`].
+    /// [`Issuer::allow_tenants_if`]. Each must be a tenant identifier as a
+    /// token's `iss` can carry one (1 to 128 of `A-Z a-z 0-9 - _ .`, not
+    /// starting with a dot): `build` refuses any other.
     pub fn allowed_tenants<I, S>(mut self, tenants: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -6,7 +6,7 @@
 mod support;
 
 use m2m_guard::fleet::Fleet;
-use m2m_guard::test_util::{Outage, TestIssuer};
+use m2m_guard::test_util::{Outage, TestClock, TestIssuer};
 use m2m_guard::{Reason, Rejection, Revocation, Verifier, WhenStale};
 use std::time::{Duration, Instant, SystemTime};
 use support::redis_server::{Proxy, RedisServer, redis_available};
@@ -446,7 +446,18 @@ async fn a_replica_with_keys_of_its_own_keeps_them_through_an_outage() {
         "{builder:?}"
     );
     let old = replica(&issuer, &fleet).await;
-    old.verify(&issuer.token().sign()).await.unwrap();
+    let first = issuer.token().sign();
+    old.verify(&first).await.unwrap();
+    // Its publication is asynchronous and the last one wins: let it land
+    // (a replica started in an outage warm-starts with it) before the
+    // newer set is published.
+    issuer.set_outage(Outage::Status(503));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while replica(&issuer, &fleet).await.verify(&first).await.is_err() {
+        assert!(Instant::now() < deadline, "published within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    issuer.set_outage(Outage::None);
     issuer.rotate_keys();
     let rotated = issuer.token().sign();
     replica(&issuer, &fleet)
@@ -475,6 +486,114 @@ async fn a_replica_with_keys_of_its_own_keeps_them_through_an_outage() {
         Some(Reason::KeysUnavailable)
     );
     issuer.set_outage(Outage::None);
+}
+
+/// A sibling's key set is used only when it could have been this
+/// replica's own: the same issuer's (never another issuer's on the same
+/// fleet), no larger than this replica accepts from its issuer (to the
+/// byte), and not from the future (a sibling's clock far ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_siblings_key_set_is_used_only_if_it_could_be_ours() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let (a, b) = (TestIssuer::start().await, TestIssuer::start().await);
+
+    // Two issuers, one fleet: B's replica never takes A's keys.
+    let shared = synced_fleet(&redis).await;
+    replica(&a, &shared)
+        .await
+        .verify(&a.token().sign())
+        .await
+        .unwrap();
+    until_published(&a, &shared, None).await;
+    assert_eq!(
+        in_outage(&b, &shared, None, None).await,
+        Some(Reason::KeysUnavailable),
+        "another issuer's key set is not ours"
+    );
+
+    // The size bound: exactly this replica's limit is accepted, a byte less refuses it.
+    let jwks_len = reqwest::get(a.jwks_url())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(in_outage(&a, &shared, None, Some(jwks_len)).await, None);
+    assert_eq!(
+        in_outage(&a, &shared, None, Some(jwks_len - 1)).await,
+        Some(Reason::KeysUnavailable),
+        "larger than this replica accepts from its issuer"
+    );
+
+    // From the future: published by a sibling whose clock runs two minutes
+    // ahead. A replica as far ahead uses it; one on time does not.
+    let ahead = TestClock::new();
+    ahead.advance(Duration::from_secs(120));
+    let future = synced_fleet(&redis).await;
+    Verifier::builder()
+        .issuer(a.config())
+        .fleet(&future)
+        .clock(&ahead)
+        .build()
+        .await
+        .unwrap()
+        .verify(&a.token().sign())
+        .await
+        .unwrap();
+    until_published(&a, &future, Some(&ahead)).await;
+    assert_eq!(
+        in_outage(&a, &future, None, None).await,
+        Some(Reason::KeysUnavailable),
+        "a key set fetched in the future is not used"
+    );
+}
+
+/// A fleet of its own (a fresh prefix) on `redis`, its list loaded.
+async fn synced_fleet(redis: &RedisServer) -> Fleet {
+    let fleet = Fleet::builder(redis.url())
+        .prefix(prefix())
+        .warm_start(SECRET)
+        .build()
+        .unwrap();
+    synced(&fleet).await;
+    fleet
+}
+
+/// What a replica of `issuer` started while its issuer is down answers a
+/// token of it (`None`: accepted, with a sibling's key set), on `clock`,
+/// accepting responses up to `max_bytes`.
+async fn in_outage(
+    issuer: &TestIssuer,
+    fleet: &Fleet,
+    clock: Option<&TestClock>,
+    max_bytes: Option<usize>,
+) -> Option<Reason> {
+    issuer.set_outage(Outage::Status(503));
+    let mut builder = Verifier::builder().issuer(issuer.config()).fleet(fleet);
+    if let Some(c) = clock {
+        builder = builder.clock(c);
+    }
+    if let Some(bytes) = max_bytes {
+        builder = builder.max_response_bytes(bytes);
+    }
+    let verifier = builder.build().await.unwrap();
+    let answer = reason(verifier.verify(&issuer.token().sign()).await);
+    issuer.set_outage(Outage::None);
+    answer
+}
+
+/// Wait until a replica of `issuer` on `clock` warm-starts from `fleet`:
+/// the sibling's (asynchronous) publication has landed.
+async fn until_published(issuer: &TestIssuer, fleet: &Fleet, clock: Option<&TestClock>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_outage(issuer, fleet, clock, None).await.is_some() {
+        assert!(Instant::now() < deadline, "published within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -657,6 +657,47 @@ async fn the_authorization_header_is_marked_sensitive_for_inner_layers() {
         assert_eq!(send(&app, get_req("/", Some(&t))).await.2, "true");
     }
     assert_eq!(f.verifier.cached_tokens(), 1);
+    // Another scheme's credentials passed on by an optional layer: the same.
+    let anonymous = Router::new()
+        .route(
+            "/",
+            get(|req: Request<Body>| async move {
+                req.headers()[header::AUTHORIZATION]
+                    .is_sensitive()
+                    .to_string()
+            }),
+        )
+        .layer(M2mAuthLayer::new(f.verifier.clone()).optional());
+    let basic = Request::builder()
+        .uri("/")
+        .header(header::AUTHORIZATION, "Basic dXNlcjpwYXNz")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&anonymous, basic).await.2, "true");
+}
+
+/// Only a second `Authorization` makes a request malformed: other headers
+/// may repeat (the layer looks for a second value only when one does).
+#[tokio::test]
+async fn only_a_repeated_authorization_header_is_refused() {
+    let f = fixture().await;
+    let t = f.issuer.token().sign();
+    let app = app(f.verifier.clone());
+    let with = |extra: (header::HeaderName, &str)| {
+        Request::builder()
+            .uri("/whoami")
+            .header(header::AUTHORIZATION, format!("Bearer {t}"))
+            .header(header::ACCEPT, "text/plain")
+            .header(extra.0, extra.1)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let (status, ..) = send(&app, with((header::ACCEPT, "application/json"))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, ..) = send(&app, with((header::AUTHORIZATION, "Bearer x.y.z"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
