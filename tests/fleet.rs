@@ -513,6 +513,16 @@ async fn a_siblings_key_set_is_used_only_if_it_could_be_ours() {
         Some(Reason::KeysUnavailable),
         "another issuer's key set is not ours"
     );
+    // Had it taken them, a token naming B but signed with A's key would pass.
+    let forged = a.token().claim("iss", b.issuer()).sign();
+    b.set_outage(Outage::Status(503));
+    let v = replica(&b, &shared).await;
+    assert_eq!(
+        reason(v.verify(&forged).await),
+        Some(Reason::KeysUnavailable),
+        "A's keys never verify B's tokens"
+    );
+    b.set_outage(Outage::None);
 
     // The size bound: exactly this replica's limit is accepted, a byte less refuses it.
     let jwks_len = reqwest::get(a.jwks_url())
