@@ -353,6 +353,11 @@ impl TokenCache {
         // With one shard the budget is the capacity (at least 2); more
         // shards need at least 256 entries, so 512 units, each.
         let budget = capacity / shards;
+        // First sightings are remembered for as many tokens as can be
+        // cached: the entry bound, or the byte bound filled with the
+        // smallest entries, whichever is less (so a large entry bound under
+        // a small byte bound allocates no filter it could never use).
+        let fits = max_entries.min(max_bytes / entry_bytes(0, 0)).max(1);
         TokenCache {
             shards: (0..shards)
                 .map(|_| Shard(RwLock::new(Entries::new(budget))))
@@ -362,7 +367,7 @@ impl TokenCache {
             unit,
             shard_budget: budget,
             hits: crate::metrics::cache_hits(),
-            doorkeeper: Doorkeeper::new(usize::try_from(max_entries.max(1)).unwrap_or(usize::MAX)),
+            doorkeeper: Doorkeeper::new(usize::try_from(fits).unwrap_or(usize::MAX)),
         }
     }
 
@@ -658,6 +663,20 @@ mod tests {
             "the doorkeeper cannot tell them apart"
         );
         assert!(cache.get(&b, now).is_none(), "the cache can");
+    }
+
+    /// The filter remembers first sightings of as many tokens as the cache
+    /// can hold: the entry bound, or the byte bound filled with the
+    /// smallest entries (768 bytes), whichever is less.
+    #[test]
+    fn the_doorkeeper_is_sized_by_what_can_be_cached() {
+        let slots = |entries, bytes| TokenCache::new(entries, bytes).doorkeeper.slots.len();
+        assert_eq!(entry_bytes(0, 0), 768);
+        assert_eq!(slots(10_000, 32 << 20), 32_768);
+        assert_eq!(slots(100_000_000, 1024), 1024);
+        assert_eq!(slots(100_000_000, 768 * 10_000), 32_768);
+        assert_eq!(slots(10_000, 768 * 100_000_000), 32_768);
+        assert_eq!(slots(100_000_000, 1 << 40), 1 << 23);
     }
 
     #[test]

@@ -617,8 +617,10 @@ impl VerifierBuilder {
     /// a hit is refused once the key that verified it is withdrawn by a
     /// key-set refresh.
     ///
-    /// A token enters on its second verified sighting; when the cache is
-    /// full, expired tokens go first, then those not used since the
+    /// A token enters on its second verified sighting (first sightings are
+    /// remembered in a fixed filter of 16 to 32 bytes per token that can be
+    /// cached, at least 8 KiB and at most 64 MiB, on top of `max_bytes`);
+    /// when the cache is full, expired tokens go first, then those not used since the
     /// eviction sweep last passed them (second chance). The bounds are
     /// split evenly over shards (one per 256 entries and per 256 KiB,
     /// rounded down to a power of two, at most 1,024), so a working set
