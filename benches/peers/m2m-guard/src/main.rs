@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use m2m_guard::test_util::{DEFAULT_AUDIENCE, TestIssuer};
-use m2m_guard::{Issuer, M2mAuthLayer, Verifier};
+use m2m_guard::{Issuer, M2mAuthLayer, Preset, Verifier};
 use tokio::io::AsyncReadExt;
 
 #[tokio::main(flavor = "current_thread")]
@@ -49,7 +49,10 @@ async fn main() {
     let f = harness::fixture();
     let verifier = Verifier::builder()
         .issuer(
+            // The fixture's tokens are Kinde's shape (machine tokens carry
+            // `gty`): the preset that reads them, as a user would configure.
             Issuer::new(&f.issuer)
+                .preset(Preset::Kinde)
                 .audience(&f.audience)
                 .jwks_url(&f.jwks_url),
         )
