@@ -434,30 +434,17 @@ async fn a_replica_with_keys_of_its_own_keeps_them_through_an_outage() {
     }
     let redis = RedisServer::start().await;
     let issuer = TestIssuer::start().await;
-    let fleet = Fleet::builder(redis.url())
-        .prefix(prefix())
-        .warm_start(SECRET)
-        .build()
-        .unwrap();
-    synced(&fleet).await;
+    let fleet = synced_fleet(&redis).await;
     let builder = Verifier::builder().fleet(&fleet);
     assert!(
         format!("{builder:?}").contains("mirror: Some(Mirror)"),
         "{builder:?}"
     );
     let old = replica(&issuer, &fleet).await;
-    let first = issuer.token().sign();
-    old.verify(&first).await.unwrap();
+    old.verify(&issuer.token().sign()).await.unwrap();
     // Its publication is asynchronous and the last one wins: let it land
-    // (a replica started in an outage warm-starts with it) before the
-    // newer set is published.
-    issuer.set_outage(Outage::Status(503));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while replica(&issuer, &fleet).await.verify(&first).await.is_err() {
-        assert!(Instant::now() < deadline, "published within 5 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    issuer.set_outage(Outage::None);
+    // before the newer set is published.
+    until_published(&issuer, &fleet, None).await;
     issuer.rotate_keys();
     let rotated = issuer.token().sign();
     replica(&issuer, &fleet)
@@ -465,20 +452,8 @@ async fn a_replica_with_keys_of_its_own_keeps_them_through_an_outage() {
         .verify(&rotated)
         .await
         .unwrap();
+    until_published(&issuer, &fleet, None).await;
     issuer.set_outage(Outage::Status(503));
-    // The newer set is published once a replica started now warm-starts
-    // with it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match replica(&issuer, &fleet).await.verify(&rotated).await {
-            Ok(_) => break,
-            Err(e) => {
-                assert_eq!(e.reason(), Reason::KeysUnavailable);
-                assert!(Instant::now() < deadline, "published within 5 s");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
     // The first replica's refetch fails: it keeps its own keys, and the
     // new key stays out of reach until its issuer answers.
     assert_eq!(
@@ -600,7 +575,8 @@ async fn in_outage(
 /// the sibling's (asynchronous) publication has landed.
 async fn until_published(issuer: &TestIssuer, fleet: &Fleet, clock: Option<&TestClock>) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while in_outage(issuer, fleet, clock, None).await.is_some() {
+    while let Some(waiting) = in_outage(issuer, fleet, clock, None).await {
+        assert_eq!(waiting, Reason::KeysUnavailable);
         assert!(Instant::now() < deadline, "published within 5 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
