@@ -400,7 +400,6 @@ pub(crate) fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
         .into()
 }
 
-/// base64url(SHA-256(`bytes`)).
 /// SHA-256(`bytes`).
 // Used by the fleet.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -408,6 +407,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// base64url(SHA-256(`bytes`)).
 pub(crate) fn sha256_b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
 }
@@ -718,20 +718,115 @@ mod tests {
             "/orders"
         ));
         assert!(!same_target("/orders", &origin, "/orders"));
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn digests_match_the_published_vectors() {
+        // FIPS 180-2, appendix B.1.
+        assert_eq!(
+            hex(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            sha256_b64(b"abc"),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+        // RFC 4231 test case 1 (a 20-byte key: HMAC pads it with zeros).
+        let mut key = [0u8; 32];
+        key[..20].fill(0x0b);
+        assert_eq!(
+            hex(&hmac_sha256(&key, b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+    }
+
+    #[test]
+    fn a_nonce_holds_for_its_period_and_the_next() {
+        let nonces = Nonces {
+            secret: Some([7; 32]),
+            period: Duration::from_secs(60),
+        };
+        let n = nonces.current(120).unwrap();
+        assert_eq!(nonces.current(179).as_deref(), Some(n.as_str()));
+        assert_ne!(nonces.current(180).as_deref(), Some(n.as_str()));
+        for now in [120, 179, 180, 239] {
+            assert!(nonces.accepts(&n, now), "{now}");
+        }
+        for now in [0, 119, 240, 100_000] {
+            assert!(!nonces.accepts(&n, now), "{now}");
+        }
+        // Without a secret, none is made and none is accepted.
+        let keyless = Nonces {
+            secret: None,
+            period: Duration::from_secs(60),
+        };
+        assert_eq!(keyless.current(120), None);
+        assert!(!keyless.accepts(&n, 120));
+    }
+
+    #[test]
+    fn an_origin_is_a_scheme_and_a_host_and_nothing_else() {
         for bad in [
             "https://a.example/x",
             "ftp://a.example",
             "https://a.example?q",
+            "https://a.example/?",
+            "https://a.example#f",
+            "https://u@a.example",
+            "https://:p@a.example",
+            "https://u:p@a.example",
             "nope",
+            "/orders",
         ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "https://a.example",
+            "https://a.example/",
+            "http://127.0.0.1:8080",
+            "https://[::1]:8443",
+        ] {
+            assert!(parse_origin(good).is_ok(), "{good}");
         }
     }
 
     #[test]
+    fn a_proof_is_read_up_to_8_kib() {
+        let cfg = Dpop::new("https://a.example").inner;
+        let expected = Expected {
+            method: "GET",
+            path: "/",
+            token: "t",
+            jkt: "k",
+            now: 0,
+        };
+        let at_limit = "a".repeat(8 * 1024);
+        assert_eq!(
+            check_rules(&cfg, &at_limit, &expected),
+            Err("the DPoP proof is malformed")
+        );
+        assert_eq!(
+            check_rules(&cfg, &format!("{at_limit}a"), &expected),
+            Err("the DPoP proof is too large")
+        );
+    }
+
+    #[test]
     fn the_memory_store_remembers_for_the_lifetime_and_refuses_when_full() {
-        let store = MemoryReplayStore::new(16);
         let key = |i: u8| [i; 32];
+        // Room for 4 a shard: two keys always fit.
+        let counted = MemoryReplayStore::new(64);
+        assert!(counted.is_empty());
+        assert_eq!(counted.len(), 0);
+        assert!(counted.insert(key(1), Duration::from_secs(60)).unwrap());
+        assert!(!counted.is_empty() && counted.len() == 1);
+        assert!(counted.insert(key(2), Duration::from_secs(60)).unwrap());
+        assert_eq!(counted.len(), 2);
+        let store = MemoryReplayStore::new(16);
         assert!(store.insert(key(1), Duration::from_secs(60)).unwrap());
         assert!(!store.insert(key(1), Duration::from_secs(60)).unwrap());
         // One per shard here (16 / 16): 17 keys cannot all fit, and a

@@ -735,13 +735,26 @@ mod tests {
     #[test]
     fn a_full_load_past_the_bound_is_refused_as_a_whole() {
         let now = crate::claims::now_secs();
-        let all: Vec<Revocation> = (0..=MAX_ENTRIES)
-            .map(|i| Revocation::jti("i", i.to_string()).recorded(now, Duration::from_secs(60)))
-            .collect();
         let list = Revocations::new();
+        list.revoke(Revocation::client("i", "held")).unwrap();
+        // Rows expired long ago (cheap to load: none is kept), exactly as
+        // many as the shared store holds: the load is not refused.
+        let long_ago = UNIX_EPOCH + Duration::from_secs(now - 10 * 24 * 3600);
+        let mut all: Vec<Revocation> = (0..MAX_ENTRIES)
+            .map(|i| {
+                Revocation::jti("i", i.to_string())
+                    .issued_before(long_ago)
+                    .recorded(now - 10 * 24 * 3600, Duration::from_secs(60))
+            })
+            .collect();
+        let fresh = Revocations::new();
+        fresh.replace_all(all.clone(), now).unwrap();
+        assert!(fresh.is_empty());
+        // One more is refused before any is read, and the held list stays.
+        all.push(Revocation::jti("i", "j").recorded(now, Duration::from_secs(60)));
         let err = list.replace_all(all, now).unwrap_err();
         assert!(err.contains("more than the 1000000 a list holds"), "{err}");
-        assert!(list.is_empty());
+        assert_eq!(list.len(), 1, "the held list is kept");
     }
 
     #[test]
@@ -785,7 +798,113 @@ mod tests {
             .recorded(t0 - 500, Duration::from_secs(100));
         list.apply(stale, t0).unwrap();
         assert_eq!(list.len(), 1);
-        list.prune(t0 + 106);
+        // Kept while live, gone at its expiry second, its issuer with it.
+        list.prune(t0 + 104);
+        assert_eq!(list.len(), 1);
+        list.prune(t0 + 105);
         assert_eq!(list.len(), 0);
+        assert!(list.shared.entries.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_revocation_shows_what_it_revokes() {
+        let r = Revocation::client("https://iss.example", "svc")
+            .issued_before(UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(
+            (r.kind(), r.issuer(), r.value()),
+            ("client", "https://iss.example", "svc")
+        );
+        assert_eq!(r.before(), UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(
+            format!("{r:?}"),
+            r#"Revocation { kind: "client", issuer: "https://iss.example", value: "svc", before: 1000, expires_at: 0 }"#
+        );
+    }
+
+    #[test]
+    fn every_kind_of_row_counts() {
+        let now = crate::claims::now_secs();
+        let list = Revocations::with_retention(Duration::from_secs(60));
+        assert!(list.is_empty());
+        for (r, held) in [
+            (Revocation::jti("i", "j"), 1),
+            (Revocation::tenant("i", "t"), 2),
+            (Revocation::client("i", "c"), 3),
+        ] {
+            list.apply(r.recorded(now, Duration::from_secs(60)), now)
+                .unwrap();
+            assert_eq!(list.len(), held);
+            assert!(!list.is_empty());
+        }
+        let shown = format!("{list:?}");
+        assert!(
+            shown.contains("held: 3") && shown.contains("synced: false"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn retention_is_kept_between_a_minute_and_a_year() {
+        let day = 24 * 3600;
+        for (asked, kept) in [
+            (1, 60),
+            (60, 60),
+            (366 * day, 366 * day),
+            (400 * day, 366 * day),
+        ] {
+            let list = Revocations::with_retention(Duration::from_secs(asked));
+            assert_eq!(list.retention(), Duration::from_secs(kept), "{asked}");
+        }
+    }
+
+    #[test]
+    fn a_local_revoke_prunes_expired_rows_at_most_once_a_minute() {
+        let list = Revocations::with_retention(Duration::from_secs(60));
+        let t0 = crate::claims::now_secs();
+        // Live when applied (at t0 - 100), expired at t0 - 40.
+        let expired = |jti: &str| {
+            Revocation::jti("i", jti)
+                .issued_before(UNIX_EPOCH + Duration::from_secs(t0 - 100))
+                .recorded(t0 - 100, Duration::from_secs(60))
+        };
+        list.apply(expired("x"), t0 - 100).unwrap();
+        assert_eq!(list.len(), 1);
+        list.revoke(Revocation::client("i", "a")).unwrap();
+        assert_eq!(list.len(), 1, "the expired row went");
+        list.apply(expired("y"), t0 - 100).unwrap();
+        list.revoke(Revocation::client("i", "b")).unwrap();
+        assert_eq!(list.len(), 3, "no second prune within the minute");
+    }
+
+    #[test]
+    fn a_revocation_holds_until_its_expiry_second() {
+        let list = Revocations::with_retention(Duration::from_secs(60));
+        let r = Revocation::client("https://issuer.example", "c")
+            .issued_before(UNIX_EPOCH + Duration::from_secs(1000))
+            .recorded(1000, Duration::from_secs(60));
+        assert_eq!(r.expires_at, 1060);
+        list.apply(r, 1000).unwrap();
+        // A fresh principal each time: a pass is remembered.
+        let p = || crate::principal::tests::with_claims("{}");
+        assert_eq!(
+            list.check(&p(), 1059).unwrap_err().reason(),
+            Reason::Revoked
+        );
+        assert!(list.check(&p(), 1060).is_ok());
+        // What `list` shows follows the same rule, on the real clock.
+        loop {
+            let t = crate::claims::now_secs();
+            let list = Revocations::with_retention(Duration::from_secs(60));
+            let r = Revocation::client("i", "c")
+                .issued_before(UNIX_EPOCH + Duration::from_secs(t - 60))
+                .recorded(t - 60, Duration::from_secs(60));
+            list.apply(r, t - 1).unwrap();
+            assert_eq!(list.len(), 1);
+            let shown = list.list();
+            if crate::claims::now_secs() == t {
+                assert!(shown.is_empty(), "expired at {t}: {shown:?}");
+                break;
+            }
+        }
     }
 }

@@ -364,12 +364,19 @@ impl TenantStores {
         let elapsed = now.saturating_duration_since(b.refilled);
         let earned = (elapsed.as_millis() / CREATE_EVERY.as_millis()).min(u128::from(CREATE_BURST));
         if earned > 0 {
-            b.tokens = (b.tokens + earned as u32).min(CREATE_BURST);
-            b.refilled = now;
+            let earned = earned as u32;
+            b.tokens = (b.tokens + earned).min(CREATE_BURST);
+            // The part of a period not yet earned carries over (a full
+            // budget earns nothing more: its period starts now).
+            b.refilled = if b.tokens == CREATE_BURST {
+                now
+            } else {
+                crate::backoff::instant_after(b.refilled, CREATE_EVERY * earned)
+            };
         }
         if b.tokens == 0 {
             return Err(CREATE_EVERY
-                .saturating_sub(elapsed)
+                .saturating_sub(now.saturating_duration_since(b.refilled))
                 .max(Duration::from_secs(1)));
         }
         b.tokens -= 1;
@@ -408,9 +415,130 @@ mod tests {
             "{tenantid}",
             "https://example.com/p?x=/{tenantid}",
             "https://example.com/p#/{tenantid}/",
+            "https://example.com/{tenantid/v2.0",
+            "https://example.com/tenantid}/v2.0",
+            "https://h/{x}/{tenantid}",
+            "https://h/{tenantid}/{",
+            "https://{tenantid}/v2.0",
+            "https://{tenantid}",
         ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn stores(max: usize, paced: bool) -> TenantStores {
+        TenantStores::new(
+            Template::parse("https://kc.example.com/realms/{tenantid}")
+                .unwrap()
+                .unwrap(),
+            max,
+            paced,
+            Arc::new(Fetcher::new(None, crate::fetch::FetchLimits::default()).unwrap()),
+            RefreshPolicy::default(),
+            Clock::default(),
+        )
+    }
+
+    /// Move the budget's period start `by` into the past.
+    fn age_budget(s: &TenantStores, tokens: u32, by: Duration) {
+        let mut b = s.budget.lock().unwrap();
+        b.tokens = tokens;
+        b.refilled = s.clock.now().checked_sub(by).unwrap();
+    }
+
+    #[test]
+    fn the_budget_earns_one_creation_a_period_however_often_it_is_asked() {
+        let s = stores(100, true);
+        for _ in 0..CREATE_BURST {
+            s.take_budget().unwrap();
+        }
+        // 3 s into a period: about 3 s to wait, and asking again does not
+        // restart the period.
+        age_budget(&s, 0, Duration::from_secs(3));
+        let wait = s.take_budget().unwrap_err();
+        assert!(
+            wait > Duration::from_secs(2) && wait <= Duration::from_secs(3),
+            "{wait:?}"
+        );
+        s.budget.lock().unwrap().refilled -= Duration::from_secs(3);
+        s.take_budget().unwrap();
+        assert!(s.take_budget().is_err());
+        // What is not yet earned carries over: 11 s earn one creation, and
+        // the next is 1 s away, not 6.
+        age_budget(&s, 0, Duration::from_secs(11));
+        s.take_budget().unwrap();
+        let wait = s.take_budget().unwrap_err();
+        assert_eq!(wait, Duration::from_secs(1));
+        // A full budget does not bank time: 10 periods idle, then a burst,
+        // then a wait of a whole period.
+        age_budget(&s, CREATE_BURST - 1, Duration::from_secs(600));
+        for _ in 0..CREATE_BURST {
+            s.take_budget().unwrap();
+        }
+        let wait = s.take_budget().unwrap_err();
+        assert!(wait > Duration::from_secs(5), "{wait:?}");
+    }
+
+    #[test]
+    fn a_creation_refused_for_room_gives_its_budget_back() {
+        let s = stores(1, true);
+        s.get("a").unwrap();
+        assert_eq!(s.budget.lock().unwrap().tokens, CREATE_BURST - 1);
+        // "a" is in use (not dead, not idle): "b" waits, however often asked.
+        for _ in 0..20 {
+            assert_eq!(s.get("b").err().unwrap(), CREATE_EVERY);
+        }
+        assert_eq!(s.budget.lock().unwrap().tokens, CREATE_BURST - 1);
+    }
+
+    #[test]
+    fn a_tenant_unused_for_15_minutes_makes_room() {
+        let mut s = stores(1, false);
+        // As if the table were made 20 minutes ago.
+        s.epoch = s.epoch.checked_sub(Duration::from_secs(20 * 60)).unwrap();
+        s.get("a").unwrap();
+        let used_ago = |ago: u64| {
+            let stores = s.stores.read().unwrap();
+            let now = s.now_ms();
+            stores["a"]
+                .last_used
+                .store(now - ago * 1000, Ordering::Relaxed);
+        };
+        used_ago(14 * 60);
+        assert_eq!(s.get("b").err().unwrap(), CREATE_EVERY);
+        used_ago(15 * 60 + 1);
+        s.get("b").unwrap();
+        assert_eq!(
+            s.named().into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            ["b"]
+        );
+    }
+
+    #[test]
+    fn a_full_table_warns_at_most_once_a_period() {
+        let s = stores(1, false);
+        s.get("a").unwrap();
+        let warned = || *s.last_warning.lock().unwrap();
+        assert_eq!(warned(), None);
+        s.get("b").err().unwrap();
+        let first = warned().expect("warned");
+        s.get("b").err().unwrap();
+        s.get("c").err().unwrap();
+        assert_eq!(warned(), Some(first), "once a period");
+        let earlier = first
+            .checked_sub(CREATE_EVERY + Duration::from_secs(1))
+            .unwrap();
+        *s.last_warning.lock().unwrap() = Some(earlier);
+        s.get("b").err().unwrap();
+        assert!(warned().unwrap() > first, "again after a period");
+    }
+
+    #[test]
+    fn policies_show_their_kind_not_their_content() {
+        let list = TenantPolicy::List(Arc::new(["a".to_owned(), "b".to_owned()].into()));
+        assert_eq!(format!("{list:?}"), "List(2)");
+        let filter = TenantPolicy::Filter(Arc::new(|t: &str| t == "a"));
+        assert_eq!(format!("{filter:?}"), "Filter(..)");
     }
 
     #[test]

@@ -205,6 +205,18 @@ async fn every_proof_rule_is_checked_with_its_own_answer() {
         ),
         ("no public key", proof().without_jwk().sign()),
         (
+            "key is not usable with its algorithm",
+            proof()
+                .header("jwk", {
+                    // The same key (the thumbprint leaves `alg` out), for
+                    // another algorithm.
+                    let mut j = key.jwk();
+                    j["alg"] = json!("ES384");
+                    j
+                })
+                .sign(),
+        ),
+        (
             "not a public key",
             proof()
                 .header("jwk", {
@@ -220,6 +232,8 @@ async fn every_proof_rule_is_checked_with_its_own_answer() {
         ),
         ("no valid jti", proof().without_claim("jti").sign()),
         ("no valid jti", proof().claim("jti", 7).sign()),
+        ("no valid jti", proof().claim("jti", "").sign()),
+        ("no valid jti", proof().claim("jti", "j".repeat(257)).sign()),
         ("no htu", proof().without_claim("htu").sign()),
         ("no iat", proof().without_claim("iat").sign()),
         ("malformed", "a.b".into()),
@@ -250,8 +264,20 @@ async fn every_proof_rule_is_checked_with_its_own_answer() {
         .send("GET", "/orders", Some(format!("DPoP {token}")), &two)
         .await;
     refused(&ans, "invalid_dpop_proof", "exactly one DPoP proof header");
-    // After all these refusals, a good proof still works.
+    // After all these refusals, a good proof still works, with a `jti` up
+    // to 256 characters.
     assert_eq!(a.dpop_get(&token, proof().sign()).await.status, 200);
+    let longest = proof().claim("jti", "j".repeat(256)).sign();
+    assert_eq!(a.dpop_get(&token, longest).await.status, 200);
+    // A key naming the proof's own algorithm is fine.
+    let named = proof()
+        .header("jwk", {
+            let mut j = key.jwk();
+            j["alg"] = json!("ES256");
+            j
+        })
+        .sign();
+    assert_eq!(a.dpop_get(&token, named).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,6 +514,66 @@ async fn a_full_replay_store_answers_503_not_a_pass() {
         statuses.iter().filter(|s| **s == 200).count() <= 16,
         "{statuses:?}"
     );
+}
+
+/// A replay store that remembers what it was asked to keep, and for how long.
+#[derive(Clone, Default)]
+struct Recording(std::sync::Arc<std::sync::Mutex<Vec<Asked>>>);
+
+/// A replay key and the time it must be kept.
+type Asked = ([u8; 32], Duration);
+
+impl m2m_guard::ReplayStore for Recording {
+    fn check_and_insert(
+        &self,
+        key: [u8; 32],
+        ttl: Duration,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<bool, m2m_guard::ReplayStoreError>> + Send + '_>,
+    > {
+        let mut seen = self.0.lock().unwrap();
+        let new = !seen.iter().any(|(k, _)| *k == key);
+        seen.push((key, ttl));
+        Box::pin(std::future::ready(Ok(new)))
+    }
+}
+
+/// A proof is remembered for as long as it could be accepted: from the
+/// latest `iat` allowed (now + the clock skew) to the end of its lifetime,
+/// so for the lifetime plus the skew. One key per key and `jti`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_is_remembered_for_its_lifetime_plus_the_skew() {
+    let store = Recording::default();
+    let seen = store.clone();
+    let a = api(|d| {
+        Some(
+            d.proof_lifetime(Duration::from_secs(90))
+                .clock_skew(Duration::from_secs(7))
+                .replay_store(store),
+        )
+    })
+    .await;
+    let key = DpopKey::new();
+    let token = a.issuer.token().dpop_bound(&key).sign();
+    let proof = |jti: &str| {
+        key.proof("GET", &a.url("/orders"))
+            .for_token(&token)
+            .claim("jti", jti)
+            .sign()
+    };
+    assert_eq!(a.dpop_get(&token, proof("one")).await.status, 200);
+    assert_eq!(a.dpop_get(&token, proof("two")).await.status, 200);
+    // The same jti in a new proof (a new iat, a new signature) is a replay.
+    refused(
+        &a.dpop_get(&token, proof("one")).await,
+        "invalid_dpop_proof",
+        "used before",
+    );
+    let seen = seen.0.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|(_, ttl)| *ttl == Duration::from_secs(97)));
+    assert_ne!(seen[0].0, seen[1].0);
+    assert_eq!(seen[0].0, seen[2].0);
 }
 
 #[test]

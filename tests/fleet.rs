@@ -258,16 +258,31 @@ async fn without_a_first_sync_or_past_the_bound_under_refuse_it_is_503() {
     let err = v.verify(&token).await.unwrap_err();
     assert_eq!(err.reason(), Reason::RevocationsUnavailable);
     assert!(err.is_unavailable() && err.retry_after().is_some());
+    // Its keys loaded, its list did not: not ready, and health says why.
+    assert_eq!(nowhere.revocations().synced_at(), None);
+    let health = v.health();
+    let list = health.revocations().unwrap();
+    assert!(health.issuers()[0].keys_loaded);
+    assert!(!list.usable && list.synced_at.is_none());
+    assert!(!health.is_ready());
 
     let mut redis = RedisServer::start().await;
+    let before_sync = SystemTime::now();
     let strict = Fleet::builder(redis.url())
         .prefix(prefix())
         .when_stale(Duration::from_secs(1), WhenStale::Refuse)
         .build()
         .unwrap();
     synced(&strict).await;
+    let synced_at = strict.revocations().synced_at().unwrap();
+    assert!(
+        before_sync - Duration::from_millis(1) <= synced_at && synced_at <= SystemTime::now(),
+        "synced between the build and now"
+    );
     let v = replica(&issuer, &strict).await;
     v.verify(&token).await.unwrap();
+    assert!(v.health().is_ready());
+    assert!(v.health().revocations().unwrap().usable);
     redis.kill();
     let killed = Instant::now();
     loop {
@@ -283,6 +298,7 @@ async fn without_a_first_sync_or_past_the_bound_under_refuse_it_is_503() {
                     SystemTime::now().duration_since(synced).unwrap() > Duration::from_secs(1),
                     "refused only past the 1 s bound"
                 );
+                assert!(!v.health().is_ready(), "a stale list under Refuse");
                 break;
             }
         }

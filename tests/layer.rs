@@ -900,3 +900,101 @@ async fn the_layer_and_its_service_show_their_settings() {
     }
     assert!(!shown.contains(&token[token.len() - 20..]), "{shown}");
 }
+
+/// `challenge_scopes` chooses the `scope` of a 401 challenge, whatever the
+/// order of the settings; an empty choice leaves `scope` out.
+#[tokio::test]
+async fn challenge_scopes_choose_what_a_401_asks_for() {
+    let f = fixture().await;
+    let resource = ProtectedResource::new("https://api.example.test/v1")
+        .authorization_servers(f.verifier.issuers())
+        .scopes_supported(["read:users", "write:flags"]);
+    let challenge = |layer: M2mAuthLayer| {
+        let app = app_with(layer, &resource);
+        async move { send(&app, get_req("/whoami", None)).await }
+    };
+    let chosen = format!(r#"Bearer realm="api", scope="read:users", resource_metadata="{META}""#);
+    for layer in [
+        M2mAuthLayer::new(f.verifier.clone())
+            .challenge_scopes(["read:users"])
+            .protected_resource(&resource),
+        M2mAuthLayer::new(f.verifier.clone())
+            .protected_resource(&resource)
+            .challenge_scopes(["read:users"]),
+    ] {
+        let (status, www, ..) = challenge(layer).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(www.as_deref(), Some(chosen.as_str()));
+    }
+    let none = format!(r#"Bearer realm="api", resource_metadata="{META}""#);
+    let layer = M2mAuthLayer::new(f.verifier.clone())
+        .protected_resource(&resource)
+        .challenge_scopes(Vec::<String>::new());
+    let (status, www, ..) = challenge(layer).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(www.as_deref(), Some(none.as_str()));
+}
+
+/// An inner service that is ready only when told.
+#[derive(Clone)]
+struct Gate(bool);
+
+impl tower::Service<Request<Body>> for Gate {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        if self.0 {
+            std::task::Poll::Ready(Ok(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+
+    fn call(&mut self, _: Request<Body>) -> Self::Future {
+        std::future::ready(Ok("inner".into_response()))
+    }
+}
+
+/// The layer's service is ready when its inner service is, and only then:
+/// an inner concurrency limit or buffer keeps its backpressure.
+#[tokio::test]
+async fn the_service_is_ready_only_when_its_inner_service_is() {
+    use tower::{Layer as _, Service as _};
+    let f = fixture().await;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let layer = M2mAuthLayer::new(f.verifier.clone());
+    assert!(layer.layer(Gate(false)).poll_ready(&mut cx).is_pending());
+    assert!(matches!(
+        layer.layer(Gate(true)).poll_ready(&mut cx),
+        std::task::Poll::Ready(Ok(()))
+    ));
+}
+
+/// A response future shows its state: rejected at once (no token), calling
+/// the inner service at once (a cached token), or verifying (a token not
+/// cached yet); never the token.
+#[tokio::test]
+async fn a_response_future_shows_its_state() {
+    use tower::{Layer as _, Service as _};
+    let f = fixture().await;
+    let mut svc = M2mAuthLayer::new(f.verifier.clone()).layer(Gate(true));
+    let token = f.issuer.token().sign();
+    let show = |fut: &dyn std::fmt::Debug| format!("{fut:?}");
+    // Cached on its second sighting (the admission filter).
+    for _ in 0..2 {
+        let fut = svc.call(get_req("/", Some(&token)));
+        assert_eq!(show(&fut), r#"ResponseFuture { state: "verifying", .. }"#);
+        assert_eq!(fut.await.unwrap().status(), StatusCode::OK);
+    }
+    let fut = svc.call(get_req("/", Some(&token)));
+    assert_eq!(show(&fut), r#"ResponseFuture { state: "calling", .. }"#);
+    assert_eq!(fut.await.unwrap().status(), StatusCode::OK);
+    let fut = svc.call(get_req("/", None));
+    assert_eq!(show(&fut), r#"ResponseFuture { state: "rejected", .. }"#);
+    assert_eq!(fut.await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
