@@ -794,6 +794,36 @@ mod tests {
         }
     }
 
+    /// `iat` may be up to the skew ahead and up to the lifetime behind,
+    /// to the second.
+    #[cfg(feature = "test-util")]
+    #[test]
+    fn a_proof_holds_from_the_skew_ahead_to_the_lifetime_behind() {
+        let key = crate::test_util::DpopKey::new();
+        let cfg = Dpop::new("https://a.example").inner;
+        let now = 1_000_000;
+        let jkt = key.jkt();
+        let expected = Expected {
+            method: "GET",
+            path: "/orders",
+            token: "t",
+            jkt: &jkt,
+            now,
+        };
+        let at = |iat: u64| {
+            let proof = key
+                .proof("GET", "https://a.example/orders")
+                .for_token("t")
+                .claim("iat", iat)
+                .sign();
+            check_rules(&cfg, &proof, &expected).map(|_| ())
+        };
+        assert_eq!(at(now + 5), Ok(()));
+        assert_eq!(at(now + 6), Err("the DPoP proof is issued in the future"));
+        assert_eq!(at(now - 60), Ok(()));
+        assert_eq!(at(now - 61), Err("the DPoP proof has expired"));
+    }
+
     #[test]
     fn a_proof_is_read_up_to_8_kib() {
         let cfg = Dpop::new("https://a.example").inner;

@@ -243,6 +243,34 @@ mod tests {
         );
         // Two hops: which certificate is the client's is not guessed.
         assert_eq!(xfcc_thumbprint(&format!("Hash={hex},Hash={hex}")), None);
+        let other: String = Sha256::digest(b"another certificate")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            xfcc_thumbprint(&format!("Hash={hex};By=x,Hash={other}")),
+            None
+        );
+        // A quoted value is one value, whatever it holds: a subject (the
+        // client's own text) cannot name a `Hash`, with `=`, `;` or an
+        // escaped quote.
+        let cert = format!("Cert=\"{}\"", escaped(&pem()));
+        for subject in [
+            format!("\"CN=Hash={other}\""),
+            format!("\"CN=a;Hash={other}\""),
+            format!("\"CN=a\\\";Hash={other};x=\\\"\""),
+        ] {
+            assert_eq!(
+                xfcc_thumbprint(&format!("By=x;Subject={subject};{cert}")),
+                Some(expected()),
+                "{subject}"
+            );
+        }
+        // Outside quotes a backslash is a character like any other.
+        assert_eq!(
+            xfcc_thumbprint(&format!("By=x\\;Hash={hex}")),
+            Some(expected())
+        );
         assert_eq!(xfcc_thumbprint("Hash=abc"), None);
         assert_eq!(xfcc_thumbprint(&format!("Hash=\"{hex}")), None);
         assert_eq!(xfcc_thumbprint("By=x"), None);
