@@ -266,6 +266,11 @@ mod tests {
                 "{subject}"
             );
         }
+        // Unquoted (a proxy should quote it), a value's `=` is still its own.
+        assert_eq!(
+            xfcc_thumbprint(&format!("By=x;Subject=Hash={other};{cert}")),
+            Some(expected())
+        );
         // Outside quotes a backslash is a character like any other.
         assert_eq!(
             xfcc_thumbprint(&format!("By=x\\;Hash={hex}")),
