@@ -366,8 +366,7 @@ impl TenantStores {
         if earned > 0 {
             let earned = earned as u32;
             b.tokens = (b.tokens + earned).min(CREATE_BURST);
-            // The part of a period not yet earned carries over (a full
-            // budget earns nothing more: its period starts now).
+            // The part of a period not yet earned carries over.
             b.refilled = if b.tokens == CREATE_BURST {
                 now
             } else {
@@ -378,6 +377,10 @@ impl TenantStores {
             return Err(CREATE_EVERY
                 .saturating_sub(now.saturating_duration_since(b.refilled))
                 .max(Duration::from_secs(1)));
+        }
+        if b.tokens == CREATE_BURST {
+            // A full budget earns nothing: its period starts with its first use.
+            b.refilled = now;
         }
         b.tokens -= 1;
         Ok(())
@@ -469,14 +472,25 @@ mod tests {
         s.take_budget().unwrap();
         let wait = s.take_budget().unwrap_err();
         assert_eq!(wait, Duration::from_secs(1));
-        // A full budget does not bank time: 10 periods idle, then a burst,
-        // then a wait of a whole period.
-        age_budget(&s, CREATE_BURST - 1, Duration::from_secs(600));
-        for _ in 0..CREATE_BURST {
-            s.take_budget().unwrap();
-        }
+        // Two periods and a second earn two, and the next is 5 s away.
+        age_budget(&s, 0, Duration::from_secs(13));
+        s.take_budget().unwrap();
+        s.take_budget().unwrap();
         let wait = s.take_budget().unwrap_err();
-        assert!(wait > Duration::from_secs(5), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(4) && wait <= Duration::from_secs(5),
+            "{wait:?}"
+        );
+        // A full budget does not bank time: 10 periods idle, or full for
+        // 5 s, then a burst, then a wait of a whole period.
+        for (tokens, idle) in [(CREATE_BURST - 1, 600), (CREATE_BURST, 5)] {
+            age_budget(&s, tokens, Duration::from_secs(idle));
+            for _ in 0..CREATE_BURST {
+                s.take_budget().unwrap();
+            }
+            let wait = s.take_budget().unwrap_err();
+            assert!(wait > Duration::from_secs(5), "{idle} s: {wait:?}");
+        }
     }
 
     #[test]
