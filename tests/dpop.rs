@@ -152,6 +152,12 @@ async fn every_proof_rule_is_checked_with_its_own_answer() {
     let token = a.issuer.token().dpop_bound(&key).sign();
     let url = a.url("/orders");
     let proof = || key.proof("GET", &url).for_token(&token);
+    // The bound key's JWK with one member more.
+    let jwk_with = |member: &str, value: &str| {
+        let mut j = key.jwk();
+        j[member] = json!(value);
+        j
+    };
     let cases: Vec<(&str, String)> = vec![
         (
             "for another HTTP method",
@@ -204,26 +210,19 @@ async fn every_proof_rule_is_checked_with_its_own_answer() {
             proof().header("alg", "RS256").sign(),
         ),
         ("no public key", proof().without_jwk().sign()),
+        // The same key (the thumbprint leaves `alg` out), for another
+        // algorithm.
         (
             "key is not usable with its algorithm",
-            proof()
-                .header("jwk", {
-                    // The same key (the thumbprint leaves `alg` out), for
-                    // another algorithm.
-                    let mut j = key.jwk();
-                    j["alg"] = json!("ES384");
-                    j
-                })
-                .sign(),
+            proof().header("jwk", jwk_with("alg", "ES384")).sign(),
         ),
         (
             "not a public key",
             proof()
-                .header("jwk", {
-                    let mut j = key.jwk();
-                    j["d"] = json!("jV6HhPh5Bl70Po2fUTQLDv2LPr2CHfOvnh7926DTYJs");
-                    j
-                })
+                .header(
+                    "jwk",
+                    jwk_with("d", "jV6HhPh5Bl70Po2fUTQLDv2LPr2CHfOvnh7926DTYJs"),
+                )
                 .sign(),
         ),
         (
@@ -270,13 +269,7 @@ async fn every_proof_rule_is_checked_with_its_own_answer() {
     let longest = proof().claim("jti", "j".repeat(256)).sign();
     assert_eq!(a.dpop_get(&token, longest).await.status, 200);
     // A key naming the proof's own algorithm is fine.
-    let named = proof()
-        .header("jwk", {
-            let mut j = key.jwk();
-            j["alg"] = json!("ES256");
-            j
-        })
-        .sign();
+    let named = proof().header("jwk", jwk_with("alg", "ES256")).sign();
     assert_eq!(a.dpop_get(&token, named).await.status, 200);
 }
 
