@@ -366,12 +366,9 @@ impl TenantStores {
         if earned > 0 {
             let earned = earned as u32;
             b.tokens = (b.tokens + earned).min(CREATE_BURST);
-            // The part of a period not yet earned carries over.
-            b.refilled = if b.tokens == CREATE_BURST {
-                now
-            } else {
-                crate::backoff::instant_after(b.refilled, CREATE_EVERY * earned)
-            };
+            // The part of a period not yet earned carries over (a budget
+            // that is now full restarts its period below, when used).
+            b.refilled = crate::backoff::instant_after(b.refilled, CREATE_EVERY * earned);
         }
         if b.tokens == 0 {
             return Err(CREATE_EVERY
