@@ -24,6 +24,8 @@ pub(crate) enum Found<'a> {
 pub(crate) struct Candidate<'a> {
     bytes: &'a [u8],
     header: &'a HeaderValue,
+    /// Sent as `DPoP`: named so in the error.
+    dpop: bool,
 }
 
 impl<'a> Candidate<'a> {
@@ -34,11 +36,16 @@ impl<'a> Candidate<'a> {
 
     /// The token, if it is an RFC 6750 `b64token`; else why not.
     pub(crate) fn check(&self) -> Result<&'a str, &'static str> {
+        let malformed = if self.dpop {
+            "malformed DPoP token"
+        } else {
+            "malformed bearer token"
+        };
         if !is_b64token(self.bytes) {
-            return Err(malformed_header(self.header).unwrap_or("malformed bearer token"));
+            return Err(malformed_header(self.header).unwrap_or(malformed));
         }
         // Only ASCII passes `is_b64token`, so this never fails.
-        std::str::from_utf8(self.bytes).map_err(|_| "malformed bearer token")
+        std::str::from_utf8(self.bytes).map_err(|_| malformed)
     }
 }
 
@@ -154,6 +161,7 @@ pub(crate) fn find_token<B>(req: &mut Request<B>) -> Result<Found<'_>, &'static 
         token: Candidate {
             bytes: &rest[start..],
             header: value,
+            dpop,
         },
         dpop,
     })

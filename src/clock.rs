@@ -19,7 +19,7 @@ pub(crate) struct Clock {
 
 impl Clock {
     /// Real time plus the shared `skew` (nanoseconds).
-    #[cfg(feature = "test-util")]
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn skewed(skew: Arc<AtomicU64>) -> Self {
         Clock { skew: Some(skew) }
     }

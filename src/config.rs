@@ -416,6 +416,9 @@ impl Issuer {
         if template.is_none() {
             parse_url("issuer", &self.issuer)?;
         }
+        // Before the tenant list is held against it: a list with
+        // `max_tenants(0)` is a setting out of range, not a list too long.
+        count_in_range("Issuer::max_tenants", self.max_tenants as u64, 1, 10_000)?;
         match (&template, &self.tenants) {
             (Some(_), None) => {
                 return cfg(format!(
@@ -461,7 +464,6 @@ impl Issuer {
                 crate::text::remote(bad, 64)
             ));
         }
-        count_in_range("Issuer::max_tenants", self.max_tenants as u64, 1, 10_000)?;
         in_range("Issuer::leeway", self.leeway, Duration::ZERO, MAX_LEEWAY)?;
         let no_client_ids = self
             .allowed_client_ids

@@ -200,6 +200,11 @@ pub(crate) struct KeyStore {
     flight: SingleFlight<Arc<KeySet>, Arc<FetchError>>,
     fetches: AtomicU64,
     clock: Clock,
+    /// When the store was made, and how many whole seconds after that a
+    /// request last asked for its keys (a cache hit included): what a
+    /// tenant's idleness is judged by. Written at most once a second.
+    created: Instant,
+    used_secs: AtomicU64,
 }
 
 /// One key store's state, for [`Verifier::health`](crate::Verifier::health).
@@ -247,6 +252,26 @@ impl KeyStore {
             flight: SingleFlight::default(),
             fetches: AtomicU64::new(0),
             clock,
+            created: now,
+            used_secs: AtomicU64::new(0),
+        }
+    }
+
+    /// When a request last asked for these keys (to the second; the
+    /// store's making when none has).
+    pub(crate) fn last_used(&self) -> Instant {
+        instant_after(
+            self.created,
+            Duration::from_secs(self.used_secs.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Note a request asking for these keys at `now`. A read, and a write
+    /// only when the second has changed: every cache hit comes here.
+    fn mark_used(&self, now: Instant) {
+        let secs = now.saturating_duration_since(self.created).as_secs();
+        if self.used_secs.load(Ordering::Relaxed) != secs {
+            self.used_secs.store(secs, Ordering::Relaxed);
         }
     }
 
@@ -334,6 +359,7 @@ impl KeyStore {
         usable: impl FnOnce(&Arc<KeySet>) -> T,
     ) -> Result<T, Snapshot> {
         let now = self.clock.now();
+        self.mark_used(now);
         let (snap, refresh) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.keys {

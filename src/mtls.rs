@@ -114,8 +114,7 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            out.push(hex_byte(b.get(i + 1..i + 3)?)?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -123,6 +122,16 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Two hex digits as a byte: digits only (`u8::from_str_radix` would also
+/// take a sign, `+1`).
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    match pair {
+        [hi, lo] => u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok(),
+        _ => None,
+    }
 }
 
 /// The thumbprint of the one certificate in `pem`.
@@ -177,7 +186,7 @@ fn xfcc_thumbprint(value: &str) -> Option<String> {
             return None;
         }
         let bytes: Option<Vec<u8>> = (0..32)
-            .map(|i| u8::from_str_radix(hash.get(2 * i..2 * i + 2)?, 16).ok())
+            .map(|i| hex_byte(hash.as_bytes().get(2 * i..2 * i + 2)?))
             .collect();
         return Some(URL_SAFE_NO_PAD.encode(bytes?));
     }
@@ -224,6 +233,10 @@ mod tests {
         assert_eq!(pem_thumbprint(&chain), None);
         assert_eq!(percent_decode("%Z1"), None);
         assert_eq!(percent_decode("%4"), None);
+        // Digits only: `from_str_radix` would read `+1` as 1.
+        assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%-1"), None);
+        assert_eq!(percent_decode("%2b%2F%3d").as_deref(), Some("+/="));
     }
 
     #[test]
@@ -277,6 +290,8 @@ mod tests {
             Some(expected())
         );
         assert_eq!(xfcc_thumbprint("Hash=abc"), None);
+        // 64 characters that are not all hex digits: `+1` is no byte.
+        assert_eq!(xfcc_thumbprint(&format!("Hash={}", "+1".repeat(32))), None);
         assert_eq!(xfcc_thumbprint(&format!("Hash=\"{hex}")), None);
         assert_eq!(xfcc_thumbprint("By=x"), None);
     }

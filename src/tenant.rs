@@ -3,7 +3,6 @@
 //! admits, and the key stores of issuers with one key set per tenant.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -178,7 +177,7 @@ impl std::fmt::Debug for TenantPolicy {
 /// otherwise the new tenant waits (503).
 pub(crate) struct TenantStores {
     template: Template,
-    stores: RwLock<HashMap<String, Slot>>,
+    stores: RwLock<HashMap<String, Arc<KeyStore>>>,
     max: usize,
     /// Creations draw from `budget` (tenants admitted by a filter).
     paced: bool,
@@ -188,13 +187,6 @@ pub(crate) struct TenantStores {
     fetcher: Arc<Fetcher>,
     policy: RefreshPolicy,
     clock: Clock,
-    epoch: Instant,
-}
-
-struct Slot {
-    store: Arc<KeyStore>,
-    /// Milliseconds since `epoch` of the last token for this tenant.
-    last_used: AtomicU64,
 }
 
 /// New tenant stores a burst may create at once.
@@ -218,7 +210,6 @@ impl TenantStores {
         policy: RefreshPolicy,
         clock: Clock,
     ) -> Self {
-        let epoch = clock.now();
         TenantStores {
             template,
             stores: RwLock::new(HashMap::new()),
@@ -226,40 +217,26 @@ impl TenantStores {
             paced,
             budget: Mutex::new(Budget {
                 tokens: CREATE_BURST,
-                refilled: epoch,
+                refilled: clock.now(),
             }),
             last_warning: Mutex::new(None),
             fetcher,
             policy,
             clock,
-            epoch,
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        let ms = self
-            .clock
-            .now()
-            .saturating_duration_since(self.epoch)
-            .as_millis();
-        u64::try_from(ms).unwrap_or(u64::MAX)
-    }
-
-    /// The store of a tenant already seen.
+    /// The store of a tenant already seen. (Its use is noted by the store
+    /// itself when the request asks for its keys, as a cache hit does.)
     pub(crate) fn existing(&self, tenant: &str) -> Option<Arc<KeyStore>> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        let slot = stores.get(tenant)?;
-        slot.last_used.store(self.now_ms(), Ordering::Relaxed);
-        Some(slot.store.clone())
+        stores.get(tenant).cloned()
     }
 
     /// Every store with its tenant, for health.
     pub(crate) fn named(&self) -> Vec<(String, Arc<KeyStore>)> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<_> = stores
-            .iter()
-            .map(|(t, s)| (t.clone(), s.store.clone()))
-            .collect();
+        let mut all: Vec<_> = stores.iter().map(|(t, s)| (t.clone(), s.clone())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -270,7 +247,7 @@ impl TenantStores {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|s| s.store.clone())
+            .cloned()
             .collect()
     }
 
@@ -293,22 +270,23 @@ impl TenantStores {
     }
 
     fn create(&self, tenant: &str) -> Result<Arc<KeyStore>, Duration> {
-        let now = self.now_ms();
+        let now = self.clock.now();
         let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = stores.get(tenant) {
-            return Ok(slot.store.clone());
+        if let Some(store) = stores.get(tenant) {
+            return Ok(store.clone());
         }
         if stores.len() >= self.max {
             // Room: a tenant whose issuer never answered, else the least
-            // recently used tenant, if idle long enough.
-            let idle_ms = u64::try_from(IDLE.as_millis()).unwrap_or(u64::MAX);
-            let dead = stores.iter().find(|(_, s)| s.store.never_loaded());
+            // recently used tenant, if idle long enough. Used means its
+            // keys were asked for, by a verification or a cache hit: a
+            // tenant whose tokens all come from the token cache is busy.
+            let dead = stores.iter().find(|(_, s)| s.never_loaded());
             let victim = dead
                 .or_else(|| {
                     stores
                         .iter()
-                        .map(|(t, s)| (t, s.last_used.load(Ordering::Relaxed)))
-                        .filter(|(_, used)| now.saturating_sub(*used) >= idle_ms)
+                        .map(|(t, s)| (t, s.last_used()))
+                        .filter(|(_, used)| now.saturating_duration_since(*used) >= IDLE)
                         .min_by_key(|(_, used)| *used)
                         .and_then(|(t, _)| stores.get_key_value(t.as_str()))
                 })
@@ -334,13 +312,7 @@ impl TenantStores {
             self.policy.clone(),
             self.clock.clone(),
         ));
-        stores.insert(
-            tenant.to_owned(),
-            Slot {
-                store: store.clone(),
-                last_used: AtomicU64::new(now),
-            },
-        );
+        stores.insert(tenant.to_owned(), store.clone());
         Ok(store)
     }
 
@@ -393,6 +365,7 @@ impl TenantStores {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn templates_are_one_whole_path_segment() {
@@ -427,6 +400,10 @@ mod tests {
     }
 
     fn stores(max: usize, paced: bool) -> TenantStores {
+        stores_on(max, paced, Clock::default())
+    }
+
+    fn stores_on(max: usize, paced: bool, clock: Clock) -> TenantStores {
         TenantStores::new(
             Template::parse("https://kc.example.com/realms/{tenantid}")
                 .unwrap()
@@ -435,7 +412,7 @@ mod tests {
             paced,
             Arc::new(Fetcher::new(None, crate::fetch::FetchLimits::default()).unwrap()),
             RefreshPolicy::default(),
-            Clock::default(),
+            clock,
         )
     }
 
@@ -504,20 +481,17 @@ mod tests {
 
     #[test]
     fn a_tenant_unused_for_15_minutes_makes_room() {
-        let mut s = stores(1, false);
-        // As if the table were made 20 minutes ago.
-        s.epoch = s.epoch.checked_sub(Duration::from_secs(20 * 60)).unwrap();
-        s.get("a").unwrap();
-        let used_ago = |ago: u64| {
-            let stores = s.stores.read().unwrap();
-            let now = s.now_ms();
-            stores["a"]
-                .last_used
-                .store(now - ago * 1000, Ordering::Relaxed);
-        };
-        used_ago(14 * 60);
+        let skew = Arc::new(AtomicU64::new(0));
+        let at_minute = |m: u64| skew.store(m * 60_000_000_000, Ordering::Relaxed);
+        let s = stores_on(1, false, Clock::skewed(skew.clone()));
+        let a = s.get("a").unwrap();
+        at_minute(14);
         assert_eq!(s.get("b").err().unwrap(), CREATE_EVERY);
-        used_ago(15 * 60 + 1);
+        // Its keys asked for, as by a cache hit (no table lookup): in use.
+        assert!(!a.holds(0));
+        at_minute(28);
+        assert_eq!(s.get("b").err().unwrap(), CREATE_EVERY, "used at minute 14");
+        at_minute(29);
         s.get("b").unwrap();
         assert_eq!(
             s.named().into_iter().map(|(t, _)| t).collect::<Vec<_>>(),

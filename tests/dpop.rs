@@ -479,6 +479,12 @@ async fn the_scheme_a_request_names_picks_its_challenge_and_its_rules() {
     for auth in ["DPoP", "dpop"] {
         let ans = a.send("GET", "/orders", Some(auth.into()), &[]).await;
         assert_eq!(ans.status, 400, "{auth:?}: {}", ans.body);
+        // Named by its scheme, not as a bearer token.
+        assert!(
+            ans.body.contains("malformed DPoP token"),
+            "{auth:?}: {}",
+            ans.body
+        );
         assert!(
             ans.challenges[0].starts_with("DPoP "),
             "{auth:?}: {:?}",

@@ -261,6 +261,8 @@ async fn malformed_tokens_are_400_next_to_a_cached_one() {
     };
     let malformed_token =
         r#"{"error":"invalid_request","error_description":"malformed bearer token"}"#;
+    let malformed_dpop_token =
+        r#"{"error":"invalid_request","error_description":"malformed DPoP token"}"#;
     let malformed_header =
         r#"{"error":"invalid_request","error_description":"malformed authorization header"}"#;
     // Same length and same last 16 bytes as the cached token, one byte
@@ -281,7 +283,7 @@ async fn malformed_tokens_are_400_next_to_a_cached_one() {
         (format!("Bearer {t}=x").into_bytes(), malformed_token),
         (format!("Bearer a\"{t}").into_bytes(), malformed_token),
         // DPoP is off here: a DPoP token is no token, a malformed one a 400.
-        (format!("DPoP {t}!").into_bytes(), malformed_token),
+        (format!("DPoP {t}!").into_bytes(), malformed_dpop_token),
         (
             [format!("Bearer {t}").as_bytes(), b"\xff"].concat(),
             malformed_header,

@@ -466,6 +466,51 @@ async fn tenant_key_sets_are_bounded_and_paced() {
     );
 }
 
+/// A tenant whose every request is a token-cache hit is in use: when the
+/// table is full it is not taken for idle after 15 minutes (its next new
+/// token would then need a discovery, a 503 if its issuer is down).
+#[tokio::test]
+async fn a_tenant_served_from_the_token_cache_is_not_idle() {
+    let acme = TestIssuer::start_with(Preset::Keycloak).await;
+    let s = keycloak(&[("acme", &acme), ("globex", &acme)]).await;
+    let v = Verifier::builder()
+        .clock(acme.clock())
+        .issuer(
+            Issuer::new(s.url("/realms/{tenantid}"))
+                .preset(Preset::Keycloak)
+                .audience(DEFAULT_AUDIENCE)
+                .allow_tenants_if(|_| true)
+                .max_tenants(1),
+        )
+        .build()
+        .await
+        .unwrap();
+    let token = realm_token(&acme, &s, "acme");
+    // Cached from its second sighting; then 20 minutes of cache hits.
+    for _ in 0..2 {
+        v.verify(&token).await.unwrap();
+    }
+    for _ in 0..20 {
+        acme.clock().advance(Duration::from_secs(60));
+        v.verify(&token).await.unwrap();
+    }
+    let e = v
+        .verify(&realm_token(&acme, &s, "globex"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable);
+    assert!(e.retry_after().is_some());
+    assert_eq!(
+        s.hits("/realms/globex/.well-known/openid-configuration"),
+        0,
+        "acme, in use, kept its place"
+    );
+    // Unused for 15 minutes, it makes room.
+    acme.clock().advance(Duration::from_secs(15 * 60));
+    v.verify(&realm_token(&acme, &s, "globex")).await.unwrap();
+    assert_eq!(s.hits("/realms/globex/.well-known/openid-configuration"), 1);
+}
+
 /// When the tenant table is full, only a tenant whose issuer never answered
 /// is taken for dead: not one whose first fetch is still under way, nor one
 /// that loaded keys and failed a fetch since. Neither makes room, so a new
@@ -606,19 +651,24 @@ async fn issuer_templates_are_checked_at_build() {
         .await;
         assert!(matches!(r, Err(BuildError::Config(_))), "{bad}: {r:?}");
     }
-    let e = build(entra().allow_tenants_if(|_| true).max_tenants(0))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            BuildError::OutOfRange {
-                setting: "Issuer::max_tenants",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    // Zero is out of range, whether the tenants come from a filter or a
+    // list (not "a list longer than max_tenants").
+    for issuer in [
+        entra().allow_tenants_if(|_| true),
+        entra().allowed_tenants(["t1"]),
+    ] {
+        let e = build(issuer.max_tenants(0)).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BuildError::OutOfRange {
+                    setting: "Issuer::max_tenants",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
     assert!(build(entra().allow_tenants_if(|_| true)).await.is_ok());
 }
 
