@@ -362,9 +362,7 @@ async fn tenant_key_sets_are_bounded_and_paced() {
     let v = Verifier::builder()
         .clock(acme.clock())
         .issuer(
-            Issuer::new(s.url("/realms/{tenantid}"))
-                .preset(Preset::Keycloak)
-                .audience(DEFAULT_AUDIENCE)
+            realms(&s)
                 .allow_tenants_if(|_| true)
                 .max_tenants(2)
                 .fetch_backoff(Duration::from_millis(10), Duration::from_millis(10)),
@@ -424,13 +422,7 @@ async fn tenant_key_sets_are_bounded_and_paced() {
     // New tenants are paced: a burst of 10 creations, then one per 6 s.
     let paced = Verifier::builder()
         .clock(acme.clock())
-        .issuer(
-            Issuer::new(s.url("/realms/{tenantid}"))
-                .preset(Preset::Keycloak)
-                .audience(DEFAULT_AUDIENCE)
-                .allow_tenants_if(|_| true)
-                .max_tenants(1000),
-        )
+        .issuer(realms(&s).allow_tenants_if(|_| true).max_tenants(1000))
         .build()
         .await
         .unwrap();
@@ -475,13 +467,7 @@ async fn a_tenant_served_from_the_token_cache_is_not_idle() {
     let s = keycloak(&[("acme", &acme), ("globex", &acme)]).await;
     let v = Verifier::builder()
         .clock(acme.clock())
-        .issuer(
-            Issuer::new(s.url("/realms/{tenantid}"))
-                .preset(Preset::Keycloak)
-                .audience(DEFAULT_AUDIENCE)
-                .allow_tenants_if(|_| true)
-                .max_tenants(1),
-        )
+        .issuer(realms(&s).allow_tenants_if(|_| true).max_tenants(1))
         .build()
         .await
         .unwrap();
