@@ -266,12 +266,19 @@ impl KeyStore {
         )
     }
 
+    /// Note a request for these keys now (a tenant's, looked up in its
+    /// table: see [`TenantStores`](crate::tenant::TenantStores)).
+    pub(crate) fn mark_used_now(&self) {
+        self.mark_used(self.clock.now());
+    }
+
     /// Note a request asking for these keys at `now`. A read, and a write
-    /// only when the second has changed: every cache hit comes here.
+    /// only when the second has moved on (never back, however two
+    /// requests race): every cache hit comes here.
     fn mark_used(&self, now: Instant) {
         let secs = now.saturating_duration_since(self.created).as_secs();
-        if self.used_secs.load(Ordering::Relaxed) != secs {
-            self.used_secs.store(secs, Ordering::Relaxed);
+        if self.used_secs.load(Ordering::Relaxed) < secs {
+            self.used_secs.fetch_max(secs, Ordering::Relaxed);
         }
     }
 

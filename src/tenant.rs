@@ -226,11 +226,21 @@ impl TenantStores {
         }
     }
 
-    /// The store of a tenant already seen. (Its use is noted by the store
-    /// itself when the request asks for its keys, as a cache hit does.)
+    /// The store of a tenant already seen, for inspection (not a use).
     pub(crate) fn existing(&self, tenant: &str) -> Option<Arc<KeyStore>> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
         stores.get(tenant).cloned()
+    }
+
+    /// The store of a tenant already seen, for a request: its use is noted
+    /// under the table's lock, so a creation that would evict the tenant
+    /// as idle (under the write lock) sees it. (A cache hit, which does not
+    /// come here, has its use noted by the store itself.)
+    fn in_use(&self, tenant: &str) -> Option<Arc<KeyStore>> {
+        let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
+        let store = stores.get(tenant)?;
+        store.mark_used_now();
+        Some(store.clone())
     }
 
     /// Every store with its tenant, for health.
@@ -254,7 +264,7 @@ impl TenantStores {
     /// The store of `tenant` (an admitted one), created if new. `Err` with
     /// how long to wait when no store can be made now.
     pub(crate) fn get(&self, tenant: &str) -> Result<Arc<KeyStore>, Duration> {
-        if let Some(store) = self.existing(tenant) {
+        if let Some(store) = self.in_use(tenant) {
             return Ok(store);
         }
         // The budget first: a flood of new tenants never reaches the write
@@ -497,6 +507,22 @@ mod tests {
             s.named().into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
             ["b"]
         );
+    }
+
+    #[test]
+    fn a_lookup_for_a_request_is_a_use_an_inspection_is_not() {
+        let skew = Arc::new(AtomicU64::new(0));
+        let at_minute = |m: u64| skew.store(m * 60_000_000_000, Ordering::Relaxed);
+        let s = stores_on(1, false, Clock::skewed(skew.clone()));
+        s.get("a").unwrap();
+        at_minute(20);
+        // Noted at the lookup, before the request asks the store for keys:
+        // a creation racing with it cannot take the tenant for idle.
+        s.get("a").unwrap();
+        assert_eq!(s.get("b").err().unwrap(), CREATE_EVERY);
+        at_minute(40);
+        s.existing("a").unwrap();
+        s.get("b").unwrap();
     }
 
     #[test]

@@ -476,6 +476,7 @@ async fn a_tenant_served_from_the_token_cache_is_not_idle() {
     for _ in 0..2 {
         v.verify(&token).await.unwrap();
     }
+    assert_eq!(v.cached_tokens(), 1, "what follows is cache hits");
     for _ in 0..20 {
         acme.clock().advance(Duration::from_secs(60));
         v.verify(&token).await.unwrap();
