@@ -200,11 +200,13 @@ pub(crate) struct KeyStore {
     flight: SingleFlight<Arc<KeySet>, Arc<FetchError>>,
     fetches: AtomicU64,
     clock: Clock,
-    /// When the store was made, and how many whole seconds after that a
+    /// When the store was made, and, for a tenant's store
+    /// ([`KeyStore::for_tenant`]), how many whole seconds after that a
     /// request last asked for its keys (a cache hit included): what a
-    /// tenant's idleness is judged by. Written at most once a second.
+    /// tenant's idleness is judged by. Written at most once a second;
+    /// `None` for other stores, so their cache hits pay one branch.
     created: Instant,
-    used_secs: AtomicU64,
+    used_secs: Option<AtomicU64>,
 }
 
 /// One key store's state, for [`Verifier::health`](crate::Verifier::health).
@@ -253,17 +255,32 @@ impl KeyStore {
             fetches: AtomicU64::new(0),
             clock,
             created: now,
-            used_secs: AtomicU64::new(0),
+            used_secs: None,
+        }
+    }
+
+    /// A tenant's store: [`KeyStore::new`] that also notes when it was last
+    /// used ([`KeyStore::last_used`]).
+    pub(crate) fn for_tenant(
+        source: KeySource,
+        fetcher: Arc<Fetcher>,
+        policy: RefreshPolicy,
+        clock: Clock,
+    ) -> Self {
+        KeyStore {
+            used_secs: Some(AtomicU64::new(0)),
+            ..KeyStore::new(source, fetcher, policy, clock)
         }
     }
 
     /// When a request last asked for these keys (to the second; the
-    /// store's making when none has).
+    /// store's making when none has, or when it is no tenant's store).
     pub(crate) fn last_used(&self) -> Instant {
-        instant_after(
-            self.created,
-            Duration::from_secs(self.used_secs.load(Ordering::Relaxed)),
-        )
+        let secs = self
+            .used_secs
+            .as_ref()
+            .map_or(0, |u| u.load(Ordering::Relaxed));
+        instant_after(self.created, Duration::from_secs(secs))
     }
 
     /// Note a request for these keys now (a tenant's, looked up in its
@@ -276,9 +293,11 @@ impl KeyStore {
     /// only when the second has moved on (never back, however two
     /// requests race): every cache hit comes here.
     fn mark_used(&self, now: Instant) {
-        let secs = now.saturating_duration_since(self.created).as_secs();
-        if self.used_secs.load(Ordering::Relaxed) < secs {
-            self.used_secs.fetch_max(secs, Ordering::Relaxed);
+        if let Some(used) = &self.used_secs {
+            let secs = now.saturating_duration_since(self.created).as_secs();
+            if used.load(Ordering::Relaxed) < secs {
+                used.fetch_max(secs, Ordering::Relaxed);
+            }
         }
     }
 

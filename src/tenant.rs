@@ -313,7 +313,7 @@ impl TenantStores {
             }
         }
         let issuer = self.template.issuer_for(tenant);
-        let store = Arc::new(KeyStore::new(
+        let store = Arc::new(KeyStore::for_tenant(
             KeySource::Discovery {
                 base: issuer.clone(),
                 issuer,
