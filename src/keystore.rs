@@ -202,8 +202,8 @@ pub(crate) struct KeyStore {
     clock: Clock,
     /// When the store was made, and, for a tenant's store
     /// ([`KeyStore::for_tenant`]), how many whole seconds after that a
-    /// request last asked for its keys (a cache hit included): what a
-    /// tenant's idleness is judged by. Written at most once a second;
+    /// token its keys verified was last presented (a cache hit included):
+    /// what a tenant's idleness is judged by. Written at most once a second;
     /// `None` for other stores, so their cache hits pay one branch.
     created: Instant,
     used_secs: Option<AtomicU64>,
@@ -273,8 +273,8 @@ impl KeyStore {
         }
     }
 
-    /// When a request last asked for these keys (to the second; the
-    /// store's making when none has, or when it is no tenant's store).
+    /// When a token these keys verified was last presented (to the second;
+    /// the store's making when none was, or when it is no tenant's store).
     pub(crate) fn last_used(&self) -> Instant {
         let secs = self
             .used_secs
@@ -283,18 +283,19 @@ impl KeyStore {
         instant_after(self.created, Duration::from_secs(secs))
     }
 
-    /// Note a request for these keys now (a tenant's, looked up in its
-    /// table: see [`TenantStores`](crate::tenant::TenantStores)).
-    pub(crate) fn mark_used_now(&self) {
-        self.mark_used(self.clock.now());
-    }
-
-    /// Note a request asking for these keys at `now`. A read, and a write
-    /// only when the second has moved on (never back, however two
-    /// requests race): every cache hit comes here.
-    fn mark_used(&self, now: Instant) {
+    /// Note that a token these keys verified was presented now: a
+    /// signature they checked, or a cache hit on one. Only a verified token
+    /// is a use, so forged tokens naming a tenant cannot keep its place in
+    /// the [`TenantStores`](crate::tenant::TenantStores) table. A read, and
+    /// a write only when the second has moved on (never back, however two
+    /// requests race).
+    pub(crate) fn mark_used(&self) {
         if let Some(used) = &self.used_secs {
-            let secs = now.saturating_duration_since(self.created).as_secs();
+            let secs = self
+                .clock
+                .now()
+                .saturating_duration_since(self.created)
+                .as_secs();
             if used.load(Ordering::Relaxed) < secs {
                 used.fetch_max(secs, Ordering::Relaxed);
             }
@@ -374,7 +375,11 @@ impl KeyStore {
     /// handle on the set, so a cache hit touches no shared reference count.
     /// Starts a background refresh when due, as `snapshot` does.
     pub(crate) fn holds(self: &Arc<Self>, id: u64) -> bool {
-        self.with_keys(|keys| keys.contains_id(id)).unwrap_or(false)
+        let held = self.with_keys(|keys| keys.contains_id(id)).unwrap_or(false);
+        if held {
+            self.mark_used();
+        }
+        held
     }
 
     /// `usable(keys)` when keys are usable now, else why not
@@ -385,7 +390,6 @@ impl KeyStore {
         usable: impl FnOnce(&Arc<KeySet>) -> T,
     ) -> Result<T, Snapshot> {
         let now = self.clock.now();
-        self.mark_used(now);
         let (snap, refresh) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.keys {

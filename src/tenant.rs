@@ -226,21 +226,12 @@ impl TenantStores {
         }
     }
 
-    /// The store of a tenant already seen, for inspection (not a use).
+    /// The store of a tenant already seen. Looking it up is not a use:
+    /// its store notes a use when its keys verify a token
+    /// ([`KeyStore::mark_used`]).
     pub(crate) fn existing(&self, tenant: &str) -> Option<Arc<KeyStore>> {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
         stores.get(tenant).cloned()
-    }
-
-    /// The store of a tenant already seen, for a request: its use is noted
-    /// under the table's lock, so a creation that would evict the tenant
-    /// as idle (under the write lock) sees it. (A cache hit, which does not
-    /// come here, has its use noted by the store itself.)
-    fn in_use(&self, tenant: &str) -> Option<Arc<KeyStore>> {
-        let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        let store = stores.get(tenant)?;
-        store.mark_used_now();
-        Some(store.clone())
     }
 
     /// Every store with its tenant, for health.
@@ -264,7 +255,7 @@ impl TenantStores {
     /// The store of `tenant` (an admitted one), created if new. `Err` with
     /// how long to wait when no store can be made now.
     pub(crate) fn get(&self, tenant: &str) -> Result<Arc<KeyStore>, Duration> {
-        if let Some(store) = self.in_use(tenant) {
+        if let Some(store) = self.existing(tenant) {
             return Ok(store);
         }
         // The budget first: a flood of new tenants never reaches the write
@@ -287,9 +278,10 @@ impl TenantStores {
         }
         if stores.len() >= self.max {
             // Room: a tenant whose issuer never answered, else the least
-            // recently used tenant, if idle long enough. Used means its
-            // keys were asked for, by a verification or a cache hit: a
-            // tenant whose tokens all come from the token cache is busy.
+            // recently used tenant, if idle long enough. Used means a token
+            // its keys verified was presented, a cache hit included: a
+            // tenant whose tokens all come from the token cache is busy,
+            // and forged tokens naming a tenant do not keep it.
             let dead = stores.iter().find(|(_, s)| s.never_loaded());
             let victim = dead
                 .or_else(|| {
@@ -497,32 +489,21 @@ mod tests {
         let a = s.get("a").unwrap();
         at_minute(14);
         assert_eq!(s.get("b").err().unwrap(), CREATE_EVERY);
-        // Its keys asked for, as by a cache hit (no table lookup): in use.
-        assert!(!a.holds(0));
+        // A token its keys verified (as `Verifier` notes it): in use.
+        a.mark_used();
         at_minute(28);
         assert_eq!(s.get("b").err().unwrap(), CREATE_EVERY, "used at minute 14");
+        // Looked up (for a token not yet verified), inspected, asked for
+        // keys it does not hold: none of it is a use.
+        s.get("a").unwrap();
+        s.existing("a").unwrap();
+        assert!(!a.holds(0));
         at_minute(29);
         s.get("b").unwrap();
         assert_eq!(
             s.named().into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
             ["b"]
         );
-    }
-
-    #[test]
-    fn a_lookup_for_a_request_is_a_use_an_inspection_is_not() {
-        let skew = Arc::new(AtomicU64::new(0));
-        let at_minute = |m: u64| skew.store(m * 60_000_000_000, Ordering::Relaxed);
-        let s = stores_on(1, false, Clock::skewed(skew.clone()));
-        s.get("a").unwrap();
-        at_minute(20);
-        // Noted at the lookup, before the request asks the store for keys:
-        // a creation racing with it cannot take the tenant for idle.
-        s.get("a").unwrap();
-        assert_eq!(s.get("b").err().unwrap(), CREATE_EVERY);
-        at_minute(40);
-        s.existing("a").unwrap();
-        s.get("b").unwrap();
     }
 
     #[test]

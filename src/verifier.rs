@@ -532,6 +532,8 @@ impl IssuerVerifier {
                     if !valid {
                         return Err(Rejection::new(Reason::InvalidSignature));
                     }
+                    // A tenant is in use by its verified tokens only.
+                    store.mark_used();
                     if !checked.client_allowed {
                         return Err(Rejection::new(Reason::ClientNotAllowed));
                     }

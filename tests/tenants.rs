@@ -458,11 +458,9 @@ async fn tenant_key_sets_are_bounded_and_paced() {
     );
 }
 
-/// A tenant whose every request is a token-cache hit is in use: when the
-/// table is full it is not taken for idle after 15 minutes (its next new
-/// token would then need a discovery, a 503 if its issuer is down).
-#[tokio::test]
-async fn a_tenant_served_from_the_token_cache_is_not_idle() {
+/// Realms `acme` and `globex`, and a verifier on the test clock with room
+/// for one tenant.
+async fn one_place_for_acme_and_globex() -> (TestIssuer, ScriptServer, Verifier) {
     let acme = TestIssuer::start_with(Preset::Keycloak).await;
     let s = keycloak(&[("acme", &acme), ("globex", &acme)]).await;
     let v = Verifier::builder()
@@ -471,6 +469,15 @@ async fn a_tenant_served_from_the_token_cache_is_not_idle() {
         .build()
         .await
         .unwrap();
+    (acme, s, v)
+}
+
+/// A tenant whose every request is a token-cache hit is in use: when the
+/// table is full it is not taken for idle after 15 minutes (its next new
+/// token would then need a discovery, a 503 if its issuer is down).
+#[tokio::test]
+async fn a_tenant_served_from_the_token_cache_is_not_idle() {
+    let (acme, s, v) = one_place_for_acme_and_globex().await;
     let token = realm_token(&acme, &s, "acme");
     // Cached from its second sighting; then 20 minutes of cache hits.
     for _ in 0..2 {
@@ -496,6 +503,45 @@ async fn a_tenant_served_from_the_token_cache_is_not_idle() {
     acme.clock().advance(Duration::from_secs(15 * 60));
     v.verify(&realm_token(&acme, &s, "globex")).await.unwrap();
     assert_eq!(s.hits("/realms/globex/.well-known/openid-configuration"), 1);
+}
+
+/// A tenant is in use by its verified tokens, not by tokens that merely
+/// name it: forged ones cannot keep its place in a full table.
+#[tokio::test]
+async fn a_tenant_is_in_use_by_its_verified_tokens_only() {
+    let (acme, s, v) = one_place_for_acme_and_globex().await;
+    let minutes = |m: u64| acme.clock().advance(Duration::from_secs(m * 60));
+    let discovered = |t: &str| s.hits(&format!("/realms/{t}/.well-known/openid-configuration"));
+    v.verify(&realm_token(&acme, &s, "acme")).await.unwrap();
+    // Minute 10: a new token, verified in full (no cache hit).
+    minutes(10);
+    v.verify(&realm_token(&acme, &s, "acme")).await.unwrap();
+    minutes(10);
+    let e = v
+        .verify(&realm_token(&acme, &s, "globex"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.reason(),
+        Reason::KeysUnavailable,
+        "acme used at minute 10"
+    );
+    assert_eq!(discovered("globex"), 0);
+    // Minute 20: a forged acme token (its signature changed).
+    let mut forged = realm_token(&acme, &s, "acme");
+    let at = forged.rfind('.').unwrap() + 1;
+    let other = if forged[at..].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    forged.replace_range(at..=at, other);
+    let e = v.verify(&forged).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::InvalidSignature);
+    // Minute 26: 16 minutes after acme's last verified token.
+    minutes(6);
+    v.verify(&realm_token(&acme, &s, "globex")).await.unwrap();
+    assert_eq!(discovered("globex"), 1);
 }
 
 /// When the tenant table is full, only a tenant whose issuer never answered
