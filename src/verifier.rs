@@ -532,11 +532,12 @@ impl IssuerVerifier {
                     if !valid {
                         return Err(Rejection::new(Reason::InvalidSignature));
                     }
-                    // A tenant is in use by its verified tokens only.
-                    store.mark_used();
                     if !checked.client_allowed {
                         return Err(Rejection::new(Reason::ClientNotAllowed));
                     }
+                    // A tenant is in use by its verified tokens only (a
+                    // client the allow-list refuses does not keep it).
+                    store.mark_used();
                     let window = checked.window;
                     return Ok(CachedToken {
                         principal: self.rules.principal(t.claims, checked),

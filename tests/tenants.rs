@@ -459,13 +459,18 @@ async fn tenant_key_sets_are_bounded_and_paced() {
 }
 
 /// Realms `acme` and `globex`, and a verifier on the test clock with room
-/// for one tenant.
+/// for one tenant, allowing only the client `billing-sync`.
 async fn one_place_for_acme_and_globex() -> (TestIssuer, ScriptServer, Verifier) {
     let acme = TestIssuer::start_with(Preset::Keycloak).await;
     let s = keycloak(&[("acme", &acme), ("globex", &acme)]).await;
     let v = Verifier::builder()
         .clock(acme.clock())
-        .issuer(realms(&s).allow_tenants_if(|_| true).max_tenants(1))
+        .issuer(
+            realms(&s)
+                .allow_tenants_if(|_| true)
+                .max_tenants(1)
+                .allowed_client_ids(["billing-sync"]),
+        )
         .build()
         .await
         .unwrap();
@@ -538,7 +543,15 @@ async fn a_tenant_is_in_use_by_its_verified_tokens_only() {
     forged.replace_range(at..=at, other);
     let e = v.verify(&forged).await.unwrap_err();
     assert_eq!(e.reason(), Reason::InvalidSignature);
-    // Minute 26: 16 minutes after acme's last verified token.
+    // A genuine acme token of a client the issuer's allow-list refuses.
+    let intruder = acme
+        .token()
+        .client_id("intruder")
+        .claim("iss", s.url("/realms/acme"))
+        .sign();
+    let e = v.verify(&intruder).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::ClientNotAllowed);
+    // Minute 26: 16 minutes after acme's last allowed, verified token.
     minutes(6);
     v.verify(&realm_token(&acme, &s, "globex")).await.unwrap();
     assert_eq!(discovered("globex"), 1);
