@@ -16,7 +16,7 @@ use crate::config::Issuer;
 use crate::hierarchy::ScopeHierarchy;
 use crate::json::Object;
 use crate::preset::{MachineRule, NOT_ACCESS_TYP};
-use crate::principal::{Principal, PrincipalParts, Scopes};
+use crate::principal::{Principal, PrincipalParts, Scopes, TenantNames};
 use crate::rejection::{Reason, Rejection};
 
 /// Which `typ` header values are accepted.
@@ -64,6 +64,8 @@ pub(crate) struct ClaimRules {
     /// How decisions on this issuer's tokens are counted (with their tenant
     /// as a label or not).
     pub(crate) metrics: Arc<crate::metrics::IssuerMetrics>,
+    /// The tenant names of its principals, shared.
+    pub(crate) tenant_names: TenantNames,
 }
 
 /// The whole seconds during which every time-based rule holds: valid while
@@ -217,6 +219,7 @@ impl ClaimRules {
             typ_claim: preset.typ_claim,
             id_token_jti_prefix: preset.id_token_jti_prefix,
             hierarchy: None,
+            tenant_names: TenantNames::default(),
         }
     }
 
@@ -437,7 +440,7 @@ impl ClaimRules {
             metrics: self.metrics.clone(),
             subject: pre.subject,
             client_id: pre.client_id,
-            tenant: pre.tenant,
+            tenant: pre.tenant.map(|t| self.tenant_names.shared(t)),
             scopes: pre.scopes,
             expires_at: pre.exp.floor,
             issued_at: pre.iat.map(|d| d.floor),
@@ -569,6 +572,7 @@ mod tests {
             id_token_jti_prefix: None,
             hierarchy: None,
             metrics: Arc::new(IssuerMetrics::new(&"https://issuer.example".into(), false)),
+            tenant_names: TenantNames::default(),
         }
     }
 

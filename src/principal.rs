@@ -2,9 +2,10 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::hierarchy::ScopeHierarchy;
@@ -34,7 +35,8 @@ struct Inner {
     /// It carries `cnf` (asked on every request; looked up once).
     bound: bool,
     machine: bool,
-    tenant: Option<String>,
+    /// Shared by the principals of one tenant ([`TenantNames`]).
+    tenant: Option<Arc<str>>,
     expires_at: u64,
     /// The revocation list's generation at which this token was last found
     /// not revoked (`u64::MAX`: never checked).
@@ -48,13 +50,41 @@ struct Inner {
     claims: Map<String, Value>,
 }
 
+/// One issuer's tenant names, shared: the principals of one tenant point at
+/// one copy of its name. Many clients' tokens name a few tenants, so a
+/// cached request that reads its tenant (a handler, a tenant guard) finds
+/// the name in the CPU cache, where a copy per token would be one more
+/// cold line to wait for. Bounded: names come from verified tokens only,
+/// and past [`TenantNames::MAX`] the set starts over.
+#[derive(Default)]
+pub(crate) struct TenantNames(Mutex<HashSet<Arc<str>>>);
+
+impl TenantNames {
+    /// Names kept at most.
+    pub(crate) const MAX: usize = 4096;
+
+    /// The shared copy of `name`.
+    pub(crate) fn shared(&self, name: String) -> Arc<str> {
+        let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = names.get(name.as_str()) {
+            return shared.clone();
+        }
+        if names.len() >= Self::MAX {
+            names.clear();
+        }
+        let shared: Arc<str> = name.into();
+        names.insert(shared.clone());
+        shared
+    }
+}
+
 /// The fields of a [`Principal`], in the order the verifier extracts them.
 pub(crate) struct PrincipalParts {
     pub(crate) issuer: Arc<str>,
     pub(crate) metrics: Arc<IssuerMetrics>,
     pub(crate) subject: Option<String>,
     pub(crate) client_id: Option<String>,
-    pub(crate) tenant: Option<String>,
+    pub(crate) tenant: Option<Arc<str>>,
     pub(crate) scopes: Scopes,
     pub(crate) expires_at: u64,
     pub(crate) issued_at: Option<u64>,
@@ -349,6 +379,28 @@ pub(crate) mod tests {
             machine: true,
             claims: serde_json::from_str(claims).unwrap(),
         })
+    }
+
+    #[test]
+    fn a_tenant_name_is_shared_and_the_set_is_bounded() {
+        let names = TenantNames::default();
+        let a = names.shared("org_a".to_owned());
+        assert!(Arc::ptr_eq(&a, &names.shared("org_a".to_owned())));
+        let b = names.shared("org_b".to_owned());
+        assert_eq!(&*b, "org_b");
+        assert!(!Arc::ptr_eq(&a, &b));
+        let held = || names.0.lock().unwrap().len();
+        assert_eq!(held(), 2);
+        for i in 2..TenantNames::MAX {
+            names.shared(format!("org_{i}"));
+        }
+        assert_eq!(held(), TenantNames::MAX);
+        // Full: the set starts over with the new name, and names handed out
+        // before stay what they were.
+        let c = names.shared("org_c".to_owned());
+        assert_eq!(held(), 1);
+        assert_eq!((&*a, &*c), ("org_a", "org_c"));
+        assert!(!Arc::ptr_eq(&a, &names.shared("org_a".to_owned())));
     }
 
     /// `cnf` is looked up once, when the principal is built; what it

@@ -92,6 +92,30 @@ async fn a_global_token_has_no_tenant() {
     assert!(p.scopes().is_empty());
 }
 
+/// The principals of one tenant share one copy of its name (a handler
+/// that reads it finds it in the CPU cache); the tokens are distinct, each
+/// verified in full.
+#[tokio::test]
+async fn the_principals_of_one_tenant_share_its_name() {
+    let issuer = TestIssuer::start().await;
+    let v = issuer.verifier().await;
+    let of = |org: &str, client: &str| issuer.token().org(org).client_id(client).sign();
+    let (a1, a2, b) = (of("org_a", "one"), of("org_a", "two"), of("org_b", "one"));
+    let (p1, p2, p3) = (
+        v.verify(&a1).await.unwrap(),
+        v.verify(&a2).await.unwrap(),
+        v.verify(&b).await.unwrap(),
+    );
+    let (t1, t2, t3) = (
+        p1.tenant().unwrap(),
+        p2.tenant().unwrap(),
+        p3.tenant().unwrap(),
+    );
+    assert_eq!((t1, t2, t3), ("org_a", "org_a", "org_b"));
+    assert_eq!(t1.as_ptr(), t2.as_ptr(), "one copy of org_a");
+    assert_ne!(t1.as_ptr(), t3.as_ptr());
+}
+
 #[tokio::test]
 async fn audience_must_contain_a_configured_one() {
     let issuer = TestIssuer::start().await;
