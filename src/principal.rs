@@ -52,19 +52,26 @@ struct Inner {
 
 /// One issuer's tenant names, shared: the principals of one tenant point at
 /// one copy of its name. Many clients' tokens name a few tenants, so a
-/// cached request that reads its tenant (a handler, a tenant guard) finds
-/// the name in the CPU cache, where a copy per token would be one more
-/// cold line to wait for. Bounded: names come from verified tokens only,
-/// and past [`TenantNames::MAX`] the set starts over.
+/// cached request of a tenant (its principal is touched on every hit, and
+/// handlers and tenant guards read the name) finds the name in the CPU
+/// cache, where a copy per token would be one more cold line to wait for.
+/// Bounded: names come from verified tokens only, names longer than
+/// [`TenantNames::MAX_LEN`] are not kept, and past [`TenantNames::MAX`]
+/// names the set starts over (at most about 3 MiB).
 #[derive(Default)]
 pub(crate) struct TenantNames(Mutex<HashSet<Arc<str>>>);
 
 impl TenantNames {
     /// Names kept at most.
-    pub(crate) const MAX: usize = 4096;
+    pub(crate) const MAX: usize = 16_384;
+    /// Bytes of a name kept at most (a template's tenant is at most 128).
+    pub(crate) const MAX_LEN: usize = 128;
 
-    /// The shared copy of `name`.
+    /// The shared copy of `name` (a copy of its own when too long).
     pub(crate) fn shared(&self, name: String) -> Arc<str> {
+        if name.len() > Self::MAX_LEN {
+            return name.into();
+        }
         let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = names.get(name.as_str()) {
             return shared.clone();
@@ -401,6 +408,16 @@ pub(crate) mod tests {
         assert_eq!(held(), 1);
         assert_eq!((&*a, &*c), ("org_a", "org_c"));
         assert!(!Arc::ptr_eq(&a, &names.shared("org_a".to_owned())));
+        // A name longer than MAX_LEN is not kept.
+        let long = "x".repeat(TenantNames::MAX_LEN + 1);
+        let held_before = held();
+        let l = names.shared(long.clone());
+        assert_eq!(&*l, long);
+        assert_eq!(held(), held_before);
+        assert!(!Arc::ptr_eq(&l, &names.shared(long)));
+        let longest = "y".repeat(TenantNames::MAX_LEN);
+        let m = names.shared(longest.clone());
+        assert!(Arc::ptr_eq(&m, &names.shared(longest)));
     }
 
     /// `cnf` is looked up once, when the principal is built; what it
