@@ -385,8 +385,10 @@ impl Issuer {
     /// For an issuer template with a key set per tenant: the most tenants
     /// whose keys are held at once. Defaults to 100 (1 ..= 10 000); an
     /// allow-list must fit in it. When all are in use, a tenant whose issuer
-    /// never answered makes room, else one unused for 15 minutes; otherwise
-    /// a new tenant's tokens get 503 with `Retry-After`. Tenants admitted by
+    /// never answered makes room, else one that has not had a verified token
+    /// (a token-cache hit included, from a client it allows) for 15 minutes:
+    /// tokens that only name a tenant never keep its place. Otherwise a new
+    /// tenant's tokens get 503 with `Retry-After`. Tenants admitted by
     /// [`Issuer::allow_tenants_if`] are also paced (a burst of 10 new ones,
     /// then one per 6 s) so that tokens naming many tenants cannot flood
     /// their issuers with fetches.
