@@ -290,12 +290,15 @@ impl KeyStore {
     /// a write only when the second has moved on (never back, however two
     /// requests race).
     pub(crate) fn mark_used(&self) {
+        if self.used_secs.is_some() {
+            self.mark_used_at(self.clock.now());
+        }
+    }
+
+    /// [`Self::mark_used`], with the clock already read.
+    fn mark_used_at(&self, now: Instant) {
         if let Some(used) = &self.used_secs {
-            let secs = self
-                .clock
-                .now()
-                .saturating_duration_since(self.created)
-                .as_secs();
+            let secs = now.saturating_duration_since(self.created).as_secs();
             if used.load(Ordering::Relaxed) < secs {
                 used.fetch_max(secs, Ordering::Relaxed);
             }
@@ -366,7 +369,7 @@ impl KeyStore {
 
     /// The keys a request may use now; starts a background refresh when due.
     pub(crate) fn snapshot(self: &Arc<Self>) -> Snapshot {
-        self.with_keys(Arc::clone)
+        self.with_keys(|keys, _| keys.clone())
             .map_or_else(|unusable| unusable, Snapshot::Ready)
     }
 
@@ -375,26 +378,29 @@ impl KeyStore {
     /// handle on the set, so a cache hit touches no shared reference count.
     /// Starts a background refresh when due, as `snapshot` does.
     pub(crate) fn holds(self: &Arc<Self>, id: u64) -> bool {
-        let held = self.with_keys(|keys| keys.contains_id(id)).unwrap_or(false);
-        if held {
-            self.mark_used();
-        }
-        held
+        self.with_keys(|keys, now| {
+            let held = keys.contains_id(id);
+            if held {
+                self.mark_used_at(now);
+            }
+            held
+        })
+        .unwrap_or(false)
     }
 
-    /// `usable(keys)` when keys are usable now, else why not
+    /// `usable(keys, now)` when keys are usable now, else why not
     /// ([`Snapshot::NeedFetch`] or [`Snapshot::Unavailable`]); starts a
     /// background refresh when due.
     fn with_keys<T>(
         self: &Arc<Self>,
-        usable: impl FnOnce(&Arc<KeySet>) -> T,
+        usable: impl FnOnce(&Arc<KeySet>, Instant) -> T,
     ) -> Result<T, Snapshot> {
         let now = self.clock.now();
         let (snap, refresh) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.keys {
                 Some(keys) if now < st.usable_until => (
-                    Ok(usable(keys)),
+                    Ok(usable(keys, now)),
                     now >= st.refresh_at && now >= st.next_attempt,
                 ),
                 _ if now >= st.next_attempt => (Err(Snapshot::NeedFetch), false),

@@ -223,6 +223,14 @@ mod tests {
         sha256_b64(DER)
     }
 
+    /// The SHA-256 of `data` in lower-case hex, as an XFCC `Hash=` carries it.
+    fn sha256_hex(data: &[u8]) -> String {
+        Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     #[test]
     fn nginx_escaped_pem() {
         assert_eq!(
@@ -241,10 +249,7 @@ mod tests {
 
     #[test]
     fn envoy_xfcc_hash_or_cert_one_element_only() {
-        let hex: String = Sha256::digest(DER)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = sha256_hex(DER);
         let by = "By=spiffe://cluster.local/ns/api/sa/api";
         assert_eq!(
             xfcc_thumbprint(&format!("{by};Hash={hex};Subject=\"CN=a;b,c\"")),
@@ -256,10 +261,7 @@ mod tests {
         );
         // Two hops: which certificate is the client's is not guessed.
         assert_eq!(xfcc_thumbprint(&format!("Hash={hex},Hash={hex}")), None);
-        let other: String = Sha256::digest(b"another certificate")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let other = sha256_hex(b"another certificate");
         assert_eq!(
             xfcc_thumbprint(&format!("Hash={hex};By=x,Hash={other}")),
             None

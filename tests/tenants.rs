@@ -355,21 +355,30 @@ async fn one_keycloak_realm_per_customer_with_a_key_set_per_realm() {
     assert_eq!(s.hits("/realms/master/.well-known/openid-configuration"), 0);
 }
 
-#[tokio::test]
-async fn tenant_key_sets_are_bounded_and_paced() {
+/// Realms `acme` and `globex` signed by one test issuer, and a verifier on
+/// its clock for the realms template, admitting any tenant, as `configure`
+/// sets it up further.
+async fn acme_and_globex(
+    configure: impl FnOnce(Issuer) -> Issuer,
+) -> (TestIssuer, ScriptServer, Verifier) {
     let acme = TestIssuer::start_with(Preset::Keycloak).await;
     let s = keycloak(&[("acme", &acme), ("globex", &acme)]).await;
     let v = Verifier::builder()
         .clock(acme.clock())
-        .issuer(
-            realms(&s)
-                .allow_tenants_if(|_| true)
-                .max_tenants(2)
-                .fetch_backoff(Duration::from_millis(10), Duration::from_millis(10)),
-        )
+        .issuer(configure(realms(&s).allow_tenants_if(|_| true)))
         .build()
         .await
         .unwrap();
+    (acme, s, v)
+}
+
+#[tokio::test]
+async fn tenant_key_sets_are_bounded_and_paced() {
+    let (acme, s, v) = acme_and_globex(|i| {
+        i.max_tenants(2)
+            .fetch_backoff(Duration::from_millis(10), Duration::from_millis(10))
+    })
+    .await;
     assert!(v.verify(&realm_token(&acme, &s, "acme")).await.is_ok());
     // A realm that does not exist takes the second slot (its discovery fails)...
     let e = v
@@ -458,31 +467,14 @@ async fn tenant_key_sets_are_bounded_and_paced() {
     );
 }
 
-/// Realms `acme` and `globex`, and a verifier on the test clock with room
-/// for one tenant, allowing only the client `billing-sync`.
-async fn one_place_for_acme_and_globex() -> (TestIssuer, ScriptServer, Verifier) {
-    let acme = TestIssuer::start_with(Preset::Keycloak).await;
-    let s = keycloak(&[("acme", &acme), ("globex", &acme)]).await;
-    let v = Verifier::builder()
-        .clock(acme.clock())
-        .issuer(
-            realms(&s)
-                .allow_tenants_if(|_| true)
-                .max_tenants(1)
-                .allowed_client_ids(["billing-sync"]),
-        )
-        .build()
-        .await
-        .unwrap();
-    (acme, s, v)
-}
-
 /// A tenant whose every request is a token-cache hit is in use: when the
 /// table is full it is not taken for idle after 15 minutes (its next new
 /// token would then need a discovery, a 503 if its issuer is down).
 #[tokio::test]
 async fn a_tenant_served_from_the_token_cache_is_not_idle() {
-    let (acme, s, v) = one_place_for_acme_and_globex().await;
+    // Room for one tenant; only the client `billing-sync` is allowed.
+    let (acme, s, v) =
+        acme_and_globex(|i| i.max_tenants(1).allowed_client_ids(["billing-sync"])).await;
     let token = realm_token(&acme, &s, "acme");
     // Cached from its second sighting; then 20 minutes of cache hits.
     for _ in 0..2 {
@@ -514,7 +506,9 @@ async fn a_tenant_served_from_the_token_cache_is_not_idle() {
 /// name it: forged ones cannot keep its place in a full table.
 #[tokio::test]
 async fn a_tenant_is_in_use_by_its_verified_tokens_only() {
-    let (acme, s, v) = one_place_for_acme_and_globex().await;
+    // Room for one tenant; only the client `billing-sync` is allowed.
+    let (acme, s, v) =
+        acme_and_globex(|i| i.max_tenants(1).allowed_client_ids(["billing-sync"])).await;
     let minutes = |m: u64| acme.clock().advance(Duration::from_secs(m * 60));
     let discovered = |t: &str| s.hits(&format!("/realms/{t}/.well-known/openid-configuration"));
     v.verify(&realm_token(&acme, &s, "acme")).await.unwrap();
