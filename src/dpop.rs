@@ -235,8 +235,9 @@ fn parse_origin(s: &str) -> Result<url::Url, String> {
 /// so that a replayed proof is refused. Implement it over a shared store
 /// (Redis `SET key 1 NX PX ttl`) for a fleet of replicas.
 pub trait ReplayStore: Send + Sync + 'static {
-    /// Record `key` for `ttl`. `Ok(true)` if it was new, `Ok(false)` if it
-    /// was seen within its `ttl` (a replay). `Err` when the store cannot
+    /// Record `key` for `ttl` (the proof lifetime, the clock skew and one
+    /// second: as long as the proof can be accepted). `Ok(true)` if it was
+    /// new, `Ok(false)` if it was seen within its `ttl` (a replay). `Err` when the store cannot
     /// answer: the request gets 503, never a pass.
     fn check_and_insert(
         &self,
@@ -440,6 +441,16 @@ pub(crate) fn thumbprint(jwk: &Object) -> Option<String> {
     Some(sha256_b64(canonical.as_bytes()))
 }
 
+/// How long a proof is remembered: as long as it can be accepted. Its
+/// `iat` may be up to the skew ahead of the clock when first used, and the
+/// proof is accepted until the whole second `iat + lifetime` ends (the clock
+/// is read in whole seconds): the lifetime, the skew and one second.
+fn replay_ttl(cfg: &DpopConfig) -> Duration {
+    cfg.lifetime
+        .saturating_add(cfg.skew)
+        .saturating_add(Duration::from_secs(1))
+}
+
 /// The DPoP part of a request whose token verified: the token must be
 /// DPoP-bound, the proof must hold, and its `jti` must be new.
 pub(crate) async fn check_request(
@@ -478,11 +489,7 @@ pub(crate) async fn check_request(
             return Err(K::UseDpopNonce { nonce });
         }
     };
-    match cfg
-        .store
-        .check_and_insert(key, cfg.lifetime + cfg.skew)
-        .await
-    {
+    match cfg.store.check_and_insert(key, replay_ttl(cfg)).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(K::InvalidDpopProof("the DPoP proof was used before")),
         Err(e) => {

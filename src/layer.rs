@@ -406,6 +406,8 @@ where
                     .and_then(|n| n.current(self.shared.verifier.now_secs()))
                     .and_then(|n| http::HeaderValue::from_str(&n).ok());
                 let verifier = self.shared.verifier.clone();
+                let mtls = self.shared.mtls.is_some();
+                let certificate = self.certificate(&req);
                 let fut = Box::pin(async move {
                     let principal = verifier.verify(&token).await?;
                     crate::dpop::check_request(
@@ -418,6 +420,7 @@ where
                         verifier.now_secs(),
                     )
                     .await?;
+                    dpop_allowed(mtls, certificate.as_deref(), &principal)?;
                     Ok(principal)
                 });
                 let mut fut =
@@ -514,6 +517,34 @@ fn bearer_allowed(b: &Binding<'_>, principal: &Principal) -> Result<(), AuthErro
     }
     if b.dpop.is_some_and(|d| d.inner.required) {
         return refuse(Reason::UnboundToken);
+    }
+    Ok(())
+}
+
+/// A token presented as `DPoP`, its proof checked against `cnf.jkt`:
+/// refused when it is bound to something else too, which a proof does not
+/// prove: a certificate (`x5t#S256`) other than the one presented, or any
+/// certificate when none is configured, or another confirmation method.
+fn dpop_allowed(
+    mtls: bool,
+    certificate: Option<&str>,
+    principal: &Principal,
+) -> Result<(), AuthErrorKind> {
+    let refuse = |reason| Err(AuthErrorKind::InvalidToken(Rejection::new(reason)));
+    let Some(cnf) = principal.claim("cnf").and_then(|c| c.as_object()) else {
+        return Ok(()); // `check_request` refused an unbound token already
+    };
+    for (method, value) in cnf {
+        match method.as_str() {
+            "jkt" => {}
+            "x5t#S256" if mtls => {
+                if value.as_str().is_none() || certificate != value.as_str() {
+                    return refuse(Reason::CertificateMismatch);
+                }
+            }
+            "x5t#S256" => return refuse(Reason::CertificateMismatch),
+            _ => return refuse(Reason::BoundToken),
+        }
     }
     Ok(())
 }

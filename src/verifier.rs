@@ -511,6 +511,7 @@ impl IssuerVerifier {
             .map_err(Rejection::keys_unavailable)?;
         let mut keys = keys_now(&store).await?;
         let kid = t.header.kid.as_deref();
+        let mut looked_again = false;
         // A bounded number of looks: a newer snapshot or two and a refetch.
         // After a refetch lands the key store answers "fresh" for a kid it
         // still lacks, so one refetch per token is the most it costs.
@@ -530,7 +531,16 @@ impl IssuerVerifier {
                         .decode(t.signature)
                         .is_ok_and(|sig| key.verify(alg, t.signing_input.as_bytes(), &sig));
                     if !valid {
-                        return Err(Rejection::new(Reason::InvalidSignature));
+                        // A token without a kid names no key: the one held
+                        // may be the issuer's previous one (a rotation
+                        // without kids). One look at newer keys, paced as
+                        // for an unknown kid.
+                        if kid.is_some() || !checked.client_allowed || looked_again {
+                            return Err(Rejection::new(Reason::InvalidSignature));
+                        }
+                        looked_again = true;
+                        keys = look_again(&store, &keys, Reason::InvalidSignature).await?;
+                        continue;
                     }
                     if !checked.client_allowed {
                         return Err(Rejection::new(Reason::ClientNotAllowed));
@@ -553,23 +563,33 @@ impl IssuerVerifier {
                 Lookup::UnknownKid if !checked.client_allowed => {
                     return Err(Rejection::new(Reason::UnknownKey));
                 }
-                Lookup::UnknownKid => match store.on_unknown_kid(&keys) {
-                    KidMiss::Newer(newer) => keys = newer,
-                    // A key set fetched since the refetch began lacks the kid.
-                    KidMiss::Fresh => return Err(Rejection::new(Reason::UnknownKey)),
-                    // Our outage is never the caller's fault: the token may
-                    // be signed by a key we cannot fetch yet.
-                    KidMiss::Unavailable(retry) => {
-                        return Err(Rejection::keys_unavailable(retry));
-                    }
-                    KidMiss::Refetch(fetch) => {
-                        keys = fetch
-                            .await
-                            .map_err(|_| Rejection::keys_unavailable(store.retry_after()))?;
-                    }
-                },
+                Lookup::UnknownKid => {
+                    keys = look_again(&store, &keys, Reason::UnknownKey).await?;
+                }
             }
         }
         Err(Rejection::new(Reason::UnknownKey))
+    }
+}
+
+/// Newer keys than `seen` for a token they could not verify (its kid is
+/// missing, or a kid-less token's signature failed), paced by the key
+/// store: at most one refetch per cooldown while fetches succeed. `reason`
+/// when the keys are fresh and still cannot verify it.
+async fn look_again(
+    store: &Arc<KeyStore>,
+    seen: &Arc<KeySet>,
+    reason: Reason,
+) -> Result<Arc<KeySet>, Rejection> {
+    match store.on_unknown_kid(seen) {
+        KidMiss::Newer(newer) => Ok(newer),
+        // A key set fetched since the refetch began cannot verify it.
+        KidMiss::Fresh => Err(Rejection::new(reason)),
+        // Our outage is never the caller's fault: the token may be signed
+        // by a key we cannot fetch yet.
+        KidMiss::Unavailable(retry) => Err(Rejection::keys_unavailable(retry)),
+        KidMiss::Refetch(fetch) => fetch
+            .await
+            .map_err(|_| Rejection::keys_unavailable(store.retry_after())),
     }
 }

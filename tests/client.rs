@@ -250,6 +250,34 @@ async fn an_expired_token_is_never_handed_out() {
     assert_eq!(p.token().await.unwrap().secret(), "tok-2");
 }
 
+/// A token that spent more than half its lifetime on the way (0.7 s of
+/// 1 s) is never handed out: it would reach the API dead. The answer is a
+/// failure, under the backoff, not a token.
+#[tokio::test]
+async fn a_token_that_expires_on_arrival_is_a_failure() {
+    let m = Mock::start().await;
+    *m.ep.default_expires_in.lock().unwrap() = 1;
+    *m.ep.delay.lock().unwrap() = Duration::from_millis(700);
+    let p = m
+        .builder()
+        .max_retries(0)
+        .backoff(Duration::from_secs(1), Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let e = p.token().await.unwrap_err();
+    assert!(e.to_string().contains("expires on arrival"), "{e}");
+    assert!(
+        matches!(p.token().await, Err(ClientError::BackingOff { .. })),
+        "the next call waits out the backoff"
+    );
+    assert_eq!(p.requests_sent(), 1);
+    // A token with time to spare is taken.
+    *m.ep.default_expires_in.lock().unwrap() = 3600;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(p.token().await.unwrap().secret().starts_with("tok-"));
+}
+
 #[tokio::test]
 async fn backs_off_on_5xx_and_429_honouring_retry_after() {
     let m = Mock::start().await;
@@ -330,6 +358,49 @@ async fn oauth_errors_are_typed_and_not_retried() {
             other => panic!("{other:?}"),
         }
         assert_eq!(p.requests_sent(), 1, "{body}: not retried");
+    }
+}
+
+/// A token endpoint (or a proxy in front of it) that echoes the request
+/// into its `error_description`: the secret, in every form it was sent
+/// (raw, form-encoded, in the Basic header), is withheld from the error.
+#[tokio::test]
+async fn an_echoed_secret_is_withheld_from_the_error() {
+    for auth in [ClientAuth::Basic, ClientAuth::Post] {
+        let m = Mock::start().await;
+        m.server.set(
+            "/token",
+            Reply::computed(|req| {
+                let echo = format!(
+                    "rejected: body={} raw={} form={:?} authorization={:?}",
+                    String::from_utf8_lossy(&req.body),
+                    req.form().get("client_secret").cloned().unwrap_or_default(),
+                    req.form(),
+                    req.header("authorization"),
+                );
+                Reply::Json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "invalid_request", "error_description": echo})
+                        .to_string(),
+                )
+            }),
+        );
+        let p = m.builder().client_auth(auth).build().await.unwrap();
+        let e = p.token().await.unwrap_err();
+        let (shown, debug) = (e.to_string(), format!("{e:?}"));
+        assert!(shown.contains("rejected"), "{shown}");
+        let basic = m.server.requests("/token")[0]
+            .header("authorization")
+            .map(|h| h.trim_start_matches("Basic ").to_owned());
+        assert_eq!(basic.is_some(), matches!(auth, ClientAuth::Basic));
+        for text in [&shown, &debug] {
+            assert!(!text.contains("s3cr3t"), "{auth:?}: {text}");
+            assert!(!text.contains("%26odd"), "{auth:?}: {text}");
+            if let Some(b) = &basic {
+                assert!(!text.contains(b.as_str()), "{auth:?}: {text}");
+            }
+        }
+        assert!(shown.contains("***"), "{shown}");
     }
 }
 

@@ -539,9 +539,11 @@ impl m2m_guard::ReplayStore for Recording {
 
 /// A proof is remembered for as long as it could be accepted: from the
 /// latest `iat` allowed (now + the clock skew) to the end of its lifetime,
-/// so for the lifetime plus the skew. One key per key and `jti`.
+/// and the clock is read in whole seconds, so an `iat` is accepted until
+/// the second `iat + lifetime` ends: the lifetime, the skew and one second.
+/// One key per key and `jti`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proof_is_remembered_for_its_lifetime_plus_the_skew() {
+async fn a_proof_is_remembered_for_as_long_as_it_can_be_accepted() {
     let store = Recording::default();
     let seen = store.clone();
     let a = api(|d| {
@@ -570,7 +572,7 @@ async fn a_proof_is_remembered_for_its_lifetime_plus_the_skew() {
     );
     let seen = seen.0.lock().unwrap();
     assert_eq!(seen.len(), 3);
-    assert!(seen.iter().all(|(_, ttl)| *ttl == Duration::from_secs(97)));
+    assert!(seen.iter().all(|(_, ttl)| *ttl == Duration::from_secs(98)));
     assert_ne!(seen[0].0, seen[1].0);
     assert_eq!(seen[0].0, seen[2].0);
 }

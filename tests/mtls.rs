@@ -148,6 +148,64 @@ async fn a_certificate_bound_token_needs_its_certificate() {
     assert_eq!(status(&direct, &dpop_bound, &[], Some(CERT)).await.0, 401);
 }
 
+/// A token bound both to a DPoP key and to a certificate, presented as
+/// `DPoP`: the proof proves the key, not the certificate, so the
+/// certificate is checked too (and the token refused where no certificate
+/// source is set); any other confirmation method is refused.
+#[tokio::test]
+async fn a_dpop_request_proves_the_key_but_not_the_certificate() {
+    use m2m_guard::Dpop;
+    use m2m_guard::test_util::DpopKey;
+    use tower::ServiceExt as _;
+    let issuer = TestIssuer::start().await;
+    let verifier = issuer.verifier().await;
+    let key = DpopKey::new();
+    let token = |cnf: serde_json::Value| issuer.token().claim("cnf", cnf).sign();
+    let send = |app: Router, token: String, cert: Option<&'static [u8]>| {
+        let proof = key
+            .proof("GET", "http://localhost/whoami")
+            .for_token(&token)
+            .sign();
+        async move {
+            let mut req = axum::http::Request::builder()
+                .uri("/whoami")
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            if let Some(c) = cert {
+                req.extensions_mut().insert(ClientCertificate(c.to_vec()));
+            }
+            let resp = app.oneshot(req).await.unwrap();
+            let www = support::challenge(resp.headers());
+            (resp.status().as_u16(), www)
+        }
+    };
+    let dpop = || M2mAuthLayer::new(verifier.clone()).dpop(Dpop::new("http://localhost"));
+    let with_mtls = app(dpop().mtls(Mtls::from_connection()));
+    let dpop_only = app(dpop());
+
+    let both = json!({"jkt": key.jkt(), "x5t#S256": x5t(CERT)});
+    let (s, www) = send(with_mtls.clone(), token(both.clone()), Some(CERT)).await;
+    assert_eq!(s, 200, "{www}");
+    for cert in [Some(OTHER), None] {
+        let (s, www) = send(with_mtls.clone(), token(both.clone()), cert).await;
+        assert_eq!(s, 401);
+        assert!(www.contains("another client certificate"), "{www}");
+    }
+    let (s, www) = send(dpop_only.clone(), token(both), Some(CERT)).await;
+    assert_eq!(s, 401);
+    assert!(www.contains("another client certificate"), "{www}");
+    // A confirmation method nothing here proves.
+    let other = json!({"jkt": key.jkt(), "jwk": {"kty": "oct", "k": "AA"}});
+    let (s, www) = send(with_mtls.clone(), token(other), Some(CERT)).await;
+    assert_eq!(s, 401);
+    assert!(www.contains("bound to a key"), "{www}");
+    // The key alone, as ever.
+    let (s, www) = send(dpop_only, token(json!({"jkt": key.jkt()})), None).await;
+    assert_eq!(s, 200, "{www}");
+}
+
 /// A CA, and certificates it signs (server for `localhost`, or clients).
 struct Pki {
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,

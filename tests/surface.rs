@@ -307,6 +307,34 @@ async fn a_kid_less_token_needs_exactly_one_key_for_its_algorithm() {
     assert_eq!(e.reason(), Reason::AmbiguousKey);
 }
 
+/// An issuer without kids that replaces its key (Authlib's tokens carry
+/// none): a token signed by the new key fails against the key held, and is
+/// verified after one refetch, not refused until the routine refresh. The
+/// refetch is paced as for an unknown kid: a forged kid-less token right
+/// after it costs no fetch.
+#[tokio::test]
+async fn a_kid_less_issuer_that_replaces_its_key_is_followed() {
+    let issuer = TestIssuer::start().await;
+    let v = issuer.verifier().await;
+    let payload = serde_json::Value::Object(issuer.token().claims()).to_string();
+    let kidless =
+        |issuer: &TestIssuer| issuer.sign_raw(Algorithm::RS256, r#"{"alg":"RS256"}"#, &payload);
+    assert!(v.verify(&kidless(&issuer)).await.is_ok());
+    let fetched = v.key_fetch_count(issuer.issuer()).unwrap();
+    issuer.rotate_keys();
+    issuer.retire_old_keys();
+    let fresh = kidless(&issuer);
+    assert!(v.verify(&fresh).await.is_ok());
+    assert_eq!(v.key_fetch_count(issuer.issuer()), Some(fetched + 1));
+    // The signature of another payload: refused, and no second fetch.
+    let (head, _) = fresh.rsplit_once('.').unwrap();
+    let other = issuer.sign_raw(Algorithm::RS256, r#"{"alg":"RS256"}"#, "{}");
+    let forged = format!("{head}.{}", other.rsplit_once('.').unwrap().1);
+    let e = v.verify(&forged).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::InvalidSignature);
+    assert_eq!(v.key_fetch_count(issuer.issuer()), Some(fetched + 1));
+}
+
 #[tokio::test]
 async fn resource_metadata_goes_into_every_challenge() {
     let issuer = TestIssuer::start().await;

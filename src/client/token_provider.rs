@@ -636,14 +636,18 @@ fn record(inner: &Inner, result: &Result<AccessToken, ClientError>) {
 }
 
 /// When to start refreshing a token and when to stop handing it out.
-/// Refresh `margin` before expiry (at most half the lifetime), minus up to a
-/// quarter of the lifetime more of jitter (`r` in 0..1) so a fleet started
-/// together does not refresh together; stop using it shortly before `exp`.
+/// Refresh `margin` before expiry (at least twice the gap kept before
+/// `exp`, at most half the lifetime), minus up to a quarter of the lifetime
+/// more of jitter (`r` in 0..1) so a fleet started together does not
+/// refresh together; stop using it shortly before `exp` (a tenth of the
+/// lifetime, at most 5 s). The refresh is always due while the token is
+/// still handed out, so callers do not wait for it.
 fn schedule(now: Instant, expires_at: Instant, margin: Duration, r: f64) -> (Instant, Instant) {
     let lifetime = expires_at.saturating_duration_since(now);
-    let margin = margin.min(lifetime / 2);
-    let jitter = (lifetime / 4).min(margin).mul_f64(r.clamp(0.0, 1.0));
     let skew = (lifetime / 10).min(Duration::from_secs(5));
+    // 2 × skew ≤ lifetime / 5: the bounds cannot cross.
+    let margin = margin.max(2 * skew).min(lifetime / 2);
+    let jitter = (lifetime / 4).min(margin).mul_f64(r.clamp(0.0, 1.0));
     (expires_at - margin - jitter, expires_at - skew)
 }
 
@@ -797,25 +801,36 @@ async fn exchange(
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
     let assertion;
+    // The credentials as they go out, to withhold from error descriptions.
+    let mut sent_credentials: Vec<String> = Vec::new();
     match &inner.credential {
-        ClientCredential::Secret(secret) => match inner.auth {
-            ClientAuth::Basic => {
-                // RFC 6749 §2.3.1: form-encode id and secret before Basic.
-                let id = form_component(&inner.client_id);
-                let secret = form_component(secret.expose());
-                req = req.basic_auth(id, Some(secret));
+        ClientCredential::Secret(secret) => {
+            sent_credentials.push(secret.expose().to_owned());
+            sent_credentials.push(form_component(secret.expose()));
+            match inner.auth {
+                ClientAuth::Basic => {
+                    // RFC 6749 §2.3.1: form-encode id and secret before Basic.
+                    let id = form_component(&inner.client_id);
+                    let secret = form_component(secret.expose());
+                    use base64::Engine as _;
+                    sent_credentials.push(
+                        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")),
+                    );
+                    req = req.basic_auth(id, Some(secret));
+                }
+                ClientAuth::Post => {
+                    pairs.push(("client_id", &inner.client_id));
+                    pairs.push(("client_secret", secret.expose()));
+                }
             }
-            ClientAuth::Post => {
-                pairs.push(("client_id", &inner.client_id));
-                pairs.push(("client_secret", secret.expose()));
-            }
-        },
+        }
         ClientCredential::PrivateKey(key) => {
             let aud = inner
                 .assertion_audience
                 .clone()
                 .unwrap_or_else(|| token_url.to_string());
             assertion = key.client_assertion(&inner.client_id, &aud)?;
+            sent_credentials.push(assertion.clone());
             pairs.push(("client_id", &inner.client_id));
             pairs.push((
                 "client_assertion_type",
@@ -866,7 +881,7 @@ async fn exchange(
                 .as_ref()
                 .and_then(|d| d.get("error_description"))
                 .and_then(Value::as_str)
-                .map(|s| crate::text::remote(s, 200));
+                .map(|s| crate::text::remote(&withhold(s, &sent_credentials), 200));
             return Err(ClientError::OAuth {
                 code: OAuthErrorCode::parse(code),
                 description,
@@ -921,14 +936,32 @@ async fn exchange(
         Some(Value::String(s)) => Some(s.as_str().into()),
         _ => None,
     };
+    let expires_at = sent + lifetime;
+    // A token that spent more than half its life on the way: handing it out
+    // would send a dead (or nearly dead) token, and fetching the next one at
+    // once would repeat it. A failure instead, under the backoff.
+    if expires_at.saturating_duration_since(Instant::now()) < lifetime / 2 {
+        return Err(ClientError::InvalidResponse(
+            "the token expires on arrival (expires_in too short for the round trip)",
+        ));
+    }
     Ok(AccessToken {
         value: value.into(),
         obtained: sent,
         // Counted from when the request was sent: never later than the issuer's clock.
-        expires_at: sent + lifetime,
+        expires_at,
         scope,
         dpop,
     })
+}
+
+/// `text` with every copy of a credential the request carried replaced by
+/// `***`: a token endpoint, or a proxy in front of it, may echo the request
+/// into its error description, which errors and logs show.
+fn withhold(text: &str, sent: &[String]) -> String {
+    sent.iter()
+        .filter(|c| !c.is_empty())
+        .fold(text.to_owned(), |t, c| t.replace(c.as_str(), "***"))
 }
 
 fn form_component(s: &str) -> String {
@@ -1004,8 +1037,9 @@ impl TokenProviderBuilder {
         self
     }
 
-    /// Refresh this long before expiry (at most half the token's lifetime),
-    /// plus jitter. Defaults to 60 s.
+    /// Refresh this long before expiry (at least twice the gap kept before
+    /// expiry, a tenth of the lifetime up to 5 s; at most half the
+    /// lifetime), plus jitter. Defaults to 60 s.
     pub fn refresh_before_expiry(mut self, margin: Duration) -> Self {
         self.refresh_margin = margin;
         self
@@ -1196,6 +1230,26 @@ mod tests {
         let (r, u) = schedule(now, exp, margin, 0.0);
         assert_eq!(r, exp - Duration::from_secs(5));
         assert_eq!(u, exp - Duration::from_secs(1));
+    }
+
+    /// A margin shorter than the gap kept before `exp` (0 s, or 4 s for an
+    /// hour's token with no jitter) still refreshes while the token is
+    /// handed out: the margin is at least twice that gap.
+    #[test]
+    fn a_short_margin_still_refreshes_before_the_token_is_withdrawn() {
+        let now = Instant::now();
+        for (lifetime, margin, gap) in [(3600, 0, 5), (3600, 4, 5), (20, 0, 2), (20, 1, 2)] {
+            let exp = now + Duration::from_secs(lifetime);
+            for r in [0.0, 0.5, 1.0] {
+                let (refresh, usable) = schedule(now, exp, Duration::from_secs(margin), r);
+                assert_eq!(usable, exp - Duration::from_secs(gap));
+                assert!(
+                    refresh <= exp - Duration::from_secs(2 * gap),
+                    "{lifetime} s, margin {margin} s, r {r}"
+                );
+                assert!(refresh > now);
+            }
+        }
     }
 
     #[test]
