@@ -191,8 +191,9 @@ impl Issuer {
         self
     }
 
-    /// How long past its refresh time a key set is still used when the
-    /// issuer cannot be reached. Defaults to 12 hours; at most 7 days.
+    /// How long past its TTL (counted from its fetch; refreshes start at
+    /// three quarters of it) a key set is still used when the issuer cannot
+    /// be reached. Defaults to 12 hours; at most 7 days.
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.policy.max_stale = max_stale;
         self
@@ -218,7 +219,9 @@ impl Issuer {
     }
 
     /// Minimum time between two key-set refetches caused by tokens with an
-    /// unknown `kid`, while fetches succeed. Defaults to 30 s (100 ms ..= 1 hour).
+    /// unknown `kid` (or without a `kid`, whose signature fails against the
+    /// one key held: the issuer may have replaced it), while fetches
+    /// succeed. Defaults to 30 s (100 ms ..= 1 hour).
     ///
     /// Within the cooldown a token with an unknown `kid` gets 401
     /// `invalid_token`: the key set was fetched successfully moments ago

@@ -524,6 +524,12 @@ impl Fleet {
     /// (`SET NX PX`): a proof replayed against another replica is refused.
     /// When Redis does not answer within the fleet's timeout the request
     /// gets 503 (`replay_check_unavailable`), never a pass.
+    ///
+    /// Run that Redis with `maxmemory-policy noeviction` (Redis's default):
+    /// the proofs' keys are the fleet's only keys with a TTL, so under
+    /// memory pressure a `volatile-*` policy evicts them first, and an
+    /// evicted proof can be replayed; with `noeviction` a full Redis fails
+    /// the write, which is a 503.
     pub fn replay_store(&self) -> RedisReplayStore {
         RedisReplayStore {
             fleet: self.clone(),

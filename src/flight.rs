@@ -83,6 +83,15 @@ where
             .is_some()
     }
 
+    /// The flight under way, if any, to join without starting one.
+    pub(crate) fn running(&self) -> Option<Flight<T, E>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .running
+            .clone()
+    }
+
     /// Join the flight under way, or start `make()` on its own task.
     /// Returns the shared result and whether this call started the flight.
     ///

@@ -410,6 +410,9 @@ where
                 let certificate = self.certificate(&req);
                 let fut = Box::pin(async move {
                     let principal = verifier.verify(&token).await?;
+                    // Before the proof: a refusal that is certain uses up
+                    // no place in the replay store.
+                    dpop_allowed(mtls, certificate.as_deref(), &principal)?;
                     crate::dpop::check_request(
                         &dpop,
                         &principal,
@@ -420,7 +423,6 @@ where
                         verifier.now_secs(),
                     )
                     .await?;
-                    dpop_allowed(mtls, certificate.as_deref(), &principal)?;
                     Ok(principal)
                 });
                 let mut fut =
@@ -521,10 +523,11 @@ fn bearer_allowed(b: &Binding<'_>, principal: &Principal) -> Result<(), AuthErro
     Ok(())
 }
 
-/// A token presented as `DPoP`, its proof checked against `cnf.jkt`:
+/// A token presented as `DPoP` (its proof is checked against `cnf.jkt`):
 /// refused when it is bound to something else too, which a proof does not
-/// prove: a certificate (`x5t#S256`) other than the one presented, or any
-/// certificate when none is configured, or another confirmation method.
+/// prove: a certificate (`x5t#S256`) other than the one presented
+/// (`certificate_mismatch`), or any certificate when no certificate source
+/// is set, or another confirmation method (`bound_token`, as for `Bearer`).
 fn dpop_allowed(
     mtls: bool,
     certificate: Option<&str>,
@@ -542,7 +545,6 @@ fn dpop_allowed(
                     return refuse(Reason::CertificateMismatch);
                 }
             }
-            "x5t#S256" => return refuse(Reason::CertificateMismatch),
             _ => return refuse(Reason::BoundToken),
         }
     }
@@ -771,7 +773,15 @@ where
                         .take()
                         .expect("ResponseFuture polled after completion");
                     trace_rejection(&error, None);
-                    return Poll::Ready(Ok(on_rejection.on_rejection(error)));
+                    let mut resp = on_rejection.on_rejection(error);
+                    // Every answer to a DPoP request carries the current
+                    // nonce (a `use_dpop_nonce` answer has it already).
+                    if let Some(nonce) = this.nonce.take()
+                        && !resp.headers().contains_key(crate::bearer::DPOP_NONCE)
+                    {
+                        resp.headers_mut().insert(crate::bearer::DPOP_NONCE, nonce);
+                    }
+                    return Poll::Ready(Ok(resp));
                 }
             }
         }

@@ -217,7 +217,9 @@ async fn refreshes_before_expiry_without_making_callers_wait() {
         .await
         .unwrap();
     assert_eq!(p.token().await.unwrap().secret(), "tok-1");
-    *m.ep.delay.lock().unwrap() = Duration::from_millis(1500);
+    // 1 s: the refreshed token arrives with 3 s of its 4 left (under half
+    // would be "expires on arrival").
+    *m.ep.delay.lock().unwrap() = Duration::from_millis(1000);
     // Refresh is due somewhere in [1 s, 2 s] (margin 2 s, jitter up to 1 s).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let started = Instant::now();
@@ -226,12 +228,12 @@ async fn refreshes_before_expiry_without_making_callers_wait() {
         "tok-1",
         "still valid: handed out"
     );
-    // Waiting for the refresh would take the endpoint's 1.5 s.
+    // Waiting for the refresh would take the endpoint's 1 s.
     assert!(
         started.elapsed() < Duration::from_millis(750),
         "the caller did not wait"
     );
-    // The background refresh lands (the endpoint takes 1.5 s).
+    // The background refresh lands (the endpoint takes 1 s).
     let deadline = Instant::now() + Duration::from_secs(5);
     while p.token().await.unwrap().secret() != "tok-2" {
         assert!(Instant::now() < deadline, "the refresh never landed");
@@ -362,8 +364,9 @@ async fn oauth_errors_are_typed_and_not_retried() {
 }
 
 /// A token endpoint (or a proxy in front of it) that echoes the request
-/// into its `error_description`: the secret, in every form it was sent
-/// (raw, form-encoded, in the Basic header), is withheld from the error.
+/// into its `error_description` (and its `error` code): the secret, in
+/// every form it was sent (raw, form-encoded, in the Basic header), is
+/// withheld from the error.
 #[tokio::test]
 async fn an_echoed_secret_is_withheld_from_the_error() {
     for auth in [ClientAuth::Basic, ClientAuth::Post] {
@@ -378,10 +381,13 @@ async fn an_echoed_secret_is_withheld_from_the_error() {
                     req.form(),
                     req.header("authorization"),
                 );
+                let code = format!(
+                    "bad_request_{}",
+                    req.form().get("client_secret").cloned().unwrap_or_default()
+                );
                 Reply::Json(
                     StatusCode::BAD_REQUEST,
-                    serde_json::json!({"error": "invalid_request", "error_description": echo})
-                        .to_string(),
+                    serde_json::json!({"error": code, "error_description": echo}).to_string(),
                 )
             }),
         );
@@ -699,6 +705,49 @@ async fn a_401_refreshes_at_most_once_per_token_and_never_in_a_storm() {
         2,
         "401s never cause a token request each"
     );
+}
+
+/// Requests in flight when the API stops taking the token all get their
+/// one retry: a 401 that arrives while another request's refresh is under
+/// way waits for that refresh, instead of being handed back. One token
+/// request for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_401s_wait_for_the_refresh_under_way() {
+    let m = Mock::start().await;
+    let p = m.builder().build().await.unwrap();
+    let client = api_client(&m, p.clone()).await;
+    let url: reqwest::Url = format!("{}/api", m.base).parse().unwrap();
+    let req = || reqwest::Request::new(reqwest::Method::GET, url.clone());
+    let mut first = client.clone();
+    let status = first
+        .ready()
+        .await
+        .unwrap()
+        .call(req())
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    m.ep.revoked.lock().unwrap().insert("tok-1".into());
+    *m.ep.delay.lock().unwrap() = Duration::from_millis(500);
+    let statuses = futures_util::future::join_all((0..20).map(|_| {
+        let mut client = client.clone();
+        let req = req();
+        async move {
+            client
+                .ready()
+                .await
+                .unwrap()
+                .call(req)
+                .await
+                .unwrap()
+                .status()
+        }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(p.requests_sent(), 2, "one refresh for all");
+    assert_eq!(m.api_calls(), 41);
 }
 
 #[tokio::test]

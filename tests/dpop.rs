@@ -640,6 +640,25 @@ async fn server_nonces_are_asked_for_given_and_checked() {
     .await;
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.headers()["dpop-nonce"].to_str().unwrap(), nonce);
+    // Refused for another reason (an expired token): the current nonce too.
+    let expired = a.issuer.token().dpop_bound(&key).expired().sign();
+    let refused = reqwest::Client::new()
+        .get(url.clone())
+        .header("authorization", format!("DPoP {expired}"))
+        .header(
+            "dpop",
+            key.proof("GET", &url)
+                .for_token(&expired)
+                .on_clock(clock)
+                .claim("nonce", nonce.clone())
+                .sign(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(support::challenge(refused.headers()).contains("expired"));
+    assert_eq!(refused.headers()["dpop-nonce"].to_str().unwrap(), nonce);
     // A made-up nonce, or one of another key: asked again.
     for bad in [
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),

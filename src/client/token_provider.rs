@@ -491,34 +491,43 @@ impl TokenProvider {
     /// The API answered 401 to `rejected`: the token to retry with, if
     /// any. A newer cached token is returned as it is; otherwise one fresh
     /// token is requested, at most once per token and per
-    /// [`MIN_REFRESH_AFTER_401`], and never during a backoff. Until the
+    /// [`MIN_REFRESH_AFTER_401`], and never during a backoff; a 401 that
+    /// arrives while that request is under way waits for it. Until the
     /// fresh token arrives the rejected one stays cached: if the refresh
     /// fails, other callers keep a token (the 401 may have been the API's
     /// own mistake).
     pub(crate) async fn token_after_401(&self, rejected: &AccessToken) -> Option<AccessToken> {
         let now = Instant::now();
-        {
+        let under_way = {
             let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
             match st.cached.as_ref() {
                 Some(c) if c.token.value != rejected.value && now < c.usable_until => {
                     return Some(c.token.clone());
                 }
+                // Refreshed for a 401 moments ago: only a refresh still
+                // under way (another request's 401, say) has a token to
+                // give; none is started.
                 Some(c)
                     if c.token.value == rejected.value
                         && st.last_refresh_after_401.is_some_and(|t| {
                             now.saturating_duration_since(t) < MIN_REFRESH_AFTER_401
                         }) =>
                 {
-                    return None;
+                    Some(self.inner.flight.running()?)
                 }
-                _ => {}
+                _ => {
+                    if now < st.next_attempt && !self.inner.flight.is_running() {
+                        return None;
+                    }
+                    st.last_refresh_after_401 = Some(now);
+                    None
+                }
             }
-            if now < st.next_attempt && !self.inner.flight.is_running() {
-                return None;
-            }
-            st.last_refresh_after_401 = Some(now);
-        }
-        let fresh = self.fetch().await.ok()?;
+        };
+        let fresh = match under_way {
+            Some(flight) => flight.await.ok()?,
+            None => self.fetch().await.ok()?,
+        };
         // The same token again (an issuer may hand out the same string until
         // it expires) is no token to retry with.
         (fresh.value != rejected.value).then_some(fresh)
@@ -883,7 +892,7 @@ async fn exchange(
                 .and_then(Value::as_str)
                 .map(|s| crate::text::remote(&withhold(s, &sent_credentials), 200));
             return Err(ClientError::OAuth {
-                code: OAuthErrorCode::parse(code),
+                code: OAuthErrorCode::parse(&withhold(code, &sent_credentials)),
                 description,
                 status,
             });
@@ -958,9 +967,12 @@ async fn exchange(
 /// `text` with every copy of a credential the request carried replaced by
 /// `***`: a token endpoint, or a proxy in front of it, may echo the request
 /// into its error description, which errors and logs show.
+/// The longest first: a credential may contain another (the secret is in
+/// its form encoding).
 fn withhold(text: &str, sent: &[String]) -> String {
-    sent.iter()
-        .filter(|c| !c.is_empty())
+    let mut sent: Vec<&String> = sent.iter().filter(|c| !c.is_empty()).collect();
+    sent.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    sent.into_iter()
         .fold(text.to_owned(), |t, c| t.replace(c.as_str(), "***"))
 }
 
