@@ -717,34 +717,18 @@ async fn concurrent_401s_wait_for_the_refresh_under_way() {
     let p = m.builder().build().await.unwrap();
     let client = api_client(&m, p.clone()).await;
     let url: reqwest::Url = format!("{}/api", m.base).parse().unwrap();
-    let req = || reqwest::Request::new(reqwest::Method::GET, url.clone());
-    let mut first = client.clone();
-    let status = first
-        .ready()
-        .await
-        .unwrap()
-        .call(req())
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
+    let get = || {
+        let mut client = client.clone();
+        let req = reqwest::Request::new(reqwest::Method::GET, url.clone());
+        async move {
+            let resp = client.ready().await.unwrap().call(req).await;
+            resp.unwrap().status()
+        }
+    };
+    assert_eq!(get().await, 200);
     m.ep.revoked.lock().unwrap().insert("tok-1".into());
     *m.ep.delay.lock().unwrap() = Duration::from_millis(500);
-    let statuses = futures_util::future::join_all((0..20).map(|_| {
-        let mut client = client.clone();
-        let req = req();
-        async move {
-            client
-                .ready()
-                .await
-                .unwrap()
-                .call(req)
-                .await
-                .unwrap()
-                .status()
-        }
-    }))
-    .await;
+    let statuses = futures_util::future::join_all((0..20).map(|_| get())).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(p.requests_sent(), 2, "one refresh for all");
     assert_eq!(m.api_calls(), 41);

@@ -599,8 +599,8 @@ async fn server_nonces_are_asked_for_given_and_checked() {
     let key = DpopKey::new();
     let token = a.issuer.token().dpop_bound(&key).sign();
     let url = a.url("/orders");
-    let send = |proof: String| {
-        let (token, url) = (token.clone(), url.clone());
+    let send = |token: &str, proof: String| {
+        let (token, url) = (token.to_owned(), url.clone());
         async move {
             reqwest::Client::new()
                 .get(url)
@@ -611,8 +611,19 @@ async fn server_nonces_are_asked_for_given_and_checked() {
                 .unwrap()
         }
     };
+    // A proof carrying `nonce`, for `token`.
+    let with_nonce = |token: &str, nonce: &str| {
+        let proof = key
+            .proof("GET", &url)
+            .for_token(token)
+            .on_clock(clock)
+            .claim("nonce", nonce)
+            .sign();
+        send(token, proof)
+    };
     // No nonce: 401 use_dpop_nonce, and one to use.
     let first = send(
+        &token,
         key.proof("GET", &url)
             .for_token(&token)
             .on_clock(clock)
@@ -630,32 +641,12 @@ async fn server_nonces_are_asked_for_given_and_checked() {
     );
     let nonce = first.headers()["dpop-nonce"].to_str().unwrap().to_owned();
     // With it: accepted, and the answer carries the current nonce.
-    let ok = send(
-        key.proof("GET", &url)
-            .for_token(&token)
-            .on_clock(clock)
-            .claim("nonce", nonce.clone())
-            .sign(),
-    )
-    .await;
+    let ok = with_nonce(&token, &nonce).await;
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.headers()["dpop-nonce"].to_str().unwrap(), nonce);
     // Refused for another reason (an expired token): the current nonce too.
     let expired = a.issuer.token().dpop_bound(&key).expired().sign();
-    let refused = reqwest::Client::new()
-        .get(url.clone())
-        .header("authorization", format!("DPoP {expired}"))
-        .header(
-            "dpop",
-            key.proof("GET", &url)
-                .for_token(&expired)
-                .on_clock(clock)
-                .claim("nonce", nonce.clone())
-                .sign(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let refused = with_nonce(&expired, &nonce).await;
     assert_eq!(refused.status(), 401);
     assert!(support::challenge(refused.headers()).contains("expired"));
     assert_eq!(refused.headers()["dpop-nonce"].to_str().unwrap(), nonce);
@@ -664,14 +655,7 @@ async fn server_nonces_are_asked_for_given_and_checked() {
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
         nonce.to_lowercase(),
     ] {
-        let r = send(
-            key.proof("GET", &url)
-                .for_token(&token)
-                .on_clock(clock)
-                .claim("nonce", bad)
-                .sign(),
-        )
-        .await;
+        let r = with_nonce(&token, &bad).await;
         assert_eq!(r.status(), 401);
         assert!(r.headers().contains_key("dpop-nonce"));
     }
@@ -697,20 +681,7 @@ async fn server_nonces_are_asked_for_given_and_checked() {
     // Two periods later the nonce is stale: asked again, with a new one.
     clock.advance(Duration::from_secs(150));
     let token = a.issuer.token().dpop_bound(&key).sign();
-    let stale = reqwest::Client::new()
-        .get(&url)
-        .header("authorization", format!("DPoP {token}"))
-        .header(
-            "dpop",
-            key.proof("GET", &url)
-                .for_token(&token)
-                .on_clock(clock)
-                .claim("nonce", nonce.clone())
-                .sign(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let stale = with_nonce(&token, &nonce).await;
     assert_eq!(stale.status(), 401);
     assert_ne!(stale.headers()["dpop-nonce"].to_str().unwrap(), nonce);
 }
