@@ -411,8 +411,10 @@ where
                 let fut = Box::pin(async move {
                     let principal = verifier.verify(&token).await?;
                     // Before the proof: a refusal that is certain uses up
-                    // no place in the replay store.
-                    dpop_allowed(mtls, certificate.as_deref(), &principal)?;
+                    // no place in the replay store. (An unbound token is
+                    // refused by the proof check.)
+                    binding_proved(mtls, certificate.as_deref(), &principal, true)
+                        .map_err(|reason| AuthErrorKind::InvalidToken(Rejection::new(reason)))?;
                     crate::dpop::check_request(
                         &dpop,
                         &principal,
@@ -499,23 +501,8 @@ struct Binding<'a> {
 /// configured or it differs), or when DPoP is required.
 fn bearer_allowed(b: &Binding<'_>, principal: &Principal) -> Result<(), AuthErrorKind> {
     let refuse = |reason| Err(AuthErrorKind::InvalidToken(Rejection::new(reason)));
-    if let Some(cnf) = principal
-        .is_sender_constrained()
-        .then(|| principal.claim("cnf"))
-        .flatten()
-    {
-        let x5t = cnf.get("x5t#S256").and_then(|v| v.as_str());
-        let only_x5t = cnf
-            .as_object()
-            .is_some_and(|o| o.keys().all(|k| k == "x5t#S256"));
-        match x5t {
-            Some(want) if only_x5t && b.mtls => {
-                if b.certificate != Some(want) {
-                    return refuse(Reason::CertificateMismatch);
-                }
-            }
-            _ => return refuse(Reason::BoundToken),
-        }
+    if let Err(reason) = binding_proved(b.mtls, b.certificate, principal, false) {
+        return refuse(reason);
     }
     if b.dpop.is_some_and(|d| d.inner.required) {
         return refuse(Reason::UnboundToken);
@@ -523,32 +510,38 @@ fn bearer_allowed(b: &Binding<'_>, principal: &Principal) -> Result<(), AuthErro
     Ok(())
 }
 
-/// A token presented as `DPoP` (its proof is checked against `cnf.jkt`):
-/// refused when it is bound to something else too, which a proof does not
-/// prove: a certificate (`x5t#S256`) other than the one presented
-/// (`certificate_mismatch`), or any certificate when no certificate source
-/// is set, or another confirmation method (`bound_token`, as for `Bearer`).
-fn dpop_allowed(
+/// Whether the request proves every confirmation method (`cnf`) of a
+/// bound token: `jkt` when a DPoP proof is checked for it (`dpop_proof`),
+/// `x5t#S256` when a certificate source is set and the certificate
+/// presented is that one (`certificate_mismatch` otherwise). Any method
+/// the request cannot prove, or none at all, is `bound_token`. An unbound
+/// token has nothing to prove.
+fn binding_proved(
     mtls: bool,
     certificate: Option<&str>,
     principal: &Principal,
-) -> Result<(), AuthErrorKind> {
-    let refuse = |reason| Err(AuthErrorKind::InvalidToken(Rejection::new(reason)));
-    let Some(cnf) = principal.claim("cnf").and_then(|c| c.as_object()) else {
-        return Ok(()); // `check_request` refused an unbound token already
+    dpop_proof: bool,
+) -> Result<(), Reason> {
+    let Some(cnf) = principal
+        .is_sender_constrained()
+        .then(|| principal.claim("cnf"))
+        .flatten()
+    else {
+        return Ok(());
     };
-    for (method, value) in cnf {
-        match method.as_str() {
-            "jkt" => {}
-            "x5t#S256" if mtls => {
-                if value.as_str().is_none() || certificate != value.as_str() {
-                    return refuse(Reason::CertificateMismatch);
-                }
-            }
-            _ => return refuse(Reason::BoundToken),
-        }
+    let provable = |m: &str| (m == "jkt" && dpop_proof) || (m == "x5t#S256" && mtls);
+    let Some(methods) = cnf
+        .as_object()
+        .filter(|o| !o.is_empty() && o.keys().all(|m| provable(m)))
+    else {
+        return Err(Reason::BoundToken);
+    };
+    match methods.get("x5t#S256").map(|v| v.as_str()) {
+        None => Ok(()),
+        Some(Some(want)) if certificate == Some(want) => Ok(()),
+        Some(Some(_)) => Err(Reason::CertificateMismatch),
+        Some(None) => Err(Reason::BoundToken),
     }
-    Ok(())
 }
 
 /// The request path as the client sent it: axum's `OriginalUri` when a

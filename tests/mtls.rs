@@ -48,10 +48,21 @@ async fn status(
     headers: &[(&str, String)],
     cert: Option<&[u8]>,
 ) -> (u16, String) {
+    answer(app, format!("Bearer {token}"), headers, cert).await
+}
+
+/// Status and challenge of `GET /whoami` with this `Authorization` value,
+/// these headers and, if any, this certificate from the connection.
+async fn answer(
+    app: &Router,
+    authorization: String,
+    headers: &[(&str, String)],
+    cert: Option<&[u8]>,
+) -> (u16, String) {
     use tower::ServiceExt as _;
     let mut req = axum::http::Request::builder()
         .uri("/whoami")
-        .header("authorization", format!("Bearer {token}"));
+        .header("authorization", authorization);
     for (k, v) in headers {
         req = req.header(*k, v.as_str());
     }
@@ -156,7 +167,6 @@ async fn a_certificate_bound_token_needs_its_certificate() {
 async fn a_dpop_request_proves_the_key_but_not_the_certificate() {
     use m2m_guard::Dpop;
     use m2m_guard::test_util::DpopKey;
-    use tower::ServiceExt as _;
     let issuer = TestIssuer::start().await;
     let verifier = issuer.verifier().await;
     let key = DpopKey::new();
@@ -166,20 +176,7 @@ async fn a_dpop_request_proves_the_key_but_not_the_certificate() {
             .proof("GET", "http://localhost/whoami")
             .for_token(&token)
             .sign();
-        async move {
-            let mut req = axum::http::Request::builder()
-                .uri("/whoami")
-                .header("authorization", format!("DPoP {token}"))
-                .header("dpop", proof)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            if let Some(c) = cert {
-                req.extensions_mut().insert(ClientCertificate(c.to_vec()));
-            }
-            let resp = app.oneshot(req).await.unwrap();
-            let www = support::challenge(resp.headers());
-            (resp.status().as_u16(), www)
-        }
+        async move { answer(&app, format!("DPoP {token}"), &[("dpop", proof)], cert).await }
     };
     let dpop = || M2mAuthLayer::new(verifier.clone()).dpop(Dpop::new("http://localhost"));
     let with_mtls = app(dpop().mtls(Mtls::from_connection()));

@@ -814,13 +814,14 @@ async fn exchange(
     let mut sent_credentials: Vec<String> = Vec::new();
     match &inner.credential {
         ClientCredential::Secret(secret) => {
+            let encoded = form_component(secret.expose());
             sent_credentials.push(secret.expose().to_owned());
-            sent_credentials.push(form_component(secret.expose()));
+            sent_credentials.push(encoded.clone());
             match inner.auth {
                 ClientAuth::Basic => {
                     // RFC 6749 §2.3.1: form-encode id and secret before Basic.
                     let id = form_component(&inner.client_id);
-                    let secret = form_component(secret.expose());
+                    let secret = encoded;
                     use base64::Engine as _;
                     sent_credentials.push(
                         base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")),
