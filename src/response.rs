@@ -69,7 +69,7 @@ pub enum AuthErrorKind {
         /// The configured issuer whose keys are unavailable, when known.
         issuer: Option<String>,
         /// What is unavailable: [`Reason::KeysUnavailable`],
-        /// [`Reason::RevocationsUnavailable`] or
+        /// [`Reason::KeyNotLoaded`], [`Reason::RevocationsUnavailable`] or
         /// [`Reason::ReplayCheckUnavailable`].
         reason: Reason,
     },

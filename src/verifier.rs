@@ -511,6 +511,7 @@ impl IssuerVerifier {
             .map_err(Rejection::keys_unavailable)?;
         let mut keys = keys_now(&store).await?;
         let kid = t.header.kid.as_deref();
+        let issued_at = checked.issued_at();
         let mut looked_again = false;
         // A bounded number of looks: a newer snapshot or two and a refetch.
         // After a refetch lands the key store answers "fresh" for a kid it
@@ -539,7 +540,8 @@ impl IssuerVerifier {
                             return Err(Rejection::new(Reason::InvalidSignature));
                         }
                         looked_again = true;
-                        keys = look_again(&store, &keys, Reason::InvalidSignature).await?;
+                        keys =
+                            look_again(&store, &keys, Reason::InvalidSignature, issued_at).await?;
                         continue;
                     }
                     if !checked.client_allowed {
@@ -564,7 +566,7 @@ impl IssuerVerifier {
                     return Err(Rejection::new(Reason::UnknownKey));
                 }
                 Lookup::UnknownKid => {
-                    keys = look_again(&store, &keys, Reason::UnknownKey).await?;
+                    keys = look_again(&store, &keys, Reason::UnknownKey, issued_at).await?;
                 }
             }
         }
@@ -575,16 +577,21 @@ impl IssuerVerifier {
 /// Newer keys than `seen` for a token they could not verify (its kid is
 /// missing, or a kid-less token's signature failed), paced by the key
 /// store: at most one refetch per cooldown while fetches succeed. `reason`
-/// when the keys are fresh and still cannot verify it.
+/// when the keys are fresh and still cannot verify it: fetched after the
+/// token was issued (`issued_at`, its `iat`).
 async fn look_again(
     store: &Arc<KeyStore>,
     seen: &Arc<KeySet>,
     reason: Reason,
+    issued_at: Option<u64>,
 ) -> Result<Arc<KeySet>, Rejection> {
-    match store.on_unknown_kid(seen) {
+    match store.on_unknown_kid(seen, issued_at) {
         KidMiss::Newer(newer) => Ok(newer),
-        // A key set fetched since the refetch began cannot verify it.
+        // A key set fetched since the token was issued cannot verify it.
         KidMiss::Fresh => Err(Rejection::new(reason)),
+        // Issued after the last look at the keys: its key may be newer.
+        // A 401 would tell a good client its token is bad.
+        KidMiss::Pending(retry) => Err(Rejection::unavailable(Reason::KeyNotLoaded, retry)),
         // Our outage is never the caller's fault: the token may be signed
         // by a key we cannot fetch yet.
         KidMiss::Unavailable(retry) => Err(Rejection::keys_unavailable(retry)),
