@@ -708,7 +708,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// Total time for one metadata or key-set fetch. Defaults to 5 s (at most 5 min).
+    /// Total time for one metadata or key-set fetch, and the longest a
+    /// request waits for key fetches in all (one fetch may be discovery
+    /// then the key set; past it the request gets 503 `keys_unavailable`
+    /// and the fetch goes on). Defaults to 5 s (at most 5 min).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.limits.timeout = timeout;
         self

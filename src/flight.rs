@@ -84,6 +84,7 @@ where
     }
 
     /// The flight under way, if any, to join without starting one.
+    #[cfg(feature = "client")]
     pub(crate) fn running(&self) -> Option<Flight<T, E>> {
         self.slot
             .lock()

@@ -125,7 +125,7 @@ impl Default for RefreshPolicy {
     }
 }
 
-type SharedFetch = Flight<Arc<KeySet>, Arc<FetchError>>;
+pub(crate) type SharedFetch = Flight<Arc<KeySet>, Arc<FetchError>>;
 
 /// Where the key set comes from.
 #[derive(Debug, Clone)]
@@ -425,6 +425,13 @@ impl KeyStore {
             drop(self.refresh());
         }
         snap
+    }
+
+    /// How long a request waits for this store's fetches, in all: one
+    /// fetch's discovery, RFC 8414 fallback, key set and a sibling's mirror
+    /// may each take the fetch timeout, a request only that once.
+    pub(crate) fn wait_limit(&self) -> Duration {
+        self.fetcher.limits.timeout
     }
 
     /// How long until the next fetch may be attempted (at least one second).

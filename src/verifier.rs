@@ -5,7 +5,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::cache::{CachedToken, TokenCache};
@@ -14,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::VerifierBuilder;
 use crate::error::BuildError;
 use crate::jwks::{KeySet, Lookup};
-use crate::keystore::{KeyStore, KidMiss, Snapshot};
+use crate::keystore::{KeyStore, KidMiss, SharedFetch, Snapshot};
 use crate::principal::Principal;
 use crate::rejection::{Reason, Rejection};
 use crate::tenant::{Template, TenantPolicy, TenantStores, key_issuer_matches};
@@ -349,7 +351,9 @@ impl Verifier {
     ///
     /// A token verified before is answered from the token cache: every time
     /// rule (`exp`, `nbf`, `iat`, maximum age) is checked again, and the key
-    /// that verified it must still be published.
+    /// that verified it must still be published. Waiting for the issuer's
+    /// keys takes at most the [fetch timeout](crate::VerifierBuilder::fetch_timeout)
+    /// in all, then [`Reason::KeysUnavailable`].
     ///
     /// # Errors
     /// A [`Rejection`] saying why the token is not accepted; see [`Reason`].
@@ -474,15 +478,49 @@ async fn preload_store(store: &Arc<KeyStore>, issuer: &str) -> Result<(), BuildE
 }
 
 /// Keys of `store` usable now, fetching (shared) when there are none.
-async fn keys_now(store: &Arc<KeyStore>) -> Result<Arc<KeySet>, Rejection> {
+async fn keys_now(
+    store: &Arc<KeyStore>,
+    until: &mut Option<tokio::time::Instant>,
+) -> Result<Arc<KeySet>, Rejection> {
     match store.snapshot() {
         Snapshot::Ready(keys) => Ok(keys),
         Snapshot::Unavailable(retry) => Err(Rejection::keys_unavailable(retry)),
-        Snapshot::NeedFetch => store
-            .refresh()
-            .await
-            .map_err(|_| Rejection::keys_unavailable(store.retry_after())),
+        Snapshot::NeedFetch => wait_for(store, store.refresh(), until).await,
     }
+}
+
+/// The keys `fetch` brings, waited for until `until`: one deadline for all
+/// of a request's waits, set by the first ([`KeyStore::wait_limit`] from
+/// then). Past it, 503 while the fetch goes on without the request.
+async fn wait_for(
+    store: &Arc<KeyStore>,
+    fetch: SharedFetch,
+    until: &mut Option<tokio::time::Instant>,
+) -> Result<Arc<KeySet>, Rejection> {
+    let deadline = *until.get_or_insert_with(|| {
+        let now = tokio::time::Instant::now();
+        now.checked_add(store.wait_limit()).unwrap_or(now)
+    });
+    let unavailable = || Rejection::keys_unavailable(store.retry_after());
+    // A timer needs a tokio runtime with timers. Without one (polled
+    // outside a runtime, or timers not enabled) no fetch can have started
+    // or finish its own timeouts: its answer comes at once, and no request
+    // panics for the runtime it runs on.
+    let timer = tokio::runtime::Handle::try_current()
+        .ok()
+        .and_then(|_| std::panic::catch_unwind(|| tokio::time::sleep_until(deadline)).ok());
+    let Some(timer) = timer else {
+        return fetch.await.map_err(|_| unavailable());
+    };
+    let (mut fetch, mut timer) = (std::pin::pin!(fetch), std::pin::pin!(timer));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = fetch.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(|_| unavailable()));
+        }
+        // Still under way at the deadline: it goes on without this request.
+        timer.as_mut().poll(cx).map(|()| Err(unavailable()))
+    })
+    .await
 }
 
 impl IssuerVerifier {
@@ -509,7 +547,9 @@ impl IssuerVerifier {
             .keys
             .for_tenant(tenant)
             .map_err(Rejection::keys_unavailable)?;
-        let mut keys = keys_now(&store).await?;
+        // Every wait for a fetch below ends by one deadline.
+        let mut until = None;
+        let mut keys = keys_now(&store, &mut until).await?;
         let kid = t.header.kid.as_deref();
         let issued_at = checked.issued_at();
         let mut looked_again = false;
@@ -540,8 +580,14 @@ impl IssuerVerifier {
                             return Err(Rejection::new(Reason::InvalidSignature));
                         }
                         looked_again = true;
-                        keys =
-                            look_again(&store, &keys, Reason::InvalidSignature, issued_at).await?;
+                        keys = look_again(
+                            &store,
+                            &keys,
+                            Reason::InvalidSignature,
+                            issued_at,
+                            &mut until,
+                        )
+                        .await?;
                         continue;
                     }
                     if !checked.client_allowed {
@@ -566,7 +612,8 @@ impl IssuerVerifier {
                     return Err(Rejection::new(Reason::UnknownKey));
                 }
                 Lookup::UnknownKid => {
-                    keys = look_again(&store, &keys, Reason::UnknownKey, issued_at).await?;
+                    keys = look_again(&store, &keys, Reason::UnknownKey, issued_at, &mut until)
+                        .await?;
                 }
             }
         }
@@ -584,6 +631,7 @@ async fn look_again(
     seen: &Arc<KeySet>,
     reason: Reason,
     issued_at: Option<u64>,
+    until: &mut Option<tokio::time::Instant>,
 ) -> Result<Arc<KeySet>, Rejection> {
     match store.on_unknown_kid(seen, issued_at) {
         KidMiss::Newer(newer) => Ok(newer),
@@ -595,8 +643,6 @@ async fn look_again(
         // Our outage is never the caller's fault: the token may be signed
         // by a key we cannot fetch yet.
         KidMiss::Unavailable(retry) => Err(Rejection::keys_unavailable(retry)),
-        KidMiss::Refetch(fetch) => fetch
-            .await
-            .map_err(|_| Rejection::keys_unavailable(store.retry_after())),
+        KidMiss::Refetch(fetch) => wait_for(store, fetch, until).await,
     }
 }

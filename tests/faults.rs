@@ -496,6 +496,78 @@ async fn discovery_runs_again_when_the_key_set_url_stops_working() {
     assert_eq!(v.jwks_url(&iss), Some(server.url("/keys-b")));
 }
 
+/// The README's fetch timeout is what a request waits in all: discovery and
+/// the key set, each just under the timeout, together over it. The request
+/// gets 503 at the deadline, the fetch goes on and lands, and the next
+/// request is accepted from it (no second fetch).
+#[tokio::test]
+async fn a_request_waits_for_key_fetches_one_timeout_in_all() {
+    let issuer = TestIssuer::start().await;
+    let server = ScriptServer::start().await;
+    let iss = server.url("");
+    let slow = |body: String| {
+        Reply::Delay(
+            Duration::from_millis(700),
+            Box::new(Reply::Json(http::StatusCode::OK, body)),
+        )
+    };
+    let meta = json!({"issuer": iss, "jwks_uri": server.url("/keys")}).to_string();
+    server.set("/.well-known/openid-configuration", slow(meta));
+    server.set("/keys", slow(issuer.jwks_document().to_string()));
+    let v = Verifier::builder()
+        .issuer(
+            Issuer::new(&iss)
+                .preset(m2m_guard::Preset::Kinde)
+                .audience(m2m_guard::test_util::DEFAULT_AUDIENCE),
+        )
+        .fetch_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let token = issuer.token().claim("iss", iss.clone()).sign();
+    let started = Instant::now();
+    let e = v.verify(&token).await.unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(e.reason(), Reason::KeysUnavailable, "{e:?}");
+    assert!(e.retry_after().is_some());
+    assert!(
+        (Duration::from_millis(950)..Duration::from_millis(1350)).contains(&waited),
+        "one timeout in all, not one per step: {waited:?}"
+    );
+    eventually("the fetch lands without the request", async || {
+        server.hits("/keys") == 1 && v.verify(&token).await.is_ok()
+    })
+    .await;
+    assert_eq!(v.key_fetch_count(&iss), Some(1));
+}
+
+/// On a tokio runtime without timers no fetch can run (reqwest's timeouts
+/// need them), and the deadline on waiting cannot be set: the request gets
+/// 503, never a panic.
+#[test]
+fn a_runtime_without_timers_gets_503_not_a_panic() {
+    let full = tokio::runtime::Runtime::new().unwrap();
+    let (issuer, v) = full.block_on(async {
+        let issuer = TestIssuer::start().await;
+        let v = verifier(issuer.config()).await;
+        (issuer, v)
+    });
+    let token = issuer.token().sign();
+    let timerless = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let e = timerless.block_on(v.verify(&token)).unwrap_err();
+    assert_eq!(e.reason(), Reason::KeysUnavailable, "{e:?}");
+    // The same verifier on a runtime with timers: fetched and accepted.
+    full.block_on(async {
+        eventually("accepted with timers", async || {
+            v.verify(&token).await.is_ok()
+        })
+        .await;
+    });
+}
+
 // ===== keys only from the configured URL =====
 
 #[tokio::test]
