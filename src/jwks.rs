@@ -2,7 +2,8 @@
 //!
 //! A key that cannot be used is skipped (RFC 7517 §5), never fatal: unknown
 //! `kty`, `use: enc`, `key_ops` without `verify`, symmetric keys, weak RSA
-//! moduli, or numbers that do not decode to the right size.
+//! moduli, numbers that do not decode to the right size, or a duplicate
+//! member (RFC 7517 §4; the document around the keys is read strictly).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::crypto::{Material, Prepared, prepare_all};
 use crate::error::FetchError;
-use crate::json::parse_object;
+use crate::json::parse_object_with_list;
 use crate::token::Algorithm;
 
 /// Smallest RSA modulus accepted (RFC 8725 §3.5 / NIST SP 800-131A).
@@ -138,9 +139,11 @@ impl KeySet {
 /// Parse a JWKS document. Fails only when the document itself is unusable:
 /// not JSON, no `keys` array, too many keys, or no usable key at all.
 pub(crate) fn parse_jwks(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
-    let doc = parse_object(body)
+    // A key with a duplicate member is one unusable key (`None`), skipped
+    // below like the others; the document around it is read strictly.
+    let (_, entries) = parse_object_with_list(body, "keys")
         .ok_or_else(|| FetchError::Parse("key set is not a JSON object".into()))?;
-    let Some(Value::Array(entries)) = doc.get("keys") else {
+    let Some(entries) = entries else {
         return Err(FetchError::Parse("key set has no \"keys\" array".into()));
     };
     if entries.len() > max_keys {
@@ -153,7 +156,7 @@ pub(crate) fn parse_jwks(body: &[u8], max_keys: usize) -> Result<KeySet, FetchEr
     let mut by_kid: HashMap<String, Vec<usize>> = HashMap::new();
     let mut skipped = 0;
     for entry in entries {
-        match parse_jwk(entry) {
+        match entry.and_then(|jwk| parse_jwk(&Value::Object(jwk))) {
             Some(key) => {
                 if let Some(kid) = &key.kid {
                     by_kid.entry(kid.clone()).or_default().push(keys.len());
@@ -480,6 +483,51 @@ mod tests {
         let parsed = parse_jwks(doc.as_bytes(), 10).unwrap();
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed.skipped, 1);
+    }
+
+    /// RFC 7517 §4: a JWK with a duplicate member is rejected, that key
+    /// alone: the issuer's other keys stay usable (a whole set refused for
+    /// one bad key is an outage once the last good keys go stale).
+    #[test]
+    fn a_key_with_a_duplicate_member_is_skipped_not_the_set() {
+        let good = format!(
+            r#"{{"kty":"RSA","kid":"good","n":"{}","e":"AQAB"}}"#,
+            rsa_n(2048)
+        );
+        let twice = format!(
+            r#"{{"kty":"RSA","kid":"twice","n":"{}","n":"{}","e":"AQAB"}}"#,
+            rsa_n(2048),
+            rsa_n(4096)
+        );
+        let nested = r#"{"kty":"OKP","crv":"Ed25519","x":"AAAA","ext":{"a":1,"a":2}}"#;
+        let doc = format!(r#"{{"keys":[{twice},{good},{nested}]}}"#);
+        let set = parse_jwks(doc.as_bytes(), 10).unwrap();
+        assert_eq!((set.len(), set.skipped), (1, 2));
+        assert!(matches!(
+            set.find(Some("good"), Algorithm::RS256),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(Some("twice"), Algorithm::RS256),
+            Lookup::UnknownKid
+        ));
+        // The document itself is still read strictly.
+        for doc in [
+            format!(r#"{{"keys":[{good}],"keys":[{good}]}}"#),
+            format!(r#"{{"keys":[{good}],"other":{{"a":1,"a":2}}}}"#),
+            format!(r#"{{"keys":[{good}]}} trailing"#),
+            format!(r#"{{"keys":[{good}],"x":"\ud800"}}"#),
+        ] {
+            assert!(
+                matches!(parse_jwks(doc.as_bytes(), 10), Err(FetchError::Parse(_))),
+                "{doc}"
+            );
+        }
+        // Only duplicates: no usable key.
+        assert!(matches!(
+            parse_jwks(format!(r#"{{"keys":[{twice}]}}"#).as_bytes(), 10),
+            Err(FetchError::NoUsableKeys)
+        ));
     }
 
     #[test]
