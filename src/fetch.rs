@@ -72,6 +72,18 @@ pub(crate) fn check_url(url: &Url) -> Result<(), String> {
     Ok(())
 }
 
+/// Check an endpoint that metadata fetched from `from` names (a `jwks_uri`,
+/// a `token_endpoint`): as [`check_url`], and plaintext http to a loopback
+/// host only when the metadata itself came that way. An https issuer's
+/// document cannot send keys or secrets to whatever listens on localhost.
+pub(crate) fn check_named_url(url: &Url, from: &Url) -> Result<(), String> {
+    check_url(url)?;
+    if url.scheme() == "http" && !(from.scheme() == "http" && is_loopback(from)) {
+        return Err("an https issuer's metadata names a plaintext (http) endpoint: refused".into());
+    }
+    Ok(())
+}
+
 pub(crate) fn parse_url(what: &'static str, s: &str) -> Result<Url, BuildError> {
     let url = Url::parse(s).map_err(|e| BuildError::Url {
         what,
@@ -162,7 +174,8 @@ impl Fetcher {
             .and_then(|v| v.as_str())
             .ok_or_else(|| FetchError::Parse("discovery document has no jwks_uri".into()))?;
         let jwks = Url::parse(jwks).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
-        check_url(&jwks).map_err(FetchError::InvalidUrl)?;
+        let from = Url::parse(base).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
+        check_named_url(&jwks, &from).map_err(FetchError::InvalidUrl)?;
         Ok(jwks)
     }
 

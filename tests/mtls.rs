@@ -1,6 +1,7 @@
 //! Certificate-bound tokens (RFC 8705 §3): `cnf.x5t#S256` checked against
 //! the client certificate of the connection or of a trusted proxy header,
-//! and never read from a header that was not configured.
+//! and never read from a header that was not configured. With the TLS
+//! server here, also: https metadata never names a plaintext endpoint.
 
 mod support;
 
@@ -349,4 +350,64 @@ async fn a_certificate_bound_token_over_a_real_tls_connection() {
         assert_eq!(status, 401, "{identity:?}");
         assert!(www.contains("another client certificate"), "{www}");
     }
+}
+
+/// Metadata fetched over https may not send keys or a client secret over
+/// plaintext, not even to a loopback host: whatever listens on the API's
+/// own localhost is not the issuer. (Plaintext loopback endpoints stay for
+/// issuers that are themselves plaintext loopback: tests, local setups.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_issuers_metadata_cannot_name_a_plaintext_endpoint() {
+    use m2m_guard::client::{ClientError, ClientSecret, TokenProvider};
+    let keys = TestIssuer::start().await;
+    let (jwks_uri, token_endpoint) = (keys.jwks_url(), keys.token_endpoint());
+    let metadata = move |headers: axum::http::HeaderMap| {
+        let host = headers["host"].to_str().unwrap().to_owned();
+        let doc = json!({
+            "issuer": format!("https://{host}"),
+            "jwks_uri": jwks_uri.clone(),
+            "token_endpoint": token_endpoint.clone(),
+        });
+        async move { axum::Json(doc) }
+    };
+    let pki = Pki::new();
+    let addr = serve_tls(
+        Router::new().route("/.well-known/openid-configuration", get(metadata)),
+        &pki,
+    )
+    .await;
+    let issuer = format!("https://localhost:{}", addr.port());
+    let trusting = || {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pki.ca.pem().as_bytes()).unwrap()])
+            .resolve("localhost", addr)
+    };
+    let verifier = m2m_guard::Verifier::builder()
+        .issuer(
+            m2m_guard::Issuer::new(&issuer)
+                .preset(m2m_guard::Preset::Kinde)
+                .audience(m2m_guard::test_util::DEFAULT_AUDIENCE),
+        )
+        .http_client(trusting())
+        .build()
+        .await
+        .unwrap();
+    let token = keys.token().claim("iss", issuer.clone()).sign();
+    let e = verifier.verify(&token).await.unwrap_err();
+    assert_eq!(e.reason(), m2m_guard::Reason::KeysUnavailable, "{e:?}");
+    assert_eq!(keys.jwks_fetches(), 0, "no plaintext fetch");
+    let last_error = verifier.health().issuers()[0].last_error.clone().unwrap();
+    assert!(last_error.contains("plaintext"), "{last_error}");
+
+    let provider = TokenProvider::builder("svc-a", ClientSecret::new("s3cr3t-value"))
+        .issuer(&issuer)
+        .http_client(trusting())
+        .max_retries(0)
+        .build()
+        .await
+        .unwrap();
+    let e = provider.token().await.unwrap_err();
+    assert!(matches!(e, ClientError::Config(_)), "{e:?}");
+    assert!(e.to_string().contains("plaintext"), "{e}");
+    assert_eq!(provider.requests_sent(), 0, "the secret was not sent");
 }

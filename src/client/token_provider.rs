@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, instant_after};
 use crate::error::{FetchError, error_chain};
-use crate::fetch::{FetchLimits, Fetcher, http_client, parse_url, read_bounded};
+use crate::fetch::{FetchLimits, Fetcher, check_named_url, http_client, parse_url, read_bounded};
 use crate::flight::{Flight, Lost, SingleFlight};
 use crate::json::parse_object;
 
@@ -724,8 +724,15 @@ async fn token_url(inner: &Inner) -> Result<Url, ClientError> {
             "the discovery document of {issuer} has no token_endpoint"
         )));
     };
-    let url = parse_url("token_endpoint", url)
-        .map_err(|e| ClientError::Config(format!("the discovery document of {issuer}: {e}")))?;
+    let named = |reason: String| {
+        ClientError::Config(format!(
+            "the discovery document of {issuer}: token_endpoint: {reason}"
+        ))
+    };
+    let url = Url::parse(url).map_err(|e| named(e.to_string()))?;
+    // Checked at build: the issuer is a valid URL.
+    let from = Url::parse(issuer).map_err(|e| named(e.to_string()))?;
+    check_named_url(&url, &from).map_err(named)?;
     *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
     Ok(url)
 }
