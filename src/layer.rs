@@ -304,10 +304,30 @@ impl<S, R> M2mAuth<S, R> {
     where
         S: Service<Request<ReqBody>>,
     {
+        // A DPoP request's refusal (its challenge is the DPoP one), even
+        // one before the proof is read, carries the current server nonce,
+        // so the client's next proof can have it (RFC 9449 §8.2).
+        let dpop_request = Arc::ptr_eq(challenge, &self.shared.dpop_challenge);
         ResponseFuture {
             kind: Kind::rejected(kind, challenge, &self.shared.on_rejection),
-            nonce: None,
+            nonce: if dpop_request {
+                self.dpop_nonce()
+            } else {
+                None
+            },
         }
+    }
+
+    /// The current DPoP server nonce, when nonces are on.
+    fn dpop_nonce(&self) -> Option<http::HeaderValue> {
+        self.shared
+            .dpop
+            .as_ref()?
+            .inner
+            .nonces
+            .as_ref()?
+            .current(self.shared.verifier.now_secs())
+            .and_then(|n| http::HeaderValue::from_str(&n).ok())
     }
 
     /// The client certificate's thumbprint, when certificate-bound tokens
@@ -399,12 +419,7 @@ where
                     .dpop
                     .clone()
                     .expect("DPoP requests only with DPoP on");
-                let nonce = dpop
-                    .inner
-                    .nonces
-                    .as_ref()
-                    .and_then(|n| n.current(self.shared.verifier.now_secs()))
-                    .and_then(|n| http::HeaderValue::from_str(&n).ok());
+                let nonce = self.dpop_nonce();
                 let verifier = self.shared.verifier.clone();
                 let mtls = self.shared.mtls.is_some();
                 let certificate = self.certificate(&req);

@@ -650,6 +650,14 @@ async fn server_nonces_are_asked_for_given_and_checked() {
     assert_eq!(refused.status(), 401);
     assert!(support::challenge(refused.headers()).contains("expired"));
     assert_eq!(refused.headers()["dpop-nonce"].to_str().unwrap(), nonce);
+    // Refused before the proof is read (a proof that is no JWT, a token
+    // that is none): the current nonce too.
+    for (token, proof, status) in [(token.as_str(), "not a proof", 401), ("a b", "x", 400)] {
+        let early = send(token, proof.to_owned()).await;
+        assert_eq!(early.status(), status);
+        assert!(support::challenge(early.headers()).starts_with("DPoP "));
+        assert_eq!(early.headers()["dpop-nonce"].to_str().unwrap(), nonce);
+    }
     // A made-up nonce, or one of another key: asked again.
     for bad in [
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
