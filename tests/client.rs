@@ -890,6 +890,37 @@ async fn retry_after_is_honoured_across_calls() {
     assert_eq!(p.requests_sent(), 1);
 }
 
+/// A `Retry-After` longer than the backoff's maximum ends the retries of
+/// that call (not cut to the maximum: the server asked for longer); the
+/// wait is honoured across calls instead.
+#[tokio::test]
+async fn a_retry_after_longer_than_the_backoff_ends_the_retries() {
+    let m = Mock::start().await;
+    let p = m
+        .builder()
+        .max_retries(3)
+        .backoff(Duration::from_millis(10), Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    m.script([Answer::Status(503, Some("30"), "maintenance")]);
+    let started = std::time::Instant::now();
+    let e = p.token().await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Unavailable { status: 503, .. }),
+        "{e:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(900));
+    assert_eq!(m.calls().len(), 1, "no retry before the server's 30 s");
+    match p.token().await.unwrap_err() {
+        ClientError::BackingOff { retry_after, .. } => {
+            assert!(retry_after > Duration::from_secs(25), "{retry_after:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.calls().len(), 1);
+}
+
 #[tokio::test]
 async fn a_still_valid_token_is_served_while_refreshes_back_off() {
     let m = Mock::start().await;

@@ -665,11 +665,17 @@ async fn fetch_with_retries(inner: &Inner) -> Result<AccessToken, ClientError> {
     loop {
         let result = request_token(inner).await;
         match result {
-            Err(e) if e.is_transient() && attempt < inner.max_retries => {
-                let wait = e.retry_after().map_or_else(
-                    || inner.backoff.delay(attempt + 1),
-                    |ra| ra.min(inner.backoff.max),
-                );
+            // A `Retry-After` past the backoff's maximum ends the retries:
+            // the server asked for longer than a caller waits, and the
+            // backoff between calls honours it.
+            Err(e)
+                if e.is_transient()
+                    && attempt < inner.max_retries
+                    && e.retry_after().is_none_or(|ra| ra <= inner.backoff.max) =>
+            {
+                let wait = e
+                    .retry_after()
+                    .unwrap_or_else(|| inner.backoff.delay(attempt + 1));
                 tracing::warn!(
                     target: "m2m_guard::client",
                     client_id = %inner.client_id,
@@ -1072,9 +1078,10 @@ impl TokenProviderBuilder {
     }
 
     /// Backoff between retries, and between failed refreshes: doubling from
-    /// `min`, with jitter, at most `max`. A `Retry-After` is honoured up to
-    /// `max` for the retries a caller waits for, and up to 10 minutes
-    /// between calls.
+    /// `min`, with jitter, at most `max`. A `Retry-After` is honoured: up to
+    /// `max` it is the wait before a retry the caller waits for; a longer
+    /// one ends that call's retries, and no request is sent before it (up to
+    /// 10 minutes).
     /// Defaults to 200 ms ..= 10 s; `min` at least 1 ms, `max` at most 1 hour.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = (min, max);
