@@ -175,11 +175,6 @@ impl Checked {
     pub(crate) fn tenant(&self) -> Option<&str> {
         self.tenant.as_deref()
     }
-
-    /// The token's `iat`, in whole seconds (rounded down), if it has one.
-    pub(crate) fn issued_at(&self) -> Option<u64> {
-        self.iat.map(|d| d.floor)
-    }
 }
 
 impl ClaimRules {

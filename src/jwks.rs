@@ -2,8 +2,9 @@
 //!
 //! A key that cannot be used is skipped (RFC 7517 §5), never fatal: unknown
 //! `kty`, `use: enc`, `key_ops` without `verify`, symmetric keys, weak RSA
-//! moduli, numbers that do not decode to the right size, or a duplicate
-//! member (RFC 7517 §4; the document around the keys is read strictly).
+//! moduli, numbers that do not decode to the right size, or JSON the strict
+//! parser refuses inside that key alone, such as a duplicate member (RFC 7517
+//! §4; the document around the keys is read strictly).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -153,9 +153,6 @@ struct State {
     last_kid_refetch: Option<Instant>,
     /// When a fetch last succeeded.
     last_ok: Option<Instant>,
-    /// The wall-clock second that fetch started in: a key the issuer
-    /// published later is not in the set (0: none yet).
-    last_ok_started: u64,
     /// When the keys in use were fetched (here, or by a sibling).
     fetched: Option<Instant>,
     /// The keys in use are fresh until this, then stale until `usable_until`.
@@ -173,10 +170,6 @@ pub(crate) enum KidMiss {
     /// The last fetch succeeded within the unknown-kid cooldown: the key set
     /// is fresh and really lacks the kid.
     Fresh,
-    /// As `Fresh`, but the token was issued after that fetch started: its
-    /// key may have been published since. Refetching is allowed again in
-    /// this long.
-    Pending(Duration),
     /// The last fetch failed and fetches are backing off for this long: the
     /// token may be good, we cannot tell.
     Unavailable(Duration),
@@ -254,7 +247,6 @@ impl KeyStore {
                 failures: 0,
                 last_kid_refetch: None,
                 last_ok: None,
-                last_ok_started: 0,
                 fetched: None,
                 fresh_until: now,
                 last_error: None,
@@ -324,7 +316,7 @@ impl KeyStore {
             RefreshPolicy::default(),
             Clock::default(),
         ));
-        store.record(Ok((set, None)), 0).unwrap();
+        store.record(Ok((set, None))).unwrap();
         store
     }
 
@@ -447,16 +439,7 @@ impl KeyStore {
     /// cooldown while fetches succeed; while they fail, the backoff alone
     /// paces them. Decided and started under one lock, so two callers never
     /// both see the cooldown without one of them seeing the fetch.
-    ///
-    /// `issued_at`: the token's `iat` (unverified, wall-clock seconds).
-    /// Within the cooldown, a token issued after the last fetch started may
-    /// be signed by a key published since: that is [`KidMiss::Pending`]
-    /// (503 until the cooldown ends), not a verdict on the token.
-    pub(crate) fn on_unknown_kid(
-        self: &Arc<Self>,
-        seen: &Arc<KeySet>,
-        issued_at: Option<u64>,
-    ) -> KidMiss {
+    pub(crate) fn on_unknown_kid(self: &Arc<Self>, seen: &Arc<KeySet>) -> KidMiss {
         let now = self.clock.now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         if let Some(keys) = &st.keys
@@ -485,19 +468,8 @@ impl KeyStore {
                 if now.saturating_duration_since(t) < self.policy.unknown_kid_cooldown
                     && st.last_ok.is_some_and(|ok| ok >= t) =>
             {
-                let cooldown_left = self
-                    .policy
-                    .unknown_kid_cooldown
-                    .saturating_sub(now.saturating_duration_since(t));
-                // Whole seconds on both sides: a token of the very second
-                // the fetch started counts as seen by it.
-                if issued_at.is_some_and(|iat| iat > st.last_ok_started) {
-                    crate::metrics::unknown_kid(&self.policy.label, "pending_cooldown");
-                    KidMiss::Pending(cooldown_left)
-                } else {
-                    crate::metrics::unknown_kid(&self.policy.label, "refused_cooldown");
-                    KidMiss::Fresh
-                }
+                crate::metrics::unknown_kid(&self.policy.label, "refused_cooldown");
+                KidMiss::Fresh
             }
             _ => {
                 st.last_kid_refetch = Some(now);
@@ -625,7 +597,6 @@ impl KeyStore {
         // that never landed cannot make the cooldown answer 401.
         let mut unrecorded = Unrecorded(Some(self));
         let started = std::time::Instant::now();
-        let started_wall = self.clock.wall_secs();
         // A panic while loading is a failed fetch like any other: it backs
         // off, so a panic that repeats cannot cost a fetch per request.
         let result = std::panic::AssertUnwindSafe(self.load())
@@ -654,7 +625,7 @@ impl KeyStore {
         let outcome = match result {
             Ok((set, max_age, body)) => {
                 crate::metrics::key_fetch(&self.policy.label, "ok", took);
-                let recorded = self.record(Ok((set, max_age)), started_wall);
+                let recorded = self.record(Ok((set, max_age)));
                 if recorded.is_ok() {
                     self.publish(&body, max_age);
                 }
@@ -662,7 +633,7 @@ impl KeyStore {
             }
             Err(e) => {
                 crate::metrics::key_fetch(&self.policy.label, "error", took);
-                let failed = self.record(Err(e), started_wall);
+                let failed = self.record(Err(e));
                 match warm {
                     Some((set, usable_until, fetched, fresh_until)) => {
                         crate::metrics::key_fetch(&self.policy.label, "warm_start", None);
@@ -702,11 +673,10 @@ impl KeyStore {
         set
     }
 
-    /// Record the outcome of a fetch started at wall-clock second `started`.
+    /// Record a fetch's outcome in the state.
     fn record(
         &self,
         result: Result<(KeySet, Option<Duration>), FetchError>,
-        started: u64,
     ) -> Result<Arc<KeySet>, Arc<FetchError>> {
         let now = self.clock.now();
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -731,7 +701,6 @@ impl KeyStore {
                 st.failures = 0;
                 st.next_attempt = now;
                 st.last_ok = Some(now);
-                st.last_ok_started = started;
                 st.fetched = Some(now);
                 st.fresh_until = instant_after(now, ttl);
                 st.last_error = None;
@@ -769,7 +738,7 @@ impl Drop for Unrecorded<'_> {
     fn drop(&mut self) {
         if let Some(store) = self.0.take() {
             // Armed only across the await: the task was dropped unfinished.
-            drop(store.record(Err(FetchError::Cancelled), 0));
+            drop(store.record(Err(FetchError::Cancelled)));
         }
     }
 }

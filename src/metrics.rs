@@ -18,7 +18,7 @@
 //! | `m2m_guard_key_set_age_seconds` | gauge | `issuer` | age of the key set in use (since it was fetched) |
 //! | `m2m_guard_key_set_stale` | gauge | `issuer` | 1 while the keys are past their TTL and used within `max_stale` |
 //! | `m2m_guard_key_set_usable_seconds` | gauge | `issuer` | seconds until the keys become unusable (0: none usable) |
-//! | `m2m_guard_unknown_kid_total` | counter | `issuer`, `action` (`refetch`, `refused_cooldown`, `pending_cooldown`: issued after the last fetch began, 503 `key_not_loaded` until the cooldown ends) | tokens naming a `kid` the keys lack (or without `kid`, failing against the one key held) |
+//! | `m2m_guard_unknown_kid_total` | counter | `issuer`, `action` (`refetch`, `refused_cooldown`) | tokens naming a `kid` the keys lack (or without `kid`, failing against the one key held) |
 //! | `m2m_guard_revocations` | gauge | – | revocations held |
 //! | `m2m_guard_revocations_sync_age_seconds` | gauge | – | since the fleet's list was last confirmed current |
 //! | `m2m_guard_client_token_requests_total` | counter | `client_id`, `outcome` (`ok`, `oauth_error`, `unavailable`, `error`) | the client side's token requests |

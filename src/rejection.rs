@@ -109,11 +109,6 @@ reasons! {
     Revoked => "revoked", "the token has been revoked";
     /// No usable keys: the issuer's key set could not be loaded, or is stale past `max_stale`.
     KeysUnavailable => "keys_unavailable", "the signing keys are temporarily unavailable";
-    /// The token names a key the key set lacks (or, without `kid`, fails
-    /// against the one key held), the set was fetched within the unknown-kid
-    /// cooldown, and the token was issued after that fetch began: its key
-    /// may be newer than the set. Retry once the cooldown allows a refetch.
-    KeyNotLoaded => "key_not_loaded", "the token signing key is not loaded yet";
     /// The revocation list is not known yet (never synced from its shared
     /// store), or is stale past its bound under `WhenStale::Refuse`.
     RevocationsUnavailable => "revocations_unavailable", "the revocation list is temporarily unavailable";
@@ -210,13 +205,13 @@ impl Rejection {
         self.retry_after
     }
 
-    /// `true` when the fault is on the server side (keys unavailable, the
-    /// token's key not loaded yet, the revocation list unavailable): the
-    /// client should retry later rather than get a new token.
+    /// `true` when the fault is on the server side (keys or the revocation
+    /// list unavailable): the client should retry later rather than get a
+    /// new token.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self.reason,
-            Reason::KeysUnavailable | Reason::KeyNotLoaded | Reason::RevocationsUnavailable
+            Reason::KeysUnavailable | Reason::RevocationsUnavailable
         )
     }
 }
@@ -257,6 +252,6 @@ mod tests {
             );
             assert_eq!(r.to_string(), r.code());
         }
-        assert_eq!(Reason::ALL.len(), 32);
+        assert_eq!(Reason::ALL.len(), 31);
     }
 }

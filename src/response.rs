@@ -69,7 +69,7 @@ pub enum AuthErrorKind {
         /// The configured issuer whose keys are unavailable, when known.
         issuer: Option<String>,
         /// What is unavailable: [`Reason::KeysUnavailable`],
-        /// [`Reason::KeyNotLoaded`], [`Reason::RevocationsUnavailable`] or
+        /// [`Reason::RevocationsUnavailable`] or
         /// [`Reason::ReplayCheckUnavailable`].
         reason: Reason,
     },
@@ -294,8 +294,7 @@ impl AuthError {
             h.insert(crate::bearer::DPOP_NONCE, v);
         }
         if let AuthErrorKind::Unavailable { retry_after, .. } = self.kind {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            h.insert(RETRY_AFTER, retry_after_header(retry_after));
         }
         resp
     }
@@ -351,6 +350,13 @@ where
     }
 }
 
+/// `Retry-After` for a wait: whole seconds, rounded up (a client retrying
+/// on time never comes back a moment early), at least one.
+fn retry_after_header(wait: Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
 /// Rejections as gRPC statuses, for tonic services: a headers-only response
 /// with `grpc-status` (400 → `INVALID_ARGUMENT`, 401 → `UNAUTHENTICATED`,
 /// 403 → `PERMISSION_DENIED`, 503 → `UNAVAILABLE`, else `INTERNAL`),
@@ -391,7 +397,7 @@ impl<B: Default> OnRejection<B> for GrpcRejection {
             h.insert(WWW_AUTHENTICATE, v);
         }
         if let AuthErrorKind::Unavailable { retry_after, .. } = error.kind {
-            h.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            h.insert(RETRY_AFTER, retry_after_header(retry_after));
         }
         resp
     }
@@ -447,9 +453,13 @@ mod tests {
                 issuer: None,
                 reason: Reason::KeysUnavailable,
             };
-            let resp = AuthError::new(kind, challenge.clone()).bare_response(());
+            let resp = AuthError::new(kind.clone(), challenge.clone()).bare_response(());
             assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(resp.headers()[RETRY_AFTER], header, "{wait:?}");
+            // The same over gRPC.
+            let grpc: Response<String> =
+                GrpcRejection.on_rejection(AuthError::new(kind, challenge.clone()));
+            assert_eq!(grpc.headers()[RETRY_AFTER], header, "gRPC: {wait:?}");
         }
     }
 

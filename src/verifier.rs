@@ -502,10 +502,11 @@ async fn wait_for(
         now.checked_add(store.wait_limit()).unwrap_or(now)
     });
     let unavailable = || Rejection::keys_unavailable(store.retry_after());
-    // A timer needs a tokio runtime with timers. Without one (polled
-    // outside a runtime, or timers not enabled) no fetch can have started
-    // or finish its own timeouts: its answer comes at once, and no request
-    // panics for the runtime it runs on.
+    // A timer needs a tokio runtime with timers, as reqwest's timeouts do.
+    // Without one (polled outside a runtime, or timers not enabled: tokio
+    // tells only by panicking, and the fetch task itself panics there) the
+    // request waits for the fetch without a deadline, and is never the one
+    // that panics.
     let timer = tokio::runtime::Handle::try_current()
         .ok()
         .and_then(|_| std::panic::catch_unwind(|| tokio::time::sleep_until(deadline)).ok());
@@ -551,7 +552,6 @@ impl IssuerVerifier {
         let mut until = None;
         let mut keys = keys_now(&store, &mut until).await?;
         let kid = t.header.kid.as_deref();
-        let issued_at = checked.issued_at();
         let mut looked_again = false;
         // A bounded number of looks: a newer snapshot or two and a refetch.
         // After a refetch lands the key store answers "fresh" for a kid it
@@ -580,14 +580,8 @@ impl IssuerVerifier {
                             return Err(Rejection::new(Reason::InvalidSignature));
                         }
                         looked_again = true;
-                        keys = look_again(
-                            &store,
-                            &keys,
-                            Reason::InvalidSignature,
-                            issued_at,
-                            &mut until,
-                        )
-                        .await?;
+                        keys =
+                            look_again(&store, &keys, Reason::InvalidSignature, &mut until).await?;
                         continue;
                     }
                     if !checked.client_allowed {
@@ -612,8 +606,7 @@ impl IssuerVerifier {
                     return Err(Rejection::new(Reason::UnknownKey));
                 }
                 Lookup::UnknownKid => {
-                    keys = look_again(&store, &keys, Reason::UnknownKey, issued_at, &mut until)
-                        .await?;
+                    keys = look_again(&store, &keys, Reason::UnknownKey, &mut until).await?;
                 }
             }
         }
@@ -624,22 +617,17 @@ impl IssuerVerifier {
 /// Newer keys than `seen` for a token they could not verify (its kid is
 /// missing, or a kid-less token's signature failed), paced by the key
 /// store: at most one refetch per cooldown while fetches succeed. `reason`
-/// when the keys are fresh and still cannot verify it: fetched after the
-/// token was issued (`issued_at`, its `iat`).
+/// when the keys are fresh and still cannot verify it.
 async fn look_again(
     store: &Arc<KeyStore>,
     seen: &Arc<KeySet>,
     reason: Reason,
-    issued_at: Option<u64>,
     until: &mut Option<tokio::time::Instant>,
 ) -> Result<Arc<KeySet>, Rejection> {
-    match store.on_unknown_kid(seen, issued_at) {
+    match store.on_unknown_kid(seen) {
         KidMiss::Newer(newer) => Ok(newer),
-        // A key set fetched since the token was issued cannot verify it.
+        // A key set fetched since the refetch began cannot verify it.
         KidMiss::Fresh => Err(Rejection::new(reason)),
-        // Issued after the last look at the keys: its key may be newer.
-        // A 401 would tell a good client its token is bad.
-        KidMiss::Pending(retry) => Err(Rejection::unavailable(Reason::KeyNotLoaded, retry)),
         // Our outage is never the caller's fault: the token may be signed
         // by a key we cannot fetch yet.
         KidMiss::Unavailable(retry) => Err(Rejection::keys_unavailable(retry)),

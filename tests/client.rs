@@ -890,6 +890,30 @@ async fn retry_after_is_honoured_across_calls() {
     assert_eq!(p.requests_sent(), 1);
 }
 
+/// `Retry-After: 0` (or any wait shorter than the backoff) is no licence
+/// for back-to-back requests: the backoff still spaces the retries.
+#[tokio::test]
+async fn a_zero_retry_after_still_backs_off() {
+    let m = Mock::start().await;
+    let p = m
+        .builder()
+        .max_retries(2)
+        .backoff(Duration::from_millis(100), Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    m.script([
+        Answer::Status(503, Some("0"), "busy"),
+        Answer::Status(429, Some("0"), "busy"),
+    ]);
+    assert_eq!(p.token().await.unwrap().secret(), "tok-1");
+    let calls = m.calls();
+    assert_eq!(calls.len(), 3);
+    // The first retry after 50..100 ms, the second after 100..200 ms.
+    assert!(calls[1].2 - calls[0].2 >= Duration::from_millis(45));
+    assert!(calls[2].2 - calls[1].2 >= Duration::from_millis(95));
+}
+
 /// A `Retry-After` longer than the backoff's maximum ends the retries of
 /// that call (not cut to the maximum: the server asked for longer); the
 /// wait is honoured across calls instead.

@@ -450,15 +450,12 @@ async fn each_providers_published_key_set_shape() {
             cfg = cfg.allowed_client_ids(["test-client"]);
         }
         let v = Verifier::builder().issuer(cfg).build().await.unwrap();
-        // Issued before any fetch: within the unknown-kid cooldown a token
-        // issued after the last fetch began is 503 `key_not_loaded`.
         let token = |kid: &str| {
             issuer
                 .token()
                 .org("org_7d2a")
                 .scopes(["orders:read"])
                 .kid(kid)
-                .issued_ago(std::time::Duration::from_secs(5))
                 .sign()
         };
         let p = v

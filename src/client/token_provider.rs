@@ -673,9 +673,10 @@ async fn fetch_with_retries(inner: &Inner) -> Result<AccessToken, ClientError> {
                     && attempt < inner.max_retries
                     && e.retry_after().is_none_or(|ra| ra <= inner.backoff.max) =>
             {
-                let wait = e
-                    .retry_after()
-                    .unwrap_or_else(|| inner.backoff.delay(attempt + 1));
+                // Never sooner than the backoff: `Retry-After: 0` is no
+                // licence for back-to-back requests.
+                let backoff = inner.backoff.delay(attempt + 1);
+                let wait = e.retry_after().map_or(backoff, |ra| ra.max(backoff));
                 tracing::warn!(
                     target: "m2m_guard::client",
                     client_id = %inner.client_id,
