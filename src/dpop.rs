@@ -237,8 +237,8 @@ fn parse_origin(s: &str) -> Result<url::Url, String> {
 pub trait ReplayStore: Send + Sync + 'static {
     /// Record `key` for `ttl` (the proof lifetime, the clock skew and one
     /// second: as long as the proof can be accepted). `Ok(true)` if it was
-    /// new, `Ok(false)` if it was seen within its `ttl` (a replay). `Err` when the store cannot
-    /// answer: the request gets 503, never a pass.
+    /// new, `Ok(false)` if it was seen within its `ttl` (a replay). `Err`
+    /// when the store cannot answer: the request gets 503, never a pass.
     fn check_and_insert(
         &self,
         key: [u8; 32],

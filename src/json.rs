@@ -24,8 +24,8 @@ pub(crate) fn parse_object(bytes: &[u8]) -> Option<Object> {
 /// of its array member `list`: each is `None` when it is not a strict JSON
 /// object itself (a duplicate member, which RFC 7517 §4 says to reject such
 /// a key for; a lone surrogate; nesting too deep), and the others stay
-/// usable. Nesting depth counts from each member and element. The elements come apart from the
-/// object, and only when `list` is present and an array.
+/// usable. Nesting depth counts from each member and element. The elements
+/// come apart from the object, and only when `list` is present and an array.
 pub(crate) fn parse_object_with_list(
     bytes: &[u8],
     list: &str,

@@ -5,7 +5,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::future::Future as _;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
